@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// After tsc: make the CLI executable and copy non-TS assets (the demo config) next to the JS.
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
+const root = new URL('..', import.meta.url).pathname;
+if (existsSync(root + 'dist/cli/main.js')) chmodSync(root + 'dist/cli/main.js', 0o755);
+for (const dir of ['config', 'control']) {
+  if (!existsSync(root + 'src/' + dir)) continue;
+  for (const f of readdirSync(root + 'src/' + dir)) {
+    if (/\.(ya?ml|json|html)$/.test(f)) {
+      mkdirSync(root + 'dist/' + dir, { recursive: true });
+      copyFileSync(root + 'src/' + dir + '/' + f, root + 'dist/' + dir + '/' + f);
+    }
+  }
+}

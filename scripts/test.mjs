@@ -1,0 +1,27 @@
+#!/usr/bin/env node
+// The README's test command (`npm test`): typecheck, then every tap test, then one plain closing
+// line `N passed, N failed[, N skipped]` that CI reads. Exit code: non-zero if anything failed.
+import { spawn, spawnSync } from 'node:child_process';
+
+const root = new URL('..', import.meta.url).pathname;
+const extra = process.argv.slice(2);
+
+const tsc = spawnSync(process.execPath, [root + 'node_modules/typescript/bin/tsc', '--noEmit', '-p', root], { stdio: 'inherit' });
+const typecheckOk = tsc.status === 0;
+console.log(typecheckOk ? 'typecheck: ok' : 'typecheck: FAILED');
+
+const tap = spawn(process.execPath, [root + 'node_modules/tap/dist/esm/run/index.js', ...extra],
+  { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' } });
+let tail = '';
+tap.stdout.on('data', (d) => { process.stdout.write(d); tail = (tail + d).slice(-4000); });
+tap.on('close', (code) => {
+  const m = /#\s*\{([^}]*)\}\s*$/m.exec(tail.split('\n').filter((l) => /#\s*\{.*total/.test(l)).pop() ?? '');
+  const get = (k) => Number((new RegExp(`${k}:\\s*(\\d+)`).exec(m?.[1] ?? '') ?? [])[1] ?? 0);
+  let passed = get('pass'), failed = get('fail');
+  const skipped = get('skip') + get('todo');
+  if (!m && code !== 0) failed += 1;                 // tap itself broke: never report a green line
+  if (!typecheckOk) failed += 1;                     // the typecheck counts as one test
+  else passed += 1;
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exitCode = failed > 0 || code !== 0 ? 1 : 0;
+});
