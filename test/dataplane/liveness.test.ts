@@ -1,0 +1,54 @@
+// Backend liveness from the kernel's socket table: no connection is ever made to the backend.
+
+import t from 'tap';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { BackendMonitor, procHex } from '../../src/dataplane/liveness.js';
+
+t.test('procHex matches the kernel\'s /proc/net encoding', async (t) => {
+  t.equal(procHex('127.0.0.1'), '0100007F');
+  t.equal(procHex('::1'), '00000000000000000000000001000000');
+});
+
+t.test('TCP: down, up when something listens (specific or wildcard), down again; no connection made', async (t) => {
+  const m = new BackendMonitor(0);
+  t.teardown(() => m.close());
+  const changes: boolean[] = [];
+  m.onChange((_k, up) => changes.push(up));
+  const probeSrv = net.createServer();
+  await new Promise<void>((r) => probeSrv.listen(0, '127.0.0.1', () => r()));
+  const port = (probeSrv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probeSrv.close(() => r()));
+  const key = m.watch({ proto: 6, host: '127.0.0.1', port });
+  t.notOk(m.isUp(key), 'nothing listens yet');
+  let connections = 0;
+  const srv = net.createServer(() => { connections++; });
+  await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
+  m.poll();
+  t.ok(m.isUp(key), 'up once listening');
+  await new Promise<void>((r) => srv.close(() => r()));
+  m.poll();
+  t.notOk(m.isUp(key), 'down after close');
+  t.same(changes, [true, false]);
+  t.equal(connections, 0, 'the backend never saw a probe');
+  // A wildcard listener serves 127.0.0.1 too.
+  const any = net.createServer();
+  await new Promise<void>((r) => any.listen(port, '0.0.0.0', () => r()));
+  m.poll();
+  t.ok(m.isUp(key), 'a 0.0.0.0 listener counts');
+  await new Promise<void>((r) => any.close(() => r()));
+  m.markDown(key);
+  t.notOk(m.isUp(key), 'markDown takes effect at once');
+});
+
+t.test('UDP: a bound socket counts as listening', async (t) => {
+  const m = new BackendMonitor(0);
+  t.teardown(() => m.close());
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const key = m.watch({ proto: 17, host: '127.0.0.1', port: s.address().port });
+  t.ok(m.isUp(key));
+  await new Promise<void>((r) => s.close(() => r()));
+  m.poll();
+  t.notOk(m.isUp(key));
+});
