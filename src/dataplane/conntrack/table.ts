@@ -57,6 +57,10 @@ export class FlowEntry {
   packetsIn = 0;
   packetsOut = 0;
   exchanges = 0;            // UDP request-response turns
+  reportedBytesIn = 0;      // what the flow log has already counted (per interval records)
+  reportedBytesOut = 0;
+  reportedPacketsIn = 0;
+  reportedPacketsOut = 0;
   createdMs = 0;
   lastSeenMs = 0;
   lastActivity = 0;         // bytesIn + bytesOut at the last sample
@@ -79,6 +83,8 @@ export class ConnTable {
   private readonly slots: FlowEntry[] = [];
   private readonly free: number[] = [];
   private cursor = 0;
+  /** Called when the table becomes full and when it has room again (listeners swap filters). */
+  onFullChange: ((full: boolean) => void) | null = null;
 
   constructor(max: number, private readonly clock: Clock) {
     if (!(max >= 1)) throw new RangeError(`conntrack max must be ≥ 1, got ${max}`);
@@ -99,9 +105,11 @@ export class ConnTable {
     e.listener = f.listener; e.tracked = f.tracked; e.state = f.state;
     e.src = f.src; e.srcPort = f.srcPort; e.dst = f.dst; e.dstPort = f.dstPort; e.rulePort = f.rulePort;
     e.bytesIn = 0; e.bytesOut = 0; e.packetsIn = 0; e.packetsOut = 0; e.exchanges = 0;
+    e.reportedBytesIn = 0; e.reportedBytesOut = 0; e.reportedPacketsIn = 0; e.reportedPacketsOut = 0;
     e.createdMs = now; e.lastSeenMs = now; e.lastActivity = 0; e.timeoutMs = f.timeoutMs;
     e.owner = f.owner;
     this.count++;
+    if (this.count === this.max) this.onFullChange?.(true);
     return e;
   }
 
@@ -112,6 +120,7 @@ export class ConnTable {
     e.owner = null;
     this.count--;
     this.free.push(e.slot);
+    if (this.count === this.max - 1) this.onFullChange?.(false);
   }
 
   /** Records activity now (UDP relays call this per datagram; TCP relies on sampling). */
