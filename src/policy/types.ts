@@ -46,7 +46,7 @@ export interface CompiledPolicy {
 
   /** The address the rules see for a local IPv4 address (identity unless `addresses:` maps it). */
   appear4(local: number): number;
-  /** Same for IPv6: returns the index of a mapping or -1; when mapped, writes the words to `out`. */
+  /** Same for IPv6: writes the appearance words to `out` (identity when unmapped); true when a mapping applied. */
   appear6(w0: number, w1: number, w2: number, w3: number, out: Uint32Array): boolean;
 
   /** For socket filters: local source ranges allowed to open a new flow to (inst, proto, port) inbound. */
