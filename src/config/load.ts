@@ -1,0 +1,1009 @@
+// Config file (SPEC §2, YAML or JSON) → the validated Model of src/model/types.ts.
+// Owns: the schema, defaults (VPC, default groups, default egress, quotas, conntrack timeouts),
+// reference resolution (group names/ids per VPC, prefix lists, instances), AWS's error codes and
+// quotas, and a source position on every model node that came from the file.
+// Must not: stop at the first error (all errors of a file are collected, then thrown together as
+// ConfigErrors), throw anything but ConfigErrors, or do I/O other than reading the one file.
+// Invariants of the result: those listed at the top of src/model/types.ts.
+
+import { readFileSync, statSync } from 'node:fs';
+import { ConfigError, ConfigErrors } from '../model/errors.js';
+import {
+  DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+  protocolName,
+  type AddressMapping, type Direction, type Instance, type Model, type Outbound, type Peer, type PrefixList, type Quotas,
+  type Rule, type SecurityGroup, type Service, type SourcePos, type Vpc,
+} from '../model/types.js';
+import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
+import { defaultGroupId, instanceId, ruleId, ruleKey } from './ids.js';
+import { checkAwsText, indexPath, keyPath, Reader } from './read.js';
+import { MAX_CONFIG_BYTES, parseTree, type TMap, type TNode } from './yaml-tree.js';
+
+export { ruleId, defaultGroupId, instanceId } from './ids.js';
+export { modelToConfigObject } from './to-object.js';
+
+export const DEFAULT_REGION = 'us-east-1';
+export const DEFAULT_ACCOUNT_ID = '000000000000';
+export const DEFAULT_VPC_ID = 'vpc-local';
+
+const TOP_KEYS = ['region', 'accountId', 'vpcs', 'prefixLists', 'securityGroups', 'instances', 'addresses', 'quotas'] as const;
+const VPC_KEYS = ['id'] as const;
+const QUOTA_KEYS = ['groupsPerInstance', 'rulesPerGroup'] as const;
+const PL_KEYS = ['id', 'name', 'maxEntries', 'entries'] as const;
+const PL_ENTRY_KEYS = ['cidr', 'description'] as const;
+const GROUP_KEYS = ['id', 'name', 'vpc', 'description', 'tags', 'ingress', 'egress', 'default'] as const;
+const RULE_KEYS = ['protocol', 'ports', 'icmpType', 'icmpCode', 'cidr', 'groups', 'prefixLists', 'description', 'id'] as const;
+const INSTANCE_KEYS = ['name', 'id', 'vpc', 'address', 'address6', 'securityGroups', 'connectionTracking', 'services', 'outbound'] as const;
+const CT_KEYS = ['tcpEstablishedTimeout', 'udpTimeout', 'udpStreamTimeout'] as const;
+const SERVICE_KEYS = ['protocol', 'port', 'listenPort', 'backend'] as const;
+const OUTBOUND_KEYS = ['protocol', 'port', 'to', 'as'] as const;
+
+const ID_TAIL = '[A-Za-z0-9][A-Za-z0-9._-]{0,62}';
+const VPC_ID = new RegExp(`^vpc-${ID_TAIL}$`);
+const SG_ID = new RegExp(`^sg-${ID_TAIL}$`);
+const PL_ID = new RegExp(`^pl-${ID_TAIL}$`);
+const INSTANCE_ID = /^i-[0-9a-f]{1,32}$/;
+const INSTANCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const SGR_ID = /^sgr-[0-9a-f]{17}$/;
+
+/** Loads and validates a config text; throws ConfigErrors listing every problem. */
+export function loadConfigText(text: string, fileName: string): Model {
+  let result: { model: Model | null; errors: ConfigError[] };
+  try {
+    result = build(text, fileName);
+  } catch (e) {
+    if (e instanceof ConfigErrors) throw e;
+    if (e instanceof RangeError) {
+      throw new ConfigErrors([new ConfigError('ConfigTooDeep', '', 0, 0, `${fileName}: the config is nested too deeply to read`)]);
+    }
+    // A bug in the loader: still a ConfigError (never a stack trace at the user), but say so.
+    throw new ConfigErrors([new ConfigError('InternalError', '', 0, 0,
+      `${fileName}: the config loader failed (please report): ${e instanceof Error ? e.message : String(e)}`)]);
+  }
+  if (result.errors.length > 0 || !result.model) throw new ConfigErrors(result.errors);
+  return result.model;
+}
+
+/** Reads a file (size-checked before reading) and loads it. */
+export function loadConfigFile(path: string): Model {
+  let size: number;
+  try {
+    const st = statSync(path);
+    if (st.isDirectory()) {
+      throw new ConfigErrors([new ConfigError('FileUnreadable', '', 0, 0, `${path} is a directory; give a config file (-c FILE)`)]);
+    }
+    size = st.size;
+  } catch (e) {
+    if (e instanceof ConfigErrors) throw e;
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new ConfigErrors([new ConfigError('FileNotFound', '', 0, 0, `config file ${path} does not exist; create it or pass -c FILE`)]);
+    }
+    throw new ConfigErrors([new ConfigError('FileUnreadable', '', 0, 0, `cannot read config file ${path}: ${code ?? String(e)}`)]);
+  }
+  if (size > MAX_CONFIG_BYTES) {
+    throw new ConfigErrors([new ConfigError('ConfigTooLarge', '', 0, 0, `${path} is ${size} bytes; a config file may be at most 8 MiB`)]);
+  }
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new ConfigErrors([new ConfigError(code === 'ENOENT' ? 'FileNotFound' : 'FileUnreadable', '', 0, 0,
+      `cannot read config file ${path}: ${code ?? String(e)}`)]);
+  }
+  if (buf.length > MAX_CONFIG_BYTES) {
+    throw new ConfigErrors([new ConfigError('ConfigTooLarge', '', 0, 0, `${path} is ${buf.length} bytes; a config file may be at most 8 MiB`)]);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(buf);
+  } catch {
+    throw new ConfigErrors([new ConfigError('ConfigNotText', '', 0, 0, `${path} is not UTF-8 text; expected a YAML or JSON config`)]);
+  }
+  return loadConfigText(text, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface GroupEntry {
+  group: SecurityGroup;
+  node: TMap | null;          // null for an implicit default group
+  path: string;
+}
+
+class Loader {
+  readonly r: Reader;
+  region = DEFAULT_REGION;
+  accountId = DEFAULT_ACCOUNT_ID;
+  quotas: Quotas = { ...DEFAULT_QUOTAS };
+  vpcs: Vpc[] = [];
+  prefixLists = new Map<string, PrefixList>();
+  groups: GroupEntry[] = [];
+  groupsById = new Map<string, GroupEntry>();
+  groupsByName = new Map<string, GroupEntry>();   // `${vpcId}\0${lower(name)}`
+  defaultByVpc = new Map<string, GroupEntry>();
+  ruleKeys = new Map<string, string>();          // ruleKey → path of the first rule with it
+  instances: Instance[] = [];
+  addresses: AddressMapping[] = [];
+
+  constructor(fileName: string) {
+    this.r = new Reader(fileName);
+  }
+
+  run(tree: TNode | null): Model | null {
+    const r = this.r;
+    const top: TNode = tree ?? { kind: 'map', pos: { line: 1, column: 1 }, entries: new Map() };
+    if (top.kind !== 'map') {
+      r.err('InvalidConfig', '', top.pos,
+        `the top level of ${r.fileName} must be a mapping (region:, securityGroups:, instances:, ...), found ${top.kind === 'seq' ? 'a list' : 'a single value'}`);
+      return null;
+    }
+    r.map(top, '', TOP_KEYS, '');
+    this.readRegion(top);
+    this.readQuotas(top);
+    this.readVpcs(top);
+    this.readPrefixLists(top);
+    this.readGroups(top);
+    this.readInstances(top);
+    this.readAddresses(top);
+    if (this.groups.length > this.quotas.groupsPerRegion) {
+      const n = r.child(top, 'securityGroups');
+      r.err('SecurityGroupLimitExceeded', 'securityGroups', n?.pos ?? top.pos,
+        `${this.groups.length} security groups (default groups included) is over the quota of ${this.quotas.groupsPerRegion} per region`);
+    }
+    return {
+      region: this.region,
+      accountId: this.accountId,
+      vpcs: this.vpcs,
+      prefixLists: [...this.prefixLists.values()],
+      groups: this.groups.map((g) => g.group),
+      instances: this.instances,
+      addresses: this.addresses,
+      quotas: this.quotas,
+    };
+  }
+
+  readRegion(top: TMap): void {
+    const r = this.r;
+    const rn = r.child(top, 'region');
+    const region = r.str(rn, 'region', 'region');
+    if (rn && region !== undefined) {
+      if (/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) this.region = region;
+      else r.err('InvalidParameterValue', 'region', rn.pos, `region "${region}" is not an AWS region name (e.g. us-east-1, eu-west-2)`);
+    }
+    const an = r.child(top, 'accountId');
+    if (an) {
+      // YAML reads an unquoted 000000000000 as the number 0: use the text as written.
+      const text = an.kind === 'scalar' ? (an.source !== null && /^\d+$/.test(an.source) ? an.source : typeof an.value === 'string' ? an.value : String(an.value)) : '';
+      if (/^\d{12}$/.test(text)) this.accountId = text;
+      else r.err('InvalidParameterValue', 'accountId', an.pos, `accountId ${JSON.stringify(text)} must be 12 digits (e.g. "123456789012")`);
+    }
+  }
+
+  readQuotas(top: TMap): void {
+    const r = this.r;
+    const qn = r.child(top, 'quotas');
+    if (!qn) return;
+    const q = r.map(qn, 'quotas', QUOTA_KEYS, 'quotas');
+    if (!q) return;
+    const gpi = r.int(r.child(q, 'groupsPerInstance'), 'quotas.groupsPerInstance', 'quotas.groupsPerInstance', 1, 16);
+    const rpg = r.int(r.child(q, 'rulesPerGroup'), 'quotas.rulesPerGroup', 'quotas.rulesPerGroup', 1, 1000);
+    const groupsPerInstance = gpi ?? DEFAULT_QUOTAS.groupsPerInstance;
+    const rulesPerGroup = rpg ?? DEFAULT_QUOTAS.rulesPerGroupPerDirection;
+    if (groupsPerInstance * rulesPerGroup > DEFAULT_QUOTAS.rulesTimesGroups) {
+      // AWS: rules per group × groups per interface may not exceed 1,000 (amazon-vpc-limits).
+      r.err('InvalidParameterValue', 'quotas', qn.pos,
+        `rulesPerGroup ${rulesPerGroup} × groupsPerInstance ${groupsPerInstance} = ${rulesPerGroup * groupsPerInstance} is over AWS's limit of ${DEFAULT_QUOTAS.rulesTimesGroups}; lower one of them (e.g. rulesPerGroup ${Math.floor(DEFAULT_QUOTAS.rulesTimesGroups / groupsPerInstance)})`);
+      return;
+    }
+    this.quotas = { ...this.quotas, groupsPerInstance, rulesPerGroupPerDirection: rulesPerGroup };
+  }
+
+  readVpcs(top: TMap): void {
+    const r = this.r;
+    const vn = r.child(top, 'vpcs');
+    if (!vn) {
+      this.vpcs = [{ id: DEFAULT_VPC_ID }];
+    } else {
+      const items = r.list(vn, 'vpcs', 'vpcs');
+      const seen = new Set<string>();
+      for (const { node, path } of items) {
+        // `- vpc-a` is accepted as short for `- { id: vpc-a }`.
+        let idNode: TNode | undefined = node;
+        if (node.kind === 'map') {
+          const m = r.map(node, path, VPC_KEYS, 'a VPC');
+          idNode = m ? r.need(m, 'id', path, 'a VPC') : undefined;
+        }
+        const id = r.str(idNode, keyPath(path, 'id'), 'VPC id');
+        if (id === undefined || !idNode) continue;
+        if (!VPC_ID.test(id)) { r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `VPC id "${id}" must look like vpc-<letters, digits, . _ ->, e.g. vpc-local`); continue; }
+        if (seen.has(id)) { r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `VPC id "${id}" is listed twice`); continue; }
+        seen.add(id);
+        this.vpcs.push({ id, pos: r.sourcePos(path, node) });
+      }
+      if (items.length === 0 && vn.kind === 'seq') {
+        r.err('InvalidParameterValue', 'vpcs', vn.pos, 'vpcs is empty; list at least one VPC or leave vpcs out for the default vpc-local');
+      }
+    }
+    for (const v of this.vpcs) {
+      const id = defaultGroupId(v.id);
+      const g: SecurityGroup = {
+        id, name: 'default', vpcId: v.id, description: 'default VPC security group',
+        ingress: [], egress: [], isDefault: true, tags: {},
+      };
+      const entry: GroupEntry = { group: g, node: null, path: '' };
+      this.groups.push(entry);
+      this.groupsById.set(id, entry);
+      this.groupsByName.set(`${v.id}\0default`, entry);
+      this.defaultByVpc.set(v.id, entry);
+    }
+  }
+
+  /** The VPC a group or instance names, or the only VPC; undefined (error recorded) otherwise. */
+  vpcOf(m: TMap, path: string, what: string): string | undefined {
+    const r = this.r;
+    const n = r.child(m, 'vpc');
+    if (!n) {
+      if (this.vpcs.length === 1) return this.vpcs[0]?.id;
+      if (this.vpcs.length > 1) {
+        r.err('MissingParameter', keyPath(path, 'vpc'), m.pos, `${what} needs "vpc" when there are several VPCs (${this.vpcs.map((v) => v.id).join(', ')})`);
+      }
+      return undefined;
+    }
+    const id = r.str(n, keyPath(path, 'vpc'), 'vpc');
+    if (id === undefined) return undefined;
+    if (!this.vpcs.some((v) => v.id === id)) {
+      r.err('InvalidVpcID.NotFound', keyPath(path, 'vpc'), n.pos, `The vpc ID '${id}' does not exist; VPCs: ${this.vpcs.map((v) => v.id).join(', ')}`);
+      return undefined;
+    }
+    return id;
+  }
+
+  readPrefixLists(top: TMap): void {
+    const r = this.r;
+    for (const { node, path } of r.list(r.child(top, 'prefixLists'), 'prefixLists', 'prefixLists')) {
+      const m = r.map(node, path, PL_KEYS, 'a prefix list');
+      if (!m) continue;
+      const idNode = r.need(m, 'id', path, 'a prefix list');
+      const id = r.str(idNode, keyPath(path, 'id'), 'prefix list id');
+      let ok = id !== undefined;
+      if (id !== undefined && idNode && !PL_ID.test(id)) {
+        r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `prefix list id "${id}" must look like pl-<letters, digits, . _ ->, e.g. pl-office`);
+        ok = false;
+      } else if (id !== undefined && idNode && this.prefixLists.has(id)) {
+        r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `prefix list id "${id}" is defined twice`);
+        ok = false;
+      }
+      const nameNode = r.child(m, 'name');
+      const name = r.str(nameNode, keyPath(path, 'name'), 'prefix list name');
+      const entries: PrefixList['entries'] = [];
+      const entryNode = r.need(m, 'entries', path, 'a prefix list');
+      const parsed: { c: ParsedCidr; path: string }[] = [];
+      for (const e of r.list(entryNode, keyPath(path, 'entries'), 'prefix list entries')) {
+        let cidrNode: TNode | undefined = e.node;
+        let cidrPath = e.path;
+        let description = '';
+        if (e.node.kind === 'map') {
+          const em = r.map(e.node, e.path, PL_ENTRY_KEYS, 'a prefix list entry');
+          if (!em) continue;
+          cidrPath = keyPath(e.path, 'cidr');
+          cidrNode = r.need(em, 'cidr', e.path, 'a prefix list entry');
+          const dn = r.child(em, 'description');
+          const d = r.str(dn, keyPath(e.path, 'description'), 'entry description');
+          if (d !== undefined && dn && checkAwsText(r, d, keyPath(e.path, 'description'), dn, 'entry description')) description = d;
+        }
+        const text = r.str(cidrNode, cidrPath, 'prefix list entry');
+        if (text === undefined || !cidrNode) continue;
+        const c = parseCidr(text);
+        if (!c) { r.err('InvalidParameterValue', cidrPath, cidrNode.pos, cidrMessage(text)); continue; }
+        const dup = parsed.find((p) => p.c.text === c.text);
+        if (dup) { r.err('InvalidParameterValue', cidrPath, cidrNode.pos, `entry ${c.text} is already in the list at ${dup.path}`); continue; }
+        parsed.push({ c, path: cidrPath });
+        entries.push({ cidr: c.text, family: c.family, description });
+      }
+      const maxNode = r.child(m, 'maxEntries');
+      const max = r.int(maxNode, keyPath(path, 'maxEntries'), 'maxEntries', 1, 1000);
+      if (max !== undefined && maxNode && max < entries.length) {
+        r.err('InvalidParameterValue', keyPath(path, 'maxEntries'), maxNode.pos, `maxEntries ${max} is below the ${entries.length} entries of the list; raise it to at least ${entries.length}`);
+      }
+      if (ok && id !== undefined) {
+        this.prefixLists.set(id, { id, name: name ?? id, entries, maxEntries: Math.max(max ?? entries.length, entries.length), pos: r.sourcePos(path, m) });
+      }
+    }
+  }
+
+  readGroups(top: TMap): void {
+    const r = this.r;
+    const items = r.list(r.child(top, 'securityGroups'), 'securityGroups', 'securityGroups');
+    // Pass 1: ids, names, VPCs, so rules may reference any group, before or after their own.
+    for (const { node, path } of items) {
+      const m = r.map(node, path, GROUP_KEYS, 'a security group');
+      if (!m) continue;
+      const isDefault = r.bool(r.child(m, 'default'), keyPath(path, 'default'), 'default') === true;
+      const vpcId = this.vpcOf(m, path, 'a security group');
+      const idNode = isDefault ? r.child(m, 'id') : r.need(m, 'id', path, 'a security group');
+      const id = r.str(idNode, keyPath(path, 'id'), 'group id');
+      const tags = this.readTags(m, path);
+      const dn = r.child(m, 'description');
+      let description = r.str(dn, keyPath(path, 'description'), 'group description') ?? '';
+      if (dn && !checkAwsText(r, description, keyPath(path, 'description'), dn, 'group description')) description = '';
+      if (isDefault) {
+        // `default: true` gives the rules of the VPC's implicit default group (state files use it).
+        if (vpcId === undefined) continue;
+        const entry = this.defaultByVpc.get(vpcId);
+        if (!entry) continue;
+        if (id !== undefined && idNode && id !== entry.group.id) {
+          r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `the default group of ${vpcId} has the id ${entry.group.id}, not "${id}"; leave id out`);
+        }
+        const nn = r.child(m, 'name');
+        if (nn) r.err('InvalidParameterValue', keyPath(path, 'name'), nn.pos, 'the default group is always named "default"; leave name out');
+        if (dn) r.err('InvalidParameterValue', keyPath(path, 'description'), dn.pos, 'the default group\'s description is fixed ("default VPC security group"); leave description out');
+        if (entry.node) {
+          r.err('InvalidGroup.Duplicate', keyPath(path, 'default'), m.pos, `the default group of ${vpcId} is already given at ${entry.path}`);
+          continue;
+        }
+        entry.node = m;
+        entry.path = path;
+        entry.group.tags = tags;
+        entry.group.pos = r.sourcePos(path, m);
+        continue;
+      }
+      if (id === undefined || !idNode) continue;
+      if (!SG_ID.test(id)) {
+        r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `group id "${id}" must look like sg-<letters, digits, . _ ->, e.g. sg-web`);
+        continue;
+      }
+      const prior = this.groupsById.get(id);
+      if (prior) {
+        r.err('InvalidGroup.Duplicate', keyPath(path, 'id'), idNode.pos,
+          `The security group '${id}' already exists${prior.group.isDefault ? ` (it is the id of the default group of ${prior.group.vpcId})` : ` at ${prior.path}`}`);
+        continue;
+      }
+      const nameNode = r.child(m, 'name');
+      let name = id;
+      if (nameNode) {
+        const given = r.str(nameNode, keyPath(path, 'name'), 'group name');
+        if (given === undefined) continue;
+        const trimmed = given.replace(/\s+$/, '');
+        if (trimmed.toLowerCase() === 'default') {
+          r.err('InvalidGroup.Reserved', keyPath(path, 'name'), nameNode.pos,
+            `The security group name 'default' is reserved for the VPC's implicit default group; pick another name, or use "default: true" to give the default group's rules`);
+          continue;
+        }
+        if (trimmed === '') { r.err('InvalidParameterValue', keyPath(path, 'name'), nameNode.pos, 'group name is empty; leave it out to use the id'); continue; }
+        if (/^sg-/i.test(trimmed)) {
+          r.err('InvalidParameterValue', keyPath(path, 'name'), nameNode.pos, `group name "${trimmed}" may not start with sg- (AWS reserves it for ids); e.g. "${trimmed.slice(3) || 'web'}"`);
+          continue;
+        }
+        if (!checkAwsText(r, trimmed, keyPath(path, 'name'), nameNode, 'group name')) continue;
+        name = trimmed;
+      }
+      if (vpcId === undefined) continue;
+      const nameKey = `${vpcId}\0${name.toLowerCase()}`;
+      const same = this.groupsByName.get(nameKey);
+      if (same) {
+        r.err('InvalidGroup.Duplicate', keyPath(path, nameNode ? 'name' : 'id'), (nameNode ?? idNode).pos,
+          `The security group name '${name}' already exists in ${vpcId} (${same.path || 'default group'}); names are unique per VPC, case-insensitively`);
+        continue;
+      }
+      const g: SecurityGroup = {
+        id, name, vpcId, description, ingress: [], egress: [], isDefault: false, tags, pos: r.sourcePos(path, m),
+      };
+      const entry: GroupEntry = { group: g, node: m, path };
+      this.groups.push(entry);
+      this.groupsById.set(id, entry);
+      this.groupsByName.set(nameKey, entry);
+    }
+    // Pass 2: rules, for every group (implicit defaults included).
+    for (const entry of this.groups) {
+      const g = entry.group;
+      const m = entry.node;
+      if (g.isDefault) {
+        const self: Peer = { kind: 'group', groupId: g.id };
+        g.ingress = m && r.has(m, 'ingress')
+          ? this.readRules(entry, INGRESS, m)
+          : [this.makeRule(g.id, INGRESS, PROTO_ALL, -1, -1, self, '')];
+      } else if (m) {
+        g.ingress = this.readRules(entry, INGRESS, m);
+      }
+      g.egress = m && r.has(m, 'egress') ? this.readRules(entry, EGRESS, m) : this.defaultEgress(g.id);
+      this.checkRuleQuota(entry, INGRESS);
+      this.checkRuleQuota(entry, EGRESS);
+    }
+  }
+
+  readTags(m: TMap, path: string): Record<string, string> {
+    const r = this.r;
+    const tags: Record<string, string> = {};
+    const tn = r.child(m, 'tags');
+    if (!tn) return tags;
+    const tpath = keyPath(path, 'tags');
+    if (tn.kind !== 'map') {
+      r.err('InvalidParameterValue', tpath, tn.pos, 'tags must be a mapping of key: value');
+      return tags;
+    }
+    for (const [k, { keyPos, node }] of tn.entries) {
+      const p = keyPath(tpath, k);
+      if (k.length === 0 || k.length > 128) { r.err('InvalidParameterValue', p, keyPos, `tag key "${k}" must be 1..128 characters`); continue; }
+      const v = node.kind === 'scalar' && node.value === null ? '' : r.str(node, p, `tag ${k}`);
+      if (v === undefined) continue;
+      if (v.length > 256) { r.err('InvalidParameterValue', p, node.pos, `tag ${k} is ${v.length} characters; at most 256`); continue; }
+      tags[k] = v;
+    }
+    return tags;
+  }
+
+  defaultEgress(groupId: string): Rule[] {
+    // AWS gives a new group one all-traffic egress rule; we add ::/0 too so IPv6 instances can
+    // reach out by default (AWS adds it in VPCs with an IPv6 CIDR; reference §1.6).
+    return [
+      this.makeRule(groupId, EGRESS, PROTO_ALL, -1, -1, { kind: 'cidr', cidr: '0.0.0.0/0', family: 4 }, ''),
+      this.makeRule(groupId, EGRESS, PROTO_ALL, -1, -1, { kind: 'cidr', cidr: '::/0', family: 6 }, ''),
+    ];
+  }
+
+  makeRule(groupId: string, direction: Direction, protocol: number, fromPort: number, toPort: number, peer: Peer, description: string, pos?: SourcePos, id?: string): Rule {
+    const rule: Rule = {
+      id: id ?? ruleId(groupId, { direction, protocol, fromPort, toPort, peer }),
+      groupId, direction, protocol, fromPort, toPort, peer, description,
+    };
+    if (pos) rule.pos = pos;
+    return rule;
+  }
+
+  readRules(entry: GroupEntry, direction: Direction, m: TMap): Rule[] {
+    const r = this.r;
+    const key = direction === INGRESS ? 'ingress' : 'egress';
+    const listPath = keyPath(entry.path, key);
+    const out: Rule[] = [];
+    for (const { node, path } of r.list(r.child(m, key), listPath, key)) {
+      out.push(...this.readRule(entry.group, direction, node, path));
+    }
+    return out;
+  }
+
+  readRule(g: SecurityGroup, direction: Direction, node: TNode, path: string): Rule[] {
+    const r = this.r;
+    const m = r.map(node, path, RULE_KEYS, 'a rule');
+    if (!m) return [];
+    const pos = r.sourcePos(path, m);
+    const ports = this.readProtocolAndPorts(m, path);
+    const dn = r.child(m, 'description');
+    let description = r.str(dn, keyPath(path, 'description'), 'rule description') ?? '';
+    if (dn && !checkAwsText(r, description, keyPath(path, 'description'), dn, 'rule description')) description = '';
+
+    const peers: { peer: Peer; node: TNode; path: string }[] = [];
+    const toward = direction === INGRESS ? 'source' : 'destination';
+    for (const c of r.list(r.child(m, 'cidr'), keyPath(path, 'cidr'), 'cidr', true)) {
+      const text = r.str(c.node, c.path, 'cidr');
+      if (text === undefined) continue;
+      const parsed = parseCidr(text);
+      if (!parsed) { r.err('InvalidParameterValue', c.path, c.node.pos, cidrMessage(text)); continue; }
+      peers.push({ peer: { kind: 'cidr', cidr: parsed.text, family: parsed.family }, node: c.node, path: c.path });
+    }
+    for (const c of r.list(r.child(m, 'groups'), keyPath(path, 'groups'), 'groups', true)) {
+      const ref = r.str(c.node, c.path, 'group reference');
+      if (ref === undefined) continue;
+      const target = ref === 'self' && !this.groupsByName.has(`${g.vpcId}\0self`) ? g : this.resolveGroup(ref, g.vpcId, c.path, c.node, `a rule of ${g.id}`);
+      if (target) peers.push({ peer: { kind: 'group', groupId: target.id }, node: c.node, path: c.path });
+    }
+    for (const c of r.list(r.child(m, 'prefixLists'), keyPath(path, 'prefixLists'), 'prefixLists', true)) {
+      const ref = r.str(c.node, c.path, 'prefix list');
+      if (ref === undefined) continue;
+      if (!this.prefixLists.has(ref)) {
+        const known = [...this.prefixLists.keys()];
+        r.err('InvalidPrefixListID.NotFound', c.path, c.node.pos,
+          `The prefix list ID '${ref}' does not exist; ${known.length ? `defined: ${known.join(', ')}` : 'define it under prefixLists:'}`);
+        continue;
+      }
+      peers.push({ peer: { kind: 'prefixList', prefixListId: ref }, node: c.node, path: c.path });
+    }
+    if (peers.length === 0) {
+      const given = ['cidr', 'groups', 'prefixLists'].some((k) => {
+        const n = r.child(m, k);
+        return n !== undefined && !(n.kind === 'seq' && n.items.length === 0);
+      });
+      if (!given) {
+        r.err('MissingParameter', path, m.pos,
+          `Missing ${toward} specification: a rule needs at least one of cidr, groups or prefixLists (e.g. cidr: 0.0.0.0/0)`);
+      }
+      return [];
+    }
+    const idNode = r.child(m, 'id');
+    let givenId: string | undefined;
+    if (idNode) {
+      const id = r.str(idNode, keyPath(path, 'id'), 'rule id');
+      if (id !== undefined && !SGR_ID.test(id)) r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `rule id "${id}" must be sgr- and 17 hex digits`);
+      else if (id !== undefined && peers.length !== 1) r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, 'a rule id may only be given on a rule with exactly one cidr, group or prefix list');
+      else givenId = id;
+    }
+    if (!ports) return [];
+    const rules: Rule[] = [];
+    for (const p of peers) {
+      const rule = this.makeRule(g.id, direction, ports.protocol, ports.from, ports.to, p.peer, description, pos, givenId);
+      const k = ruleKey(g.id, rule);
+      const first = this.ruleKeys.get(k);
+      if (first !== undefined) {
+        r.err('InvalidPermission.Duplicate', p.path, p.node.pos,
+          `the specified rule "peer: ${peerText(p.peer)}, ${protocolName(rule.protocol).toUpperCase()}, ${portText(rule)}, ALLOW" already exists at ${first} (after normalisation)`);
+        continue;
+      }
+      this.ruleKeys.set(k, p.path);
+      rules.push(rule);
+    }
+    return rules;
+  }
+
+  /** protocol + ports / icmpType / icmpCode → the model's protocol, fromPort, toPort. */
+  readProtocolAndPorts(m: TMap, path: string): { protocol: number; from: number; to: number } | undefined {
+    const r = this.r;
+    const pn = r.need(m, 'protocol', path, 'a rule');
+    if (!pn) return undefined;
+    const protocol = parseProtocol(pn);
+    const ppath = keyPath(path, 'protocol');
+    if (protocol === undefined) {
+      r.err('InvalidParameterValue', ppath, pn.pos, `protocol ${pn.kind === 'scalar' ? JSON.stringify(pn.value) : 'value'} is not valid; use tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0..255`);
+      return undefined;
+    }
+    const portsNode = r.child(m, 'ports');
+    const typeNode = r.child(m, 'icmpType');
+    const codeNode = r.child(m, 'icmpCode');
+    const name = protocolName(protocol);
+    if (protocol === PROTO_TCP || protocol === PROTO_UDP) {
+      for (const [k, n] of [['icmpType', typeNode], ['icmpCode', codeNode]] as const) {
+        if (n) r.err('InvalidParameterValue', keyPath(path, k), n.pos, `${k} applies to icmp and icmpv6 only; ${name} takes ports`);
+      }
+      if (!portsNode) {
+        r.err('MissingParameter', keyPath(path, 'ports'), m.pos, `a ${name} rule needs ports: e.g. 443, "8000-8100" or all`);
+        return undefined;
+      }
+      const range = this.readPorts(portsNode, keyPath(path, 'ports'));
+      return range ? { protocol, from: range.from, to: range.to } : undefined;
+    }
+    if (protocol === PROTO_ICMP || protocol === PROTO_ICMPV6) {
+      if (portsNode) {
+        r.err('InvalidParameterValue', keyPath(path, 'ports'), portsNode.pos, `ports do not apply to ${name}; use icmpType and icmpCode (-1 = any)`);
+        return undefined;
+      }
+      if (!typeNode) {
+        if (protocol === PROTO_ICMPV6 && !codeNode) return { protocol, from: -1, to: -1 };
+        r.err('MissingParameter', keyPath(path, 'icmpType'), m.pos, `a ${name} rule needs icmpType (0..255, or -1 for any type), e.g. icmpType: 8 for echo request`);
+        return undefined;
+      }
+      const type = r.int(typeNode, keyPath(path, 'icmpType'), 'icmpType', -1, 255);
+      const code = codeNode ? r.int(codeNode, keyPath(path, 'icmpCode'), 'icmpCode', -1, 255) : -1;
+      if (type === undefined || code === undefined) return undefined;
+      if (type === -1 && code !== -1) {
+        r.err('InvalidParameterValue', keyPath(path, 'icmpCode'), codeNode?.pos ?? m.pos, `icmpType -1 (any type) needs icmpCode -1, not ${code}`);
+        return undefined;
+      }
+      return { protocol, from: type, to: code };
+    }
+    // all (-1) and other protocol numbers: AWS ignores any ports; we tell the user.
+    for (const [k, n] of [['ports', portsNode], ['icmpType', typeNode], ['icmpCode', codeNode]] as const) {
+      if (n) {
+        r.err('InvalidParameterValue', keyPath(path, k), n.pos, `${k} do not apply to protocol ${name}: it always covers every port (AWS ignores them); remove ${k}`);
+        return undefined;
+      }
+    }
+    return { protocol, from: -1, to: -1 };
+  }
+
+  readPorts(n: TNode, path: string): { from: number; to: number } | undefined {
+    const r = this.r;
+    let from: number | undefined, to: number | undefined;
+    let text = '';
+    if (n.kind === 'scalar' && typeof n.value === 'number' && Number.isInteger(n.value)) {
+      from = to = n.value;
+      text = String(n.value);
+    } else if (n.kind === 'scalar' && typeof n.value === 'string') {
+      text = n.value.trim();
+      if (/^all$/i.test(text)) return { from: 0, to: 65535 };
+      const single = /^-?\d+$/.exec(text);
+      const range = /^(-?\d+)\s*-\s*(-?\d+)$/.exec(text);
+      if (single) from = to = Number(text);
+      else if (range) { from = Number(range[1]); to = Number(range[2]); }
+    }
+    if (from === undefined || to === undefined) {
+      r.err('InvalidParameterValue', path, n.pos, `ports ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'value'} is not valid; use a port (8080), a range ("8000-8100") or all`);
+      return undefined;
+    }
+    for (const p of [from, to]) {
+      if (p < 0 || p > 65535) {
+        r.err('InvalidPermission.Malformed', path, n.pos, `TCP/UDP port (${p}) out of range in "${text}"; ports are 0..65535`);
+        return undefined;
+      }
+    }
+    if (from > to) {
+      r.err('InvalidParameterValue', path, n.pos, `"${text}": start is above end; use "${to}-${from}"`);
+      return undefined;
+    }
+    return { from, to };
+  }
+
+  /** A group id or name in `vpcId`; InvalidGroup.NotFound (error recorded) otherwise. */
+  resolveGroup(ref: string, vpcId: string, path: string, n: TNode, user: string): SecurityGroup | undefined {
+    const r = this.r;
+    const byId = this.groupsById.get(ref);
+    const byName = this.groupsByName.get(`${vpcId}\0${ref.toLowerCase()}`);
+    const found = byId?.group.vpcId === vpcId ? byId : byName;
+    if (found) return found.group;
+    const elsewhere = byId ?? [...this.groupsByName.entries()].find(([k]) => k.endsWith(`\0${ref.toLowerCase()}`))?.[1];
+    if (elsewhere) {
+      r.err('InvalidGroup.NotFound', path, n.pos,
+        `The security group '${ref}' is in another VPC (${elsewhere.group.vpcId}); ${user} is in ${vpcId}, and groups only apply within their own VPC`);
+    } else {
+      const names = this.groups.filter((e) => e.group.vpcId === vpcId).map((e) => e.group.isDefault ? 'default' : e.group.id);
+      r.err('InvalidGroup.NotFound', path, n.pos, `The security group '${ref}' does not exist in ${vpcId}; groups there: ${names.join(', ')}`);
+    }
+    return undefined;
+  }
+
+  /**
+   * AWS counts rules per group per direction per address family (amazon-vpc-limits): a CIDR
+   * counts in its family, a group reference as 1 IPv4 + 1 IPv6, a prefix list as its maxEntries
+   * in the family (or families) of its entries.
+   */
+  checkRuleQuota(entry: GroupEntry, direction: Direction): void {
+    const g = entry.group;
+    let v4 = 0, v6 = 0;
+    for (const rule of direction === INGRESS ? g.ingress : g.egress) {
+      const p = rule.peer;
+      if (p.kind === 'cidr') { if (p.family === 4) v4++; else v6++; }
+      else if (p.kind === 'group') { v4++; v6++; }
+      else {
+        const pl = this.prefixLists.get(p.prefixListId);
+        if (!pl) continue;
+        const has6 = pl.entries.some((e) => e.family === 6);
+        const has4 = pl.entries.some((e) => e.family === 4) || !has6;
+        if (has4) v4 += pl.maxEntries;
+        if (has6) v6 += pl.maxEntries;
+      }
+    }
+    const max = this.quotas.rulesPerGroupPerDirection;
+    const key = direction === INGRESS ? 'ingress' : 'egress';
+    for (const [fam, n] of [['IPv4', v4], ['IPv6', v6]] as const) {
+      if (n > max) {
+        const node = entry.node ? this.r.child(entry.node, key) : undefined;
+        this.r.err('RulesPerSecurityGroupLimitExceeded', entry.path ? keyPath(entry.path, key) : key, node?.pos ?? entry.node?.pos,
+          `The maximum number of rules per security group has been reached: ${g.id} has ${n} ${fam} ${key} rules (group references count 1 per family, prefix lists their maxEntries), over the quota of ${max}; raise quotas.rulesPerGroup or split the group`);
+      }
+    }
+  }
+
+  readInstances(top: TMap): void {
+    const r = this.r;
+    const items = r.list(r.child(top, 'instances'), 'instances', 'instances');
+    const names = new Map<string, string>();
+    const ids = new Map<string, string>();
+    const addrs = new Map<string, string>();
+    const pendingOutbound: { inst: Instance; m: TMap; path: string }[] = [];
+    for (const { node, path } of items) {
+      const m = r.map(node, path, INSTANCE_KEYS, 'an instance');
+      if (!m) continue;
+      let ok = true;
+      const nameNode = r.need(m, 'name', path, 'an instance');
+      const name = r.str(nameNode, keyPath(path, 'name'), 'instance name');
+      if (name === undefined || !nameNode) ok = false;
+      else if (!INSTANCE_NAME.test(name)) {
+        r.err('InvalidParameterValue', keyPath(path, 'name'), nameNode.pos, `instance name "${name}" must be letters, digits, . _ - (up to 63), starting with a letter or digit`);
+        ok = false;
+      } else if (names.has(name)) {
+        r.err('InvalidParameterValue', keyPath(path, 'name'), nameNode.pos, `instance name "${name}" is already used at ${names.get(name)}; names are unique`);
+        ok = false;
+      } else names.set(name, path);
+
+      const idNode = r.child(m, 'id');
+      let id = name !== undefined ? instanceId(name) : '';
+      if (idNode) {
+        const given = r.str(idNode, keyPath(path, 'id'), 'instance id');
+        if (given !== undefined && !INSTANCE_ID.test(given)) { r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `instance id "${given}" must be i- and lowercase hex digits, e.g. i-0123456789abcdef0`); ok = false; }
+        else if (given !== undefined && ids.has(given)) { r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `instance id "${given}" is already used at ${ids.get(given)}`); ok = false; }
+        else if (given !== undefined) id = given;
+      }
+      if (id) ids.set(id, path);
+
+      const addrNode = r.need(m, 'address', path, 'an instance');
+      const addrText = r.str(addrNode, keyPath(path, 'address'), 'address');
+      let address = '';
+      if (addrText !== undefined && addrNode) {
+        const ip = parseIp(addrText);
+        if (!ip || ip.family !== 4) {
+          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address "${addrText}" is not an IPv4 address; use a loopback address such as 127.0.0.10 (IPv6 goes in address6)`);
+          ok = false;
+        } else if (ip.bytes[0] !== 127) {
+          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text}: instances live on loopback addresses (127.0.0.0/8), e.g. 127.0.0.10; to make rules see another address use addresses:`);
+          ok = false;
+        } else if (addrs.has(ip.text)) {
+          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text} is already used by ${addrs.get(ip.text)}; each instance needs its own`);
+          ok = false;
+        } else { address = ip.text; addrs.set(address, path); }
+      } else ok = false;
+
+      const a6Node = r.child(m, 'address6');
+      let address6: string | null = null;
+      const a6Text = r.str(a6Node, keyPath(path, 'address6'), 'address6');
+      if (a6Text !== undefined && a6Node) {
+        const ip = parseIp(a6Text);
+        if (!ip || ip.family !== 6) { r.err('InvalidParameterValue', keyPath(path, 'address6'), a6Node.pos, `address6 "${a6Text}" is not an IPv6 address (e.g. ::1)`); ok = false; }
+        else if (addrs.has(ip.text)) { r.err('InvalidParameterValue', keyPath(path, 'address6'), a6Node.pos, `address6 ${ip.text} is already used by ${addrs.get(ip.text)}; each instance needs its own`); ok = false; }
+        else { address6 = ip.text; addrs.set(address6, path); }
+      }
+
+      const { vpcId, groupIds } = this.readInstanceGroups(m, path, name);
+      if (vpcId === undefined) ok = false;
+      const connectionTracking = this.readConnectionTracking(m, path);
+      const services = this.readServices(m, path);
+      if (!ok || vpcId === undefined || name === undefined) continue;
+      const inst: Instance = {
+        name, id, vpcId, address, address6, groupIds, connectionTracking, services, outbound: [], pos: r.sourcePos(path, m),
+      };
+      this.instances.push(inst);
+      pendingOutbound.push({ inst, m, path });
+    }
+    // Outbound targets may name instances listed later.
+    for (const p of pendingOutbound) {
+      p.inst.outbound = this.readOutbound(p.inst, p.m, p.path);
+      this.checkListenCollisions(p.inst, p.path);
+    }
+  }
+
+  readInstanceGroups(m: TMap, path: string, name: string | undefined): { vpcId: string | undefined; groupIds: string[] } {
+    const r = this.r;
+    const gpath = keyPath(path, 'securityGroups');
+    const gn = r.child(m, 'securityGroups');
+    const refs = r.list(gn, gpath, 'securityGroups', true);
+    let vpcId: string | undefined;
+    if (r.child(m, 'vpc') || this.vpcs.length === 1) vpcId = this.vpcOf(m, path, 'an instance');
+    else {
+      // Several VPCs and no vpc: the first listed group decides.
+      const first = refs[0];
+      const ref = first ? r.str(first.node, first.path, 'group') : undefined;
+      vpcId = ref !== undefined ? this.groupsById.get(ref)?.group.vpcId : undefined;
+      if (vpcId === undefined) vpcId = this.vpcOf(m, path, 'an instance');
+    }
+    if (vpcId === undefined) return { vpcId, groupIds: [] };
+    if (gn && refs.length === 0) {
+      r.err('MissingParameter', gpath, gn.pos, 'securityGroups is empty; an instance needs at least one group (leave securityGroups out for the VPC\'s default group)');
+      return { vpcId, groupIds: [] };
+    }
+    if (!gn) return { vpcId, groupIds: [defaultGroupId(vpcId)] };
+    const groupIds: string[] = [];
+    for (const ref of refs) {
+      const text = r.str(ref.node, ref.path, 'group');
+      if (text === undefined) continue;
+      const g = this.resolveGroup(text, vpcId, ref.path, ref.node, name === undefined ? 'the instance' : `instance ${name}`);
+      if (!g) continue;
+      if (groupIds.includes(g.id)) {
+        r.err('InvalidParameterValue', ref.path, ref.node.pos, `group ${g.id} is attached twice; list each group once`);
+        continue;
+      }
+      groupIds.push(g.id);
+    }
+    if (refs.length > this.quotas.groupsPerInstance && gn) {
+      r.err('SecurityGroupsPerInstanceLimitExceeded', gpath, gn.pos,
+        `The maximum number of security groups per instance has been reached: ${refs.length} groups, quota ${this.quotas.groupsPerInstance} (raise quotas.groupsPerInstance, up to 16)`);
+    }
+    return { vpcId, groupIds };
+  }
+
+  readConnectionTracking(m: TMap, path: string): Instance['connectionTracking'] {
+    const r = this.r;
+    const ct = { ...DEFAULT_CONNECTION_TRACKING };
+    const n = r.child(m, 'connectionTracking');
+    if (!n) return ct;
+    const cpath = keyPath(path, 'connectionTracking');
+    const cm = r.map(n, cpath, CT_KEYS, 'connectionTracking');
+    if (!cm) return ct;
+    // Ranges of ConnectionTrackingSpecificationRequest (reference §3.3).
+    const tcp = r.int(r.child(cm, 'tcpEstablishedTimeout'), keyPath(cpath, 'tcpEstablishedTimeout'), 'tcpEstablishedTimeout (seconds)', 60, 432000);
+    const udp = r.int(r.child(cm, 'udpTimeout'), keyPath(cpath, 'udpTimeout'), 'udpTimeout (seconds)', 30, 60);
+    const stream = r.int(r.child(cm, 'udpStreamTimeout'), keyPath(cpath, 'udpStreamTimeout'), 'udpStreamTimeout (seconds)', 60, 180);
+    if (tcp !== undefined) ct.tcpEstablishedTimeoutS = tcp;
+    if (udp !== undefined) ct.udpTimeoutS = udp;
+    if (stream !== undefined) ct.udpStreamTimeoutS = stream;
+    return ct;
+  }
+
+  readL4(n: TNode | undefined, path: string, m: TMap, parentPath: string, what: string): typeof PROTO_TCP | typeof PROTO_UDP | undefined {
+    const r = this.r;
+    if (!n) { r.need(m, 'protocol', parentPath, what); return undefined; }
+    const p = parseProtocol(n);
+    if (p === PROTO_TCP || p === PROTO_UDP) return p;
+    r.err('InvalidParameterValue', path, n.pos, `${what} protocol must be tcp or udp, found ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'a ' + n.kind}`);
+    return undefined;
+  }
+
+  readServices(m: TMap, path: string): Service[] {
+    const r = this.r;
+    const out: Service[] = [];
+    for (const { node, path: sp } of r.list(r.child(m, 'services'), keyPath(path, 'services'), 'services')) {
+      const sm = r.map(node, sp, SERVICE_KEYS, 'a service');
+      if (!sm) continue;
+      const protocol = this.readL4(r.child(sm, 'protocol'), keyPath(sp, 'protocol'), sm, sp, 'a service');
+      const port = r.int(r.need(sm, 'port', sp, 'a service'), keyPath(sp, 'port'), 'port', 1, 65535);
+      const lpNode = r.child(sm, 'listenPort');
+      const listenPort = lpNode ? r.int(lpNode, keyPath(sp, 'listenPort'), 'listenPort', 1, 65535) : port;
+      const bn = r.need(sm, 'backend', sp, 'a service');
+      let backend: Service['backend'] | undefined;
+      if (bn) {
+        if (bn.kind === 'scalar' && typeof bn.value === 'number') {
+          const bp = r.int(bn, keyPath(sp, 'backend'), 'backend port', 1, 65535);
+          if (bp !== undefined) backend = { host: '127.0.0.1', port: bp };
+        } else {
+          const text = r.str(bn, keyPath(sp, 'backend'), 'backend');
+          if (text !== undefined) {
+            backend = /^\d+$/.test(text.trim()) && Number(text) >= 1 && Number(text) <= 65535
+              ? { host: '127.0.0.1', port: Number(text) }
+              : hostOnly(parseHostPort(text));
+            if (!backend) {
+              r.err('InvalidParameterValue', keyPath(sp, 'backend'), bn.pos, `backend "${text}" is not host:port, [ipv6]:port or a port number (e.g. 127.0.0.1:3000)`);
+            }
+          }
+        }
+      }
+      if (protocol === undefined || port === undefined || listenPort === undefined || !backend) continue;
+      out.push({ protocol, port, listenPort, backend, pos: r.sourcePos(sp, sm) });
+    }
+    return out;
+  }
+
+  readOutbound(inst: Instance, m: TMap, path: string): Outbound[] {
+    const r = this.r;
+    const out: Outbound[] = [];
+    for (const { node, path: op } of r.list(r.child(m, 'outbound'), keyPath(path, 'outbound'), 'outbound')) {
+      const om = r.map(node, op, OUTBOUND_KEYS, 'an outbound entry');
+      if (!om) continue;
+      const protocol = this.readL4(r.child(om, 'protocol'), keyPath(op, 'protocol'), om, op, 'an outbound entry');
+      const port = r.int(r.need(om, 'port', op, 'an outbound entry'), keyPath(op, 'port'), 'port', 1, 65535);
+      const toNode = r.need(om, 'to', op, 'an outbound entry');
+      const toText = r.str(toNode, keyPath(op, 'to'), 'to');
+      const asNode = r.child(om, 'as');
+      const asText = r.str(asNode, keyPath(op, 'as'), 'as');
+      if (toText === undefined || !toNode || protocol === undefined || port === undefined) continue;
+      const target = parseHostPort(toText);
+      if (!target) {
+        r.err('InvalidParameterValue', keyPath(op, 'to'), toNode.pos, `to "${toText}" is not instanceName:port, ipv4:port or [ipv6]:port (e.g. db:5432)`);
+        continue;
+      }
+      const entry: Outbound = {
+        protocol, port, toInstance: null, toHost: target.host, toPort: target.port, asAddress: target.host, asPort: target.port, pos: r.sourcePos(op, om),
+      };
+      if (!target.isIp) {
+        const peer = this.instances.find((i) => i.name === target.host);
+        if (!peer) {
+          r.err('InvalidInstanceID.NotFound', keyPath(op, 'to'), toNode.pos,
+            `The instance '${target.host}' does not exist; to names an instance (${this.instances.map((i) => i.name).join(', ') || 'none defined'}) or an IP address`);
+          continue;
+        }
+        const svc = peer.services.find((s) => s.protocol === protocol && s.port === target.port);
+        if (!svc) {
+          const have = peer.services.map((s) => `${protocolName(s.protocol)}/${s.port}`).join(', ') || 'none';
+          r.err('InvalidParameterValue', keyPath(op, 'to'), toNode.pos,
+            `instance ${peer.name} has no ${protocolName(protocol)} service on port ${target.port}; its services: ${have}`);
+          continue;
+        }
+        if (asNode) {
+          r.err('InvalidParameterValue', keyPath(op, 'as'), asNode.pos, `as applies to outside targets only; rules already see instance ${peer.name} as ${peer.address}:${target.port}`);
+          continue;
+        }
+        entry.toInstance = peer.name;
+        entry.toHost = peer.address;
+        entry.asAddress = peer.address;
+      } else if (asText !== undefined && asNode) {
+        const as = parseHostPort(asText);
+        if (!as || !as.isIp) {
+          r.err('InvalidParameterValue', keyPath(op, 'as'), asNode.pos, `as "${asText}" is not ipv4:port or [ipv6]:port (e.g. 52.94.0.10:443)`);
+          continue;
+        }
+        entry.asAddress = as.host;
+        entry.asPort = as.port;
+      }
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /** Services (address:listenPort) and outbound entries (address:port) share the instance's sockets. */
+  checkListenCollisions(inst: Instance, path: string): void {
+    const seen = new Map<string, string>();
+    const check = (proto: number, port: number, where: string, pos: SourcePos | undefined): void => {
+      const k = `${proto}/${port}`;
+      const prior = seen.get(k);
+      if (prior !== undefined) {
+        this.r.err('InvalidParameterValue', where, pos, `${protocolName(proto)} ${inst.address}:${port} collides with ${prior}; give one of them another port (listenPort for a service)`);
+      } else seen.set(k, where);
+    };
+    inst.services.forEach((s, i) => check(s.protocol, s.listenPort, s.pos?.path ?? indexPath(keyPath(path, 'services'), i), s.pos));
+    inst.outbound.forEach((o, i) => check(o.protocol, o.port, o.pos?.path ?? indexPath(keyPath(path, 'outbound'), i), o.pos));
+  }
+
+  readAddresses(top: TMap): void {
+    const r = this.r;
+    const n = r.child(top, 'addresses');
+    if (!n) return;
+    if (n.kind !== 'map') {
+      r.err('InvalidParameterValue', 'addresses', n.pos, 'addresses must be a mapping of local: appearsAs (e.g. 127.0.0.1: 198.51.100.7)');
+      return;
+    }
+    const locals: { c: ParsedCidr; path: string }[] = [];
+    const shown: { c: ParsedCidr; path: string }[] = [];
+    for (const [k, { keyPos, node }] of n.entries) {
+      const p = keyPath('addresses', k);
+      const local = parseCidr(k, true);
+      if (!local) { r.err('InvalidParameterValue', p, keyPos, `local side "${k}" is not an address or CIDR`); continue; }
+      const asText = r.str(node, p, `addresses entry ${k}`);
+      if (asText === undefined) continue;
+      const as = parseCidr(asText, true);
+      if (!as) { r.err('InvalidParameterValue', p, node.pos, `"${asText}" (what ${k} appears as) is not an address or CIDR`); continue; }
+      if (as.family !== local.family || as.prefix !== local.prefix) {
+        r.err('InvalidParameterValue', p, node.pos, `${local.text} and ${as.text} must be the same family and size (one-to-one): /${local.prefix} vs /${as.prefix}`);
+        continue;
+      }
+      const l2 = locals.find((o) => cidrsOverlap(o.c, local));
+      if (l2) { r.err('InvalidParameterValue', p, keyPos, `local ${local.text} overlaps ${l2.c.text} (${l2.path}); each local address may appear as one address only`); continue; }
+      const s2 = shown.find((o) => cidrsOverlap(o.c, as));
+      if (s2) { r.err('InvalidParameterValue', p, node.pos, `${as.text} overlaps ${s2.c.text} (${s2.path}); two local blocks may not appear as the same addresses`); continue; }
+      locals.push({ c: local, path: p });
+      shown.push({ c: as, path: p });
+      this.addresses.push({ local: local.text, appearsAs: as.text, family: local.family, pos: { path: p, line: keyPos.line, column: keyPos.column } });
+    }
+  }
+}
+
+function build(text: string, fileName: string): { model: Model | null; errors: ConfigError[] } {
+  const parsed = parseTree(text, fileName);
+  if (parsed.errors.length > 0) return { model: null, errors: parsed.errors };
+  const loader = new Loader(fileName);
+  const model = loader.run(parsed.tree);
+  return { model, errors: loader.r.errors };
+}
+
+/** tcp/udp/icmp/icmpv6/all/-1 or 0..255 (numbers or digit strings) → protocol number; 6/17/1/58 are those. */
+export function parseProtocol(n: TNode): number | undefined {
+  if (n.kind !== 'scalar') return undefined;
+  const v = typeof n.value === 'string' ? n.value.trim().toLowerCase() : n.value;
+  switch (v) {
+    case 'tcp': return PROTO_TCP;
+    case 'udp': return PROTO_UDP;
+    case 'icmp': return PROTO_ICMP;
+    case 'icmpv6': return PROTO_ICMPV6;
+    case 'all': return PROTO_ALL;
+  }
+  const num = typeof v === 'number' ? v : typeof v === 'string' && /^-?\d{1,3}$/.test(v) ? Number(v) : NaN;
+  if (Number.isInteger(num) && num >= -1 && num <= 255) return num;
+  return undefined;
+}
+
+/** `host:port`, `[v6]:port`; host an IP literal (canonicalised) or a name (a hostname, or an instance). Ports 1..65535. */
+function parseHostPort(text: string): { host: string; port: number; isIp: boolean } | null {
+  const s = text.trim();
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:[\]]+):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const host = m[1] ?? '';
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return null;
+  const ip = parseIp(host);
+  if (ip) return { host: ip.text, port, isIp: true };
+  if (s.startsWith('[')) return null;
+  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(host) || /^[\d.]+$/.test(host)) return null;
+  return { host, port, isIp: false };
+}
+
+function hostOnly(hp: { host: string; port: number } | null): { host: string; port: number } | undefined {
+  return hp ? { host: hp.host, port: hp.port } : undefined;
+}
+
+function cidrMessage(text: string): string {
+  if (parseIp(text)) return `CIDR block ${text} is malformed: add a prefix length, e.g. ${text}/${text.includes(':') ? 128 : 32}`;
+  return `CIDR block ${text} is malformed; use an IPv4 or IPv6 CIDR such as 10.0.0.0/16 or 2001:db8::/32`;
+}
+
+function peerText(p: Peer): string {
+  return p.kind === 'cidr' ? p.cidr : p.kind === 'group' ? p.groupId : p.prefixListId;
+}
+
+function portText(r: Rule): string {
+  return r.fromPort === -1 ? 'all ports' : `from port: ${r.fromPort}, to port: ${r.toPort}`;
+}
