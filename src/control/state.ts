@@ -1,0 +1,180 @@
+// The durable state file of the control plane: the world as the EC2 API left it, as a config object
+// (SPEC §2 schema) plus what the config schema cannot hold (rule tags, groups deleted via the API).
+//
+// Owns: the file format, atomic replacement, and merging the saved world over the config file.
+// Must not: keep anything in memory; decide policy (loadConfigText validates every load).
+// Invariants:
+//   - saveState returns only once the new content is durable (temp file fsync'd, renamed over the
+//     old one, directory fsync'd), so kill -9 at any instant leaves either the old or the new file;
+//   - before the rename the previous file is hard-linked to `<file>.bak`, the last good copy, read
+//     only when the main file is missing or unreadable (never when it merely fails validation);
+//   - a loaded state always passed loadConfigText on top of the current config.
+//
+// File (JSON): { "sgemuState": 1, "savedAt": ISO time, "config": {config object},
+//                "ruleTags": { "sgr-…": { key: value } }, "deletedGroupIds": ["sg-…"] }
+
+import { closeSync, copyFileSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { loadConfigText, modelToConfigObject } from '../config/load.js';
+import { ConfigError, ConfigErrors } from '../model/errors.js';
+import type { Model } from '../model/types.js';
+
+export const STATE_FORMAT = 1;
+/** A state file larger than this is refused as corrupt (a config file may be 8 MiB). */
+export const MAX_STATE_BYTES = 16 * 1024 * 1024;
+
+export interface StateExtras {
+  ruleTags: Record<string, Record<string, string>>;   // sgr- id → tags (the config schema has no rule tags)
+  deletedGroupIds: string[];                          // groups deleted via the API: not re-added from the config
+}
+
+export interface StateFile {
+  config: Record<string, unknown>;
+  extras: StateExtras;
+}
+
+export function emptyExtras(): StateExtras {
+  return { ruleTags: {}, deletedGroupIds: [] };
+}
+
+/** Atomically replaces the state file: write temp + fsync + link old to .bak + rename + fsync dir. */
+export function saveState(statePath: string, configObject: unknown, extras: StateExtras = emptyExtras()): void {
+  const dir = dirname(statePath);
+  mkdirSync(dir, { recursive: true });
+  const text = JSON.stringify({
+    sgemuState: STATE_FORMAT,
+    savedAt: new Date().toISOString(),
+    config: configObject,
+    ruleTags: extras.ruleTags,
+    deletedGroupIds: extras.deletedGroupIds,
+  }, null, 1) + '\n';
+  const tmp = `${statePath}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const bak = `${statePath}.bak`;
+  try { unlinkSync(bak); } catch (e) { if (errno(e) !== 'ENOENT') throw e; }
+  try {
+    linkSync(statePath, bak);
+  } catch (e) {
+    const code = errno(e);
+    if (code !== 'ENOENT') {
+      // A file system without hard links: a plain copy still gives a last good copy.
+      try { copyFileSync(statePath, bak); } catch { /* the main file stays authoritative */ }
+    }
+  }
+  renameSync(tmp, statePath);
+  const dfd = openSync(dir, 'r');
+  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+}
+
+/**
+ * Reads the state file (or its .bak when the main file is missing or unreadable). Null when
+ * neither exists; ConfigErrors (code StateCorrupt) when files exist but none can be read.
+ */
+export function readStateFile(statePath: string): StateFile | null {
+  const first = readOne(statePath);
+  if (first.kind === 'ok') return first.state;
+  const second = readOne(`${statePath}.bak`);
+  if (second.kind === 'ok') return second.state;
+  if (first.kind === 'missing' && second.kind === 'missing') return null;
+  const why = first.kind === 'bad' ? first.why : second.kind === 'bad' ? second.why : 'unreadable';
+  throw new ConfigErrors([new ConfigError('StateCorrupt', '', 0, 0,
+    `state file ${statePath} cannot be read (${why}) and has no good .bak copy; start with --reset-state to use the config alone`)]);
+}
+
+/**
+ * The persisted world on top of `base` (the config file's model), validated by loadConfigText.
+ * Groups come from the state; groups only in the config are added unless the API deleted them;
+ * instances, services, prefix lists, VPCs and addresses come from the config, except each
+ * instance's security groups, which the state keeps (ModifyInstanceAttribute).
+ * Null when there is no state file; ConfigErrors when it is corrupt or does not fit the config.
+ */
+export function loadState(statePath: string, base: Model): Model | null {
+  const st = readStateFile(statePath);
+  if (!st) return null;
+  const merged = mergeState(base, st);
+  return loadConfigText(JSON.stringify(merged), statePath);
+}
+
+/** The config object of `base` with the state's groups and instance group lists laid over it. */
+export function mergeState(base: Model, st: StateFile): Record<string, unknown> {
+  const obj = asRecord(modelToConfigObject(base)) ?? {};
+  const stGroups = asArray(st.config.securityGroups).map(asRecord).filter((g): g is Record<string, unknown> => g !== null);
+  const deleted = new Set(st.extras.deletedGroupIds);
+  const key = (g: Record<string, unknown>): string => (g.default === true ? `default:${String(g.vpc)}` : `id:${String(g.id)}`);
+  const inState = new Set(stGroups.map(key));
+  const baseGroups = asArray(obj.securityGroups).map(asRecord).filter((g): g is Record<string, unknown> => g !== null);
+  const kept = baseGroups.filter((g) => !inState.has(key(g)) && !(typeof g.id === 'string' && deleted.has(g.id)));
+  const groups = [...stGroups, ...kept];
+  if (groups.length > 0) obj.securityGroups = groups;
+  else delete obj.securityGroups;
+
+  const stInstances = new Map<string, Record<string, unknown>>();
+  for (const i of asArray(st.config.instances)) {
+    const r = asRecord(i);
+    if (r && typeof r.name === 'string') stInstances.set(r.name, r);
+  }
+  for (const i of asArray(obj.instances)) {
+    const r = asRecord(i);
+    if (!r || typeof r.name !== 'string') continue;
+    const s = stInstances.get(r.name);
+    if (!s) continue;
+    if (s.securityGroups !== undefined) r.securityGroups = s.securityGroups;
+    else delete r.securityGroups;
+  }
+  return obj;
+}
+
+type ReadResult = { kind: 'ok'; state: StateFile } | { kind: 'missing' } | { kind: 'bad'; why: string };
+
+function readOne(path: string): ReadResult {
+  let text: string;
+  try {
+    const buf = readFileSync(path);
+    if (buf.length > MAX_STATE_BYTES) return { kind: 'bad', why: `${buf.length} bytes, over ${MAX_STATE_BYTES}` };
+    text = new TextDecoder('utf-8', { fatal: true }).decode(buf);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return { kind: 'missing' };
+    return { kind: 'bad', why: errno(e) ?? 'not UTF-8 text' };
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return { kind: 'bad', why: 'not JSON' };
+  }
+  const top = asRecord(parsed);
+  if (!top || top.sgemuState !== STATE_FORMAT) return { kind: 'bad', why: `not an sgemu state file of format ${STATE_FORMAT}` };
+  const config = asRecord(top.config);
+  if (!config) return { kind: 'bad', why: 'no config object' };
+  const ruleTags: StateExtras['ruleTags'] = {};
+  const rt = asRecord(top.ruleTags);
+  if (rt) {
+    for (const [id, tags] of Object.entries(rt)) {
+      const t = asRecord(tags);
+      if (!t) continue;
+      const clean: Record<string, string> = {};
+      for (const [k, v] of Object.entries(t)) if (typeof v === 'string') clean[k] = v;
+      ruleTags[id] = clean;
+    }
+  }
+  const deletedGroupIds = asArray(top.deletedGroupIds).filter((x): x is string => typeof x === 'string');
+  return { kind: 'ok', state: { config, extras: { ruleTags, deletedGroupIds } } };
+}
+
+function asRecord(v: unknown): Record<string, unknown> | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+}
+
+function asArray(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+function errno(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
+}

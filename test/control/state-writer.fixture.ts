@@ -1,0 +1,9 @@
+// Child process of state-crash.test.ts: saves state versions 1, 2, 3… in a loop and prints each
+// version number only after saveState returned (an "acknowledged" change).
+import { saveState } from '../../src/control/state.js';
+
+const path = process.argv[2] ?? '';
+for (let i = 1; i < 1_000_000; i++) {
+  saveState(path, { securityGroups: [{ id: 'sg-crash', description: `v${i}`, ingress: [{ protocol: 'tcp', ports: 1 + (i % 60000), cidr: '10.0.0.0/8' }] }] }, { ruleTags: {}, deletedGroupIds: [] });
+  process.stdout.write(`${i}\n`);
+}
