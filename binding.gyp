@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "sgemu_native",
+      "sources": ["src/native/addon/sock_filter.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

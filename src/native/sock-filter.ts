@@ -1,0 +1,124 @@
+// Kernel socket filters from TypeScript: loads our N-API addon (build/Release/sgemu_native.node)
+// once and wraps its syscalls (linux-techniques.md §1, native-notes/socket-filter.md).
+//
+// Owns: the addon handle and the translation of { errno, syscall } failures into NativeError.
+// Must not: build or inspect programs (src/policy/bpf.ts does), or decide anything about policy.
+// Invariants: nativeStatus() never throws; a listener's filter is attached before bind+listen, so
+// no SYN is ever accepted unfiltered; every fd returned here is O_NONBLOCK|O_CLOEXEC and owned by
+// the caller (hand it to net/dgram, or closeFd it).
+
+import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NativeError } from '../model/errors.js';
+
+type Failure = { errno: number; syscall: string };
+interface Addon {
+  tcpListener(family: number, address: string, port: number, backlog: number, program: Buffer | null): number | Failure;
+  udpSocket(family: number, address: string, port: number, backlog: number, program: Buffer | null): number | Failure;
+  attachFilter(fd: number, program: Buffer): number | Failure;
+  detachFilter(fd: number): number | Failure;
+  filterLength(fd: number): number | Failure;
+  closeFd(fd: number): number | Failure;
+}
+
+let addon: Addon | null = null;
+let loadError: string | null = null;
+let tried = false;
+
+/** The package root: the first ancestor of this file holding binding.gyp (src/ or dist/ layouts). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    dir = dirname(dir);
+  }
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+function load(): Addon | null {
+  if (tried) return addon;
+  tried = true;
+  const path = join(packageRoot(), 'build', 'Release', 'sgemu_native.node');
+  try {
+    if (process.platform !== 'linux') throw new Error(`platform ${process.platform} has no SO_ATTACH_FILTER`);
+    if (!existsSync(path)) throw new Error(`${path} not found; run \`npm run install\` (node-gyp rebuild) with a C compiler`);
+    addon = createRequire(import.meta.url)(path) as Addon;
+  } catch (e) {
+    addon = null;
+    loadError = e instanceof Error ? e.message : String(e);
+  }
+  return addon;
+}
+
+/** Loads the addon once; never throws. */
+export function nativeStatus(): { loaded: boolean; error: string | null } {
+  const a = load();
+  return { loaded: a !== null, error: a ? null : loadError };
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
+
+function need(): Addon {
+  const a = load();
+  if (!a) throw new NativeError('dlopen', 0, 'NativeUnavailable', `sgemu native addon not loaded: ${loadError}; kernel socket filters are disabled (see \`sgemu doctor\`)`);
+  return a;
+}
+
+function check(r: number | Failure, what: string): number {
+  if (typeof r === 'number') return r;
+  const code = errnoNames.get(r.errno) ?? `E${r.errno}`;
+  throw new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
+}
+
+function checkProgram(program: Buffer | null, what: string): void {
+  if (program === null) return;
+  if (!Buffer.isBuffer(program) || program.length === 0 || program.length % 8 !== 0 || program.length > 4096 * 8) {
+    throw new NativeError('setsockopt', 22, 'EINVAL', `${what}: program of ${Buffer.isBuffer(program) ? program.length : typeof program} bytes; must be 1..4096 struct sock_filter (8 bytes each) from encodeProgram`);
+  }
+}
+
+function where(o: { family: 4 | 6; address: string; port: number }): string {
+  return o.family === 6 ? `[${o.address}]:${o.port}` : `${o.address}:${o.port}`;
+}
+
+/**
+ * socket(SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC), SO_REUSEADDR, IPV6_V6ONLY on v6,
+ * SO_ATTACH_FILTER (when program is non-null), bind, listen → fd.
+ * Serve it with `net.createServer().listen({ fd })`. Throws NativeError (code e.g. 'EADDRINUSE').
+ */
+export function createTcpListener(o: { family: 4 | 6; address: string; port: number; backlog?: number; program: Buffer | null }): number {
+  const what = `TCP listener ${where(o)}`;
+  checkProgram(o.program, what);
+  return check(need().tcpListener(o.family, o.address, o.port, o.backlog ?? 511, o.program), what);
+}
+
+/** A bound UDP socket (SOCK_DGRAM, same options and order as above, no listen) → fd, for `dgram` bind({ fd }). */
+export function createUdpSocket(o: { family: 4 | 6; address: string; port: number; program: Buffer | null }): number {
+  const what = `UDP socket ${where(o)}`;
+  checkProgram(o.program, what);
+  return check(need().udpSocket(o.family, o.address, o.port, 0, o.program), what);
+}
+
+/** SO_ATTACH_FILTER: replaces the socket's program atomically. */
+export function attachFilter(fd: number, program: Buffer): void {
+  checkProgram(program, `attach filter to fd ${fd}`);
+  check(need().attachFilter(fd, program), `attach filter to fd ${fd}`);
+}
+
+/** SO_DETACH_FILTER: ENOENT when none is attached. */
+export function detachFilter(fd: number): void {
+  check(need().detachFilter(fd), `detach filter from fd ${fd}`);
+}
+
+/** Instructions currently attached (SO_GET_FILTER), 0 when none. For tests and `doctor`. */
+export function filterLength(fd: number): number {
+  return check(need().filterLength(fd), `read filter of fd ${fd}`);
+}
+
+export function closeFd(fd: number): void {
+  check(need().closeFd(fd), `close fd ${fd}`);
+}
