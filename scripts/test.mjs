@@ -9,6 +9,9 @@ const extra = process.argv.slice(2);
 const tsc = spawnSync(process.execPath, [root + 'node_modules/typescript/bin/tsc', '--noEmit', '-p', root], { stdio: 'inherit' });
 const typecheckOk = tsc.status === 0;
 console.log(typecheckOk ? 'typecheck: ok' : 'typecheck: FAILED');
+// The CLI tests run the built CLI (dist/), as users do: build it fresh.
+const build = spawnSync('npm', ['run', '-s', 'build'], { cwd: root, stdio: 'inherit' });
+if (build.status !== 0) console.log('build: FAILED');
 
 const tap = spawn(process.execPath, [root + 'node_modules/tap/dist/esm/run/index.js', ...extra],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' } });
@@ -22,6 +25,7 @@ tap.on('close', (code) => {
   if (!m && code !== 0) failed += 1;                 // tap itself broke: never report a green line
   if (!typecheckOk) failed += 1;                     // the typecheck counts as one test
   else passed += 1;
+  if (build.status !== 0) failed += 1;
   console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
   process.exitCode = failed > 0 || code !== 0 ? 1 : 0;
 });

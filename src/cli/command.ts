@@ -59,3 +59,31 @@ export function numberOption(name: string, value: string | undefined, min: numbe
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
+
+/** `127.0.0.1:4510`, `[::1]:4510`, `:4510` or `4510` → host and port; UsageError otherwise. */
+export function parseHostPort(flag: string, text: string, defaultHost = '127.0.0.1'): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*))?:?(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new UsageError(`--${flag} "${text}" is not an address: use host:port, [v6]:port or a port (e.g. 127.0.0.1:4510)`);
+  }
+  return { host: m[1] ?? (m[2] || defaultHost), port };
+}
+
+export const DEFAULT_API = '127.0.0.1:4510';
+
+/** GET/POST a JSON endpoint of a running daemon; a UsageError naming --api when none answers. */
+export async function apiRequest(api: string, path: string, body?: unknown): Promise<unknown> {
+  const { host, port } = parseHostPort('api', api);
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e instanceof Error ? e.message : String(e));
+    throw new UsageError(`no sgemu daemon answers at ${host}:${port} (${cause}); start one with 'sgemu run' or pass --api ADDR`, 'DaemonUnreachable');
+  }
+  const text = await res.text();
+  if (!res.ok) throw new UsageError(`daemon at ${host}:${port} answered ${res.status}: ${text.slice(0, 300)}`, 'DaemonError');
+  return JSON.parse(text) as unknown;
+}

@@ -1,0 +1,97 @@
+// `sgemu run`: the daemon in the foreground. SIGHUP reloads (an invalid config is rejected and the
+// running rules stay), SIGTERM / SIGINT drain open flows (up to --drain seconds) and exit 0.
+
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Daemon, type DaemonOptions } from '../control/daemon.js';
+import { COMMON_OPTIONS, DEFAULT_API, EXIT_OK, intOption, numberOption, parseCommandArgs, parseHostPort, type Command } from './command.js';
+
+export const RUN_OPTIONS = {
+  ...COMMON_OPTIONS,
+  api: { type: 'string', default: DEFAULT_API },
+  'flow-log': { type: 'string' },
+  'flow-log-interval': { type: 'string' },
+  state: { type: 'string' },
+  'reset-state': { type: 'boolean', default: false },
+  watch: { type: 'boolean', default: false },
+  'conntrack-max': { type: 'string' },
+  drain: { type: 'string' },
+} as const;
+
+export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
+  const api = values.api === 'off' || values.api === 'none' ? null : parseHostPort('api', values.api ?? DEFAULT_API);
+  return {
+    configPath: values.config ?? './sgemu.yaml',
+    api,
+    flowLog: values['flow-log'] ?? null,
+    flowLogIntervalS: intOption('flow-log-interval', values['flow-log-interval'], 1, 3600, 60),
+    statePath: values.state === 'off' ? null : values.state ?? defaultStatePath(values.config ?? './sgemu.yaml'),
+    resetState: values['reset-state'] ?? false,
+    watch: values.watch ?? false,
+    conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, 262_144),
+    log,
+  };
+}
+
+/** $XDG_STATE_HOME/sgemu/<config name>-<hash of its absolute path>.json (one state per config file). */
+export function defaultStatePath(configPath: string): string {
+  const abs = resolve(configPath);
+  const base = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
+  const name = abs.split('/').pop()!.replace(/\.(ya?ml|json)$/, '');
+  return join(base, 'sgemu', `${name}-${createHash('sha256').update(abs).digest('hex').slice(0, 12)}.json`);
+}
+
+export function stderrLog(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+/** Runs a daemon until SIGTERM/SIGINT; SIGHUP reloads. Resolves with the exit code. */
+export async function runUntilSignal(d: Daemon, drainS: number, log: (l: string) => void): Promise<number> {
+  await d.start();
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) { log(`${sig} again: exiting now`); process.exit(0); }
+      stopping = true;
+      log(`${sig}: draining open flows (up to ${drainS}s), then exiting`);
+      d.stop(drainS * 1000).then(() => resolve(EXIT_OK), (e) => { log(`stop failed: ${String(e)}`); resolve(EXIT_OK); });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => { log('SIGHUP: reloading the config'); void d.reload(); });
+  });
+}
+
+const run: Command = {
+  name: 'run',
+  summary: 'run the daemon in the foreground',
+  usage: `Usage: sgemu run [-c FILE] [options]
+
+Runs the daemon in the foreground: one listener per instance service and outbound entry, each
+with a kernel socket filter compiled from the rules. Denied clients time out, allowed clients
+reach the backend, allowed clients of a stopped backend are refused.
+
+Options:
+  -c, --config FILE         config file (default ./sgemu.yaml)
+  --api ADDR                control API address (default ${DEFAULT_API}; 'off' disables it)
+  --flow-log FILE|-         write VPC Flow Logs v2 records to FILE (or stdout)
+  --flow-log-interval S     aggregation interval in seconds (default 60)
+  --state FILE|off          where API changes are kept across restarts (default
+                            $XDG_STATE_HOME/sgemu/<config>-<hash>.json; 'off' keeps none)
+  --reset-state             ignore the state file and start from the config alone
+  --watch                   reload when the config file changes
+  --conntrack-max N         connection-tracking table size (default 262144); when full,
+                            new flows time out, as with a full kernel table
+  --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
+
+Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);
+SIGTERM and SIGINT drain and exit.`,
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, RUN_OPTIONS);
+    const drainS = numberOption('drain', values.drain, 0, 3600, 5);
+    const d = new Daemon(daemonOptions(values, stderrLog));
+    return runUntilSignal(d, drainS, stderrLog);
+  },
+};
+export default run;

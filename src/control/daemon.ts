@@ -1,0 +1,328 @@
+// The daemon's lifecycle: load → compile → listen → serve; reload as a swap; drain on stop.
+//
+// Owns: the live CompiledPolicy reference, the listeners (keyed by protocol + address + port),
+// the conntrack table and its sweeper, backend liveness, the refuser, flow log, API server.
+// Invariants:
+//   - a policy change is a swap: a new CompiledPolicy is built beside the live one, and only a
+//     valid one replaces it; a rejected reload changes nothing (STYLE.md);
+//   - after a swap every listener re-decides its live flows (untracked ones whose rule is gone
+//     are cut, tracked ones live on) and re-attaches its socket filter before the swap returns,
+//     so new flows see the change as soon as reload() resolves.
+
+import { watch as fsWatch, readFileSync, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import type { Model } from '../model/types.js';
+import { ConfigErrors } from '../model/errors.js';
+import { loadConfigFile, loadConfigText } from '../config/load.js';
+import { compilePolicy } from '../policy/compile.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from '../dataplane/conntrack/table.js';
+import { entryToJson, type ConntrackJson } from '../dataplane/conntrack/view.js';
+import { TickClock, type Clock } from '../dataplane/clock.js';
+import { Counters } from '../dataplane/counters.js';
+import { BackendMonitor } from '../dataplane/liveness.js';
+import { Refuser } from '../dataplane/refuse.js';
+import { TcpListener } from '../dataplane/tcp.js';
+import { UdpListener } from '../dataplane/udp.js';
+import { MODE_NAMES, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
+import { nativeStatus } from '../native/sock-filter.js';
+import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
+import { renderMetrics } from '../observe/metrics.js';
+import { listenerSpecs } from './listeners.js';
+import { ApiServer } from './api/server.js';
+import { Ec2Service } from './api/ec2/service.js';
+import { loadState } from './state.js';
+import { existsSync, renameSync } from 'node:fs';
+
+export interface DaemonOptions {
+  configPath: string;
+  /** Embedded config text (demo); configPath is then only used in messages. */
+  configText?: string;
+  api: { host: string; port: number } | null;
+  flowLog: string | null;
+  flowLogIntervalS: number;
+  statePath: string | null;
+  resetState: boolean;
+  watch: boolean;
+  conntrackMax: number;
+  log: (line: string) => void;
+  clock?: Clock & { start?: () => unknown; stop?: () => void };
+  /** Sweeper period; the table is scanned fully about once per second. */
+  sweepMs?: number;
+}
+
+export class Daemon {
+  policy!: CompiledPolicy;
+  readonly counters = new Counters();
+  readonly table: ConnTable;
+  readonly monitor = new BackendMonitor(20);
+  readonly refuser: Refuser;
+  readonly listeners = new Map<string, Listener>();
+  readonly clock: Clock & { start?: () => unknown; stop?: () => void };
+  api: ApiServer | null = null;
+  ec2: Ec2Service | null = null;
+  flowLog: FlowLog | null = null;
+  reloads = 0;
+  reloadFailures = 0;
+  lastReloadS = 0;
+  private nextListenerId = 0;
+  private sweeper: NodeJS.Timeout | null = null;
+  private watcher: FSWatcher | null = null;
+  private watchTimer: NodeJS.Timeout | null = null;
+  private reloading: Promise<boolean> | null = null;
+  private reloadAgain = false;
+  private ctTimeoutMs = new Map<string, number>();
+  private udpTimeoutsMs = new Map<string, [number, number]>();
+
+  constructor(readonly opts: DaemonOptions) {
+    this.clock = opts.clock ?? new TickClock(10);
+    this.table = new ConnTable(opts.conntrackMax, this.clock);
+    this.refuser = new Refuser(this.counters, {
+      onRejected: (l, src, sp, dst, dp) => this.flowLog?.add(REJECT, this.iface(l.spec.instName), src, dst, sp, dp, l.spec.protocol, 1, 60),
+      onRefused: (l, src, sp, dst, dp) => {
+        this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), src, dst, sp, dp, l.spec.protocol, 1, 60);
+        this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), dst, src, dp, sp, l.spec.protocol, 1, 40);
+      },
+    });
+    // A full table closes every listener to new flows (drop, as a full kernel table does), and
+    // room again reopens them.
+    this.table.onFullChange = () => { for (const l of this.listeners.values()) l.refreshFilter(); };
+  }
+
+  get model(): Model { return this.policy.model; }
+
+  /** The config, with the API's changes from the state file on top (unless --reset-state). */
+  private loadModel(): Model {
+    const base = this.opts.configText !== undefined
+      ? loadConfigText(this.opts.configText, this.opts.configPath)
+      : loadConfigFile(this.opts.configPath);
+    const path = this.opts.statePath;
+    if (!path || this.opts.resetState) return base;
+    return loadState(path, base) ?? base;
+  }
+
+  async start(): Promise<void> {
+    const log = this.opts.log;
+    if (this.opts.resetState && this.opts.statePath && existsSync(this.opts.statePath)) {
+      // Start from the config alone; keep the old state beside it rather than destroy it.
+      renameSync(this.opts.statePath, this.opts.statePath + '.reset');
+      this.opts.log(`--reset-state: moved ${this.opts.statePath} to ${this.opts.statePath}.reset`);
+    }
+    const model = this.loadModel();           // ConfigErrors propagate: the CLI prints them, exit 2
+    this.clock.start?.();
+    const mode = this.refuser.start();
+    const native = nativeStatus();
+    log(`sgemu ${process.env.npm_package_version ?? ''}`.trimEnd() + ` starting with ${this.opts.configPath}`);
+    log(native.loaded
+      ? 'kernel socket filters: on (denied SYNs are dropped in the kernel: clients time out)'
+      : `kernel socket filters: OFF (${native.error ?? 'addon not built'}); denied connections are accepted then reset — run 'sgemu doctor'`);
+    log(mode === 'raw'
+      ? 'refusal: exact (RST|ACK via raw socket, SYNs seen with libpcap)'
+      : `refusal: fallback accept-then-reset (${this.refuser.reason}); clients see ECONNRESET instead of ECONNREFUSED — run 'sgemu doctor'`);
+
+    this.monitor.onChange((key, up) => {
+      for (const l of this.listeners.values()) if (l.backendKey === key) l.refreshFilter();
+      log(`backend ${key.replace(/^6\//, 'tcp ').replace(/\//g, ':')} is ${up ? 'up' : 'down'}`);
+    });
+
+    if (this.opts.flowLog) {
+      this.flowLog = new FlowLog(this.opts.flowLog, model.accountId, this.opts.flowLogIntervalS).start();
+      this.flowLog.beforeFlush = () => { for (const e of this.table.live()) this.reportFlow(e); };
+    }
+
+    await this.swap(compilePolicy(model, 1));
+    this.ec2 = new Ec2Service({ getModel: () => this.policy.model, applyModel: (m) => this.applyModel(m) }, { statePath: this.opts.statePath });
+    const sweepMs = this.opts.sweepMs ?? 100;
+    this.sweeper = setInterval(() => this.sweep(), sweepMs);
+    this.sweeper.unref();
+
+    if (this.opts.api) {
+      this.api = new ApiServer(this);
+      await this.api.listen(this.opts.api.host, this.opts.api.port);
+      log(`api: http://${this.opts.api.host.includes(':') ? `[${this.opts.api.host}]` : this.opts.api.host}:${this.api.port}/ (EC2 Query API at POST /; GET /v1/conntrack, /v1/instances, /v1/security-groups, /metrics; POST /v1/explain)` +
+        (this.opts.statePath ? `; API changes kept in ${this.opts.statePath}` : '; API changes are not kept across restarts (no --state)'));
+    }
+    if (this.opts.watch && this.opts.configText === undefined) this.startWatch();
+    log(`ready: ${this.listeners.size} listeners, policy v${this.policy.version}, conntrack max ${this.table.max}`);
+  }
+
+  sweep(): void {
+    const budget = Math.max(1024, Math.ceil(this.table.capacity / 10));
+    this.table.sweep(budget);
+  }
+
+  private iface(instName: string): string {
+    const inst = this.policy.model.instances.find((i) => i.name === instName);
+    return inst ? interfaceId(inst.id) : '-';
+  }
+
+  /** Installs `policy`: updates, opens and closes listeners to match its model. */
+  private async swap(policy: CompiledPolicy): Promise<void> {
+    const log = this.opts.log;
+    this.policy = policy;
+    this.ctTimeoutMs = new Map(policy.model.instances.map((i) => [i.name, i.connectionTracking.tcpEstablishedTimeoutS * 1000]));
+    this.udpTimeoutsMs = new Map(policy.model.instances.map((i) => [i.name,
+      [i.connectionTracking.udpTimeoutS * 1000, i.connectionTracking.udpStreamTimeoutS * 1000]]));
+    const wanted = new Map<string, ListenerSpec>();
+    for (const s of listenerSpecs(policy.model)) wanted.set(listenerKey(s), s);
+    for (const [key, l] of this.listeners) {
+      if (!wanted.has(key)) {
+        this.listeners.delete(key);
+        await l.close();
+        log(`closed ${l.describe()}`);
+      }
+    }
+    for (const [key, spec] of wanted) {
+      const l = this.listeners.get(key);
+      if (l) { l.applyPolicy(policy, spec); continue; }
+      const common = {
+        table: this.table, counters: this.counters, monitor: this.monitor,
+        rawRefusal: () => this.refuser.mode === 'raw', log,
+        onFlowEnd: (e: FlowEntry) => this.reportFlow(e),
+      };
+      const nl: Listener = spec.protocol === 6
+        ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000 })
+        : new UdpListener(this.nextListenerId++, spec, { ...common, udpTimeoutsMs: (name) => this.udpTimeoutsMs.get(name) ?? [30_000, 180_000] });
+      try {
+        await nl.start(policy);
+        this.listeners.set(key, nl);
+        const inst = policy.instanceIndex.get(spec.instName) ?? 0;
+        log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only'}]`);
+      } catch (e) {
+        await nl.close().catch(() => {});
+        log(`cannot listen ${nl.describe()}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    this.refuser.setListeners(this.listeners.values());
+    this.counters.policySwaps++;
+  }
+
+  /** Adds what a flow moved since its last report to the flow log (both directions). */
+  private reportFlow(e: FlowEntry): void {
+    if (!this.flowLog) return;
+    e.owner?.sample(e);
+    const dIn = e.bytesIn - e.reportedBytesIn, dOut = e.bytesOut - e.reportedBytesOut;
+    // UDP counts real datagrams; TCP packets are estimated from bytes (see flow-log.ts).
+    const pIn = e.proto === 6 ? estimateTcpPackets(dIn) : e.packetsIn - e.reportedPacketsIn;
+    const pOut = e.proto === 6 ? estimateTcpPackets(dOut) : e.packetsOut - e.reportedPacketsOut;
+    e.reportedBytesIn = e.bytesIn; e.reportedBytesOut = e.bytesOut;
+    e.reportedPacketsIn = e.packetsIn; e.reportedPacketsOut = e.packetsOut;
+    if (dIn === 0 && dOut === 0 && pIn === 0 && pOut === 0) return;
+    const inst = this.policy.model.instances[e.inst];
+    const iface = inst ? interfaceId(inst.id) : '-';
+    this.flowLog.add(ACCEPT, iface, e.src, e.dst, e.srcPort, e.dstPort, e.proto, pIn, dIn);
+    this.flowLog.add(ACCEPT, iface, e.dst, e.src, e.dstPort, e.srcPort, e.proto, pOut, dOut);
+  }
+
+  /**
+   * Re-reads the config; on success swaps the policy, on failure logs every error and keeps the
+   * running rules. Concurrent calls coalesce (the last file state wins).
+   */
+  reload(): Promise<boolean> {
+    if (this.reloading) { this.reloadAgain = true; return this.reloading; }
+    this.reloading = (async () => {
+      let ok = false;
+      do {
+        this.reloadAgain = false;
+        ok = await this.reloadOnce();
+      } while (this.reloadAgain);
+      this.reloading = null;
+      return ok;
+    })();
+    return this.reloading;
+  }
+
+  private async reloadOnce(): Promise<boolean> {
+    const t0 = performance.now();
+    let model: Model;
+    try {
+      model = this.loadModel();
+    } catch (e) {
+      this.reloadFailures++;
+      const lines = e instanceof ConfigErrors ? e.errors.map((x) => x.format()) : [e instanceof Error ? e.message : String(e)];
+      this.opts.log(`reload rejected, the running rules stay (policy v${this.policy.version}):`);
+      for (const l of lines) this.opts.log('  ' + l);
+      return false;
+    }
+    await this.applyModel(model);
+    this.lastReloadS = (performance.now() - t0) / 1000;
+    this.opts.log(`reloaded: policy v${this.policy.version}, ${this.listeners.size} listeners (${(this.lastReloadS * 1000).toFixed(1)} ms)`);
+    return true;
+  }
+
+  /** Swaps to a validated model (used by reload and by the control API). */
+  async applyModel(model: Model): Promise<void> {
+    const policy = compilePolicy(model, this.policy.version + 1);
+    await this.swap(policy);
+    this.reloads++;
+  }
+
+  private startWatch(): void {
+    const file = resolve(this.opts.configPath);
+    // Editors replace files by rename: watch the directory and filter on the name.
+    this.watcher = fsWatch(dirname(file), (_ev, name) => {
+      if (name !== null && name !== basename(file)) return;
+      if (this.watchTimer) clearTimeout(this.watchTimer);
+      this.watchTimer = setTimeout(() => { void this.reload(); }, 15);
+    });
+    this.opts.log(`watching ${file} for changes`);
+  }
+
+  conntrack(): ConntrackJson[] {
+    const now = (this.clock as TickClock).refresh?.() ?? this.clock.nowMs();
+    const out: ConntrackJson[] = [];
+    for (const e of this.table.live()) {
+      this.table.refresh(e, now);
+      out.push(entryToJson(e, this.policy.model.instances[e.inst]?.name ?? '?', now));
+    }
+    return out;
+  }
+
+  metrics(): string {
+    return renderMetrics(this.counters, {
+      conntrackEntries: this.table.count, conntrackMax: this.table.max, listeners: this.listeners.size,
+      policyVersion: this.policy.version, reloads: this.reloads, reloadFailures: this.reloadFailures,
+      lastReloadSeconds: this.lastReloadS, apiRequests: this.api?.requests ?? 0,
+      refusalRaw: this.refuser.mode === 'raw',
+    });
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      policyVersion: this.policy.version,
+      nativeFilter: nativeStatus().loaded,
+      refusal: this.refuser.mode,
+      refusalReason: this.refuser.reason,
+      conntrack: { entries: this.table.count, max: this.table.max, overflows: this.table.overflows },
+      listeners: [...this.listeners.values()].map((l) => ({
+        kind: l.spec.kind, instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' : 'udp', address: l.spec.address,
+        listenPort: l.spec.listenPort, rulePort: l.spec.rulePort, backend: `${l.spec.backendHost}:${l.spec.backendPort}`,
+        backendUp: this.monitor.isUp(l.backendKey), filter: MODE_NAMES[l.mode], nativeFilter: l.nativeFilter,
+        exactFilter: l.filterExact, flows: l.flowCount,
+      })),
+      counters: { ...this.counters },
+      pid: process.pid,
+      rssBytes: process.memoryUsage().rss,
+      cpu: process.cpuUsage(),
+    };
+  }
+
+  /** Stops accepting, lets open flows finish for up to drainMs, then closes everything. */
+  async stop(drainMs = 2000): Promise<void> {
+    this.table.onFullChange = null;
+    this.watcher?.close();
+    if (this.watchTimer) clearTimeout(this.watchTimer);
+    if (this.sweeper) clearInterval(this.sweeper);
+    await this.api?.close();
+    await Promise.all([...this.listeners.values()].map((l) => l.close(drainMs)));
+    this.listeners.clear();
+    for (const e of [...this.table.live()]) this.table.drop(e, EXPIRE_SHUTDOWN);
+    this.refuser.close();
+    this.monitor.close();
+    await this.flowLog?.close();
+    this.clock.stop?.();
+  }
+}
+
+/** Reads a config file's text (for `demo`, which writes its embedded config next to the tour). */
+export function readText(path: string): string { return readFileSync(path, 'utf8'); }

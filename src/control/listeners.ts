@@ -1,0 +1,42 @@
+// What the daemon must listen on, derived from the model: one listener per instance service (per
+// address family the instance has) and per outbound entry, TCP and UDP. Pure; the daemon diffs
+// the result against its running listeners on reload, keyed by protocol + listen address + port.
+
+import type { Model } from '../model/types.js';
+import type { ListenerSpec } from '../dataplane/listener.js';
+
+export function listenerSpecs(model: Model): ListenerSpec[] {
+  const out: ListenerSpec[] = [];
+  const byName = new Map(model.instances.map((i) => [i.name, i]));
+  for (const inst of model.instances) {
+    for (const s of inst.services) {
+      const addrs: [4 | 6, string][] = [[4, inst.address]];
+      if (inst.address6) addrs.push([6, inst.address6]);
+      for (const [family, address] of addrs) {
+        out.push({
+          kind: 'service', protocol: s.protocol, instName: inst.name, family, address, listenPort: s.listenPort, rulePort: s.port,
+          backendHost: s.backend.host, backendPort: s.backend.port, probeHost: s.backend.host, probePort: s.backend.port,
+          localAddress: null, asAddress: null, targetInstName: null,
+        });
+      }
+    }
+    for (const o of inst.outbound) {
+      let backendHost = o.toHost, backendPort = o.toPort, probeHost = o.toHost, probePort = o.toPort;
+      if (o.toInstance !== null) {
+        // Relay to the target instance's sgemu listener (its rules see us); refusal follows the
+        // liveness of the service behind it.
+        const target = byName.get(o.toInstance);
+        const svc = target?.services.find((x) => x.protocol === o.protocol && x.port === o.toPort);
+        if (!target || !svc) continue;       // config validation rejects this; stay total anyway
+        backendHost = target.address; backendPort = svc.listenPort;
+        probeHost = svc.backend.host; probePort = svc.backend.port;
+      }
+      out.push({
+        kind: 'outbound', protocol: o.protocol, instName: inst.name, family: 4, address: inst.address, listenPort: o.port,
+        rulePort: o.asPort, backendHost, backendPort, probeHost, probePort,
+        localAddress: inst.address, asAddress: o.asAddress, targetInstName: o.toInstance,
+      });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,100 @@
+// Exact refusal: allowed traffic to a backend that is not listening gets what a real host sends,
+// an RST|ACK (TCP) or ICMP port unreachable (UDP), and denied traffic stays silent.
+//
+// Owns: the libpcap handle on `lo` (src/native/pcap.ts) and the raw sender (src/native/raw.ts).
+// How the race is won (linux-techniques.md §3): while a listener's backend is down its socket
+// filter drops every new flow, so the kernel never answers; libpcap taps the device before
+// socket filters and still sees the packet; we decide it against the policy and answer allowed
+// ones. It also reports the REJECTs the kernel filter produced (denied SYNs) to the flow log,
+// which are otherwise invisible to userland.
+// Without CAP_NET_RAW, libpcap or raw-socket: mode 'reset' — TCP listeners accept and reset,
+// UDP stays silent.
+
+import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
+import { RawSender } from '../native/raw.js';
+import { probeCapNetRaw } from '../native/probe.js';
+import { VERDICT_ALLOW } from '../policy/types.js';
+import { MODE_DOWN, type Listener } from './listener.js';
+import type { Counters } from './counters.js';
+
+export type RefusalMode = 'raw' | 'reset';
+
+export interface RefuserHooks {
+  /** A new flow the kernel filter dropped because the policy denies it (flow log REJECT). */
+  onRejected?: (l: Listener, src: string, srcPort: number, dst: string, dstPort: number) => void;
+  onRefused?: (l: Listener, src: string, srcPort: number, dst: string, dstPort: number) => void;
+}
+
+export class Refuser {
+  mode: RefusalMode = 'reset';
+  reason = '';
+  private watch: PacketWatch | null = null;
+  private raw: RawSender | null = null;
+  private tcp = new Map<string, Listener>();
+  private udp = new Map<string, Listener>();
+
+  constructor(private readonly counters: Counters, private readonly hooks: RefuserHooks = {}) {}
+
+  /** Tries to open pcap and the raw socket; returns the mode. Never throws. */
+  start(): RefusalMode {
+    if (!probeCapNetRaw()) {
+      this.reason = 'no CAP_NET_RAW (run as root or `setcap cap_net_raw+ep $(readlink -f $(which node))`)';
+      return this.mode;
+    }
+    try {
+      this.raw = new RawSender();
+      this.watch = new PacketWatch((ev) => this.onSyn(ev), (ev) => this.onUdp(ev));
+      this.mode = 'raw';
+      this.reason = 'CAP_NET_RAW, libpcap and raw sockets available';
+    } catch (e) {
+      this.raw?.close();
+      this.raw = null;
+      this.watch = null;
+      this.reason = `raw refusal unavailable: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    return this.mode;
+  }
+
+  setListeners(listeners: Iterable<Listener>): void {
+    this.tcp.clear();
+    this.udp.clear();
+    const tcp: { address: string; port: number }[] = [];
+    const udp: { address: string; port: number }[] = [];
+    for (const l of listeners) {
+      const target = { address: l.spec.address, port: l.spec.listenPort };
+      if (l.spec.protocol === 6) { this.tcp.set(`${target.address}|${target.port}`, l); tcp.push(target); }
+      else { this.udp.set(`${target.address}|${target.port}`, l); udp.push(target); }
+    }
+    this.watch?.setTargets(tcp, udp);
+  }
+
+  private onSyn(ev: SynEvent): void {
+    const l = this.tcp.get(`${ev.dst}|${ev.dstPort}`);
+    if (!l) return;
+    if (!(l.decide(ev.src) & VERDICT_ALLOW)) {
+      this.counters.rejectedKernel++;
+      this.hooks.onRejected?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+      return;
+    }
+    if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (full, closed)
+    this.raw!.sendRstAck(ev.family, ev.dst, ev.dstPort, ev.src, ev.srcPort, (ev.seq + 1) >>> 0);
+    this.counters.refusedRaw++;
+    this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+  }
+
+  private onUdp(ev: UdpEvent): void {
+    const l = this.udp.get(`${ev.dst}|${ev.dstPort}`);
+    if (!l || l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
+    if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
+    this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
+    this.counters.refusedRaw++;
+    this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+  }
+
+  close(): void {
+    this.watch?.close();
+    this.raw?.close();
+    this.watch = null;
+    this.raw = null;
+  }
+}

@@ -1,0 +1,354 @@
+// UDP data plane: one bound socket per instance UDP service (ingress) or outbound entry (egress),
+// relaying datagrams to the backend through one connected socket per flow, so the backend sees
+// distinct clients and each reply goes back to the client that asked.
+//
+// Owns: the bound sockets and their filters, per-flow backend sockets (FlowOwner of conntrack
+// entries), the flow index.
+// Must not: read config; allocate per datagram beyond what dgram itself does; throw per datagram.
+// Invariants:
+//   - a datagram from a denied source never reaches this process while the native filter is
+//     loaded and exact (same generator as TCP, kind 'udp': every datagram is judged);
+//   - flows are keyed numerically for IPv4 (addr * 65536 + port, exact below 2^53); IPv6 keys
+//     are the address text plus port (IPv6 sources here are ::1 only);
+//   - the number of per-flow sockets is bounded by the conntrack table: a full table drops new
+//     flows (and the filter goes drop-all, as for TCP), never opens another socket.
+//
+// AWS states (reference §3.3): UNREPLIED → REPLIED (one request, one response) → STREAM (more
+// than one exchange). UNREPLIED/REPLIED idle out after udpTimeout, STREAM after udpStreamTimeout.
+
+import dgram from 'node:dgram';
+import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
+import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
+import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
+import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
+import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
+import { createUdpSocket, attachFilter, nativeStatus } from '../native/sock-filter.js';
+import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type ConnTable, type FlowOwner } from './conntrack/table.js';
+import type { Counters } from './counters.js';
+import type { BackendMonitor } from './liveness.js';
+import { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, type Listener, type ListenerSpec } from './listener.js';
+
+export type UdpListenerSpec = ListenerSpec;
+
+export interface UdpEnv {
+  table: ConnTable;
+  counters: Counters;
+  monitor: BackendMonitor;
+  rawRefusal: () => boolean;
+  log: (line: string) => void;
+  onFlowEnd?: (e: FlowEntry) => void;
+  /** udpTimeoutS and udpStreamTimeoutS of an instance, in ms. */
+  udpTimeoutsMs: (instName: string) => [number, number];
+}
+
+const scratch6 = new Uint32Array(4);
+
+export class UdpListener implements Listener {
+  spec: UdpListenerSpec;
+  readonly id: number;
+  private socket: dgram.Socket | null = null;
+  private fd = -1;
+  private policy: CompiledPolicy | null = null;
+  private inst = -1;
+  private outboundVerdict = 0;
+  mode = MODE_RULES;
+  filterExact = true;
+  backendKey = '';
+  readonly flows = new Map<number | string, UdpFlow>();
+
+  constructor(id: number, spec: UdpListenerSpec, private readonly env: UdpEnv) {
+    this.id = id;
+    this.spec = spec;
+  }
+
+  get key(): string { return `udp|${this.spec.address}|${this.spec.listenPort}`; }
+  get nativeFilter(): boolean { return this.fd >= 0; }
+  get flowCount(): number { return this.flows.size; }
+  get env_(): UdpEnv { return this.env; }
+
+  async start(policy: CompiledPolicy): Promise<void> {
+    this.backendKey = this.env.monitor.watch({ proto: PROTO_UDP, host: this.spec.probeHost, port: this.spec.probePort });
+    this.bindPolicy(policy);
+    const type = this.spec.family === 6 ? 'udp6' : 'udp4';
+    const sock = dgram.createSocket({ type, ipv6Only: this.spec.family === 6 });
+    this.socket = sock;
+    sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    sock.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      const done = () => { sock.off('error', reject); resolve(); };
+      if (nativeStatus().loaded) {
+        this.fd = createUdpSocket({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, program: this.program() });
+        sock.bind({ fd: this.fd }, done);
+      } else {
+        this.mode = this.computeMode();
+        sock.bind({ address: this.spec.address, port: this.spec.listenPort, exclusive: true }, done);
+      }
+    });
+  }
+
+  describe(): string {
+    const s = this.spec;
+    const addr = s.family === 6 ? `[${s.address}]` : s.address;
+    return s.kind === 'service'
+      ? `${s.instName} udp ${addr}:${s.listenPort} (rules see :${s.rulePort}) -> ${s.backendHost}:${s.backendPort}`
+      : `${s.instName} outbound udp ${addr}:${s.listenPort} -> ${s.targetInstName ?? s.asAddress}:${s.rulePort} via ${s.backendHost}:${s.backendPort}`;
+  }
+
+  applyPolicy(policy: CompiledPolicy, spec?: UdpListenerSpec): void {
+    if (spec) {
+      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort) {
+        const old = this.backendKey;
+        this.backendKey = this.env.monitor.watch({ proto: PROTO_UDP, host: spec.probeHost, port: spec.probePort });
+        this.env.monitor.unwatch(old);
+      }
+      this.spec = spec;
+    }
+    this.bindPolicy(policy);
+    for (const f of [...this.flows.values()]) f.recheck();
+    this.refreshFilter(true);
+  }
+
+  private bindPolicy(policy: CompiledPolicy): void {
+    this.policy = policy;
+    this.inst = policy.instanceIndex.get(this.spec.instName) ?? -1;
+    if (this.spec.kind === 'outbound') this.outboundVerdict = this.decideOutbound(policy);
+  }
+
+  refreshFilter(force = false): void {
+    const prev = this.mode;
+    const next = this.computeMode();
+    if (!force && prev === next && next !== MODE_RULES) return;
+    if (this.fd < 0) { this.mode = next; return; }
+    try {
+      attachFilter(this.fd, this.program());
+      this.env.counters.filterAttaches++;
+    } catch (e) {
+      // Never throw into a connection or timer callback; the old program stays in force.
+      this.env.log(`listener ${this.describe()}: cannot attach the socket filter: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  private computeMode(): number {
+    if (this.env.table.full) return MODE_FULL;
+    if (this.spec.kind === 'outbound' && !(this.outboundVerdict & VERDICT_ALLOW)) return MODE_CLOSED;
+    if (!this.env.monitor.isUp(this.backendKey) && this.env.rawRefusal()) return MODE_DOWN;
+    return MODE_RULES;
+  }
+
+  private program(): Buffer {
+    this.mode = this.computeMode();
+    // The program judges every datagram, not only a flow's first: live flows' sources are
+    // added so their datagrams keep passing (stateful). DOWN drops all: the backend is gone.
+    if (this.mode === MODE_FULL) {
+      // A full table drops new flows only: datagrams of live flows keep passing.
+      return encodeProgram(compileSourceFilter('udp', this.spec.family, this.withTrackedSources({ v4: new Uint32Array(0), v6: [] }, false)).insns);
+    }
+    if (this.mode !== MODE_RULES) return encodeProgram(compileDropAllNew('udp'));
+    if (this.spec.kind === 'outbound') return encodeProgram(compileAcceptAll());
+    const p = this.policy!;
+    const ranges = p.ingressSources(this.inst, PROTO_UDP, this.spec.rulePort);
+    // Tracked flows must keep working after a revoke: their sources stay in the program.
+    const { insns, exact } = compileSourceFilter('udp', this.spec.family, this.withTrackedSources(ranges));
+    this.filterExact = exact;
+    return encodeProgram(insns);
+  }
+
+  /** Adds the sources of live tracked flows to the allowed ranges (replies of tracked flows always pass). */
+  private withTrackedSources(r: SourceRanges, trackedOnly = true): SourceRanges {
+    if (this.flows.size === 0) return r;
+    const v4: number[] = Array.from(r.v4);
+    const v6 = [...r.v6];
+    for (const f of this.flows.values()) {
+      if (!f.entry.live || (trackedOnly && !f.entry.tracked)) continue;
+      if (this.spec.family === 4) { const a = parseIpv4(f.entry.src); v4.push(a, a); }
+      else {
+        const w = parseIpv6Words(f.entry.src);
+        const b = (BigInt(w[0]!) << 96n) | (BigInt(w[1]!) << 64n) | (BigInt(w[2]!) << 32n) | BigInt(w[3]!);
+        v6.push(b, b);
+      }
+    }
+    return { v4: mergeRanges4(v4), v6: mergeRanges6(v6) };
+  }
+
+  decide(remote: string): number {
+    const p = this.policy!;
+    if (this.inst < 0) return 0;
+    if (this.spec.kind === 'outbound') return this.outboundVerdict;
+    if (this.spec.family === 4) return p.decide4(this.inst, INGRESS, PROTO_UDP, p.appear4(parseIpv4(remote)), this.spec.rulePort);
+    const w = parseIpv6Words(remote);
+    const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
+    return p.decide6(this.inst, INGRESS, PROTO_UDP, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
+  }
+
+  private decideOutbound(p: CompiledPolicy): number {
+    if (this.inst < 0 || !this.spec.asAddress) return 0;
+    const src = p.model.instances[this.inst]!;
+    let v: number;
+    if (!this.spec.asAddress.includes(':')) v = p.decide4(this.inst, EGRESS, PROTO_UDP, parseIpv4(this.spec.asAddress), this.spec.rulePort);
+    else {
+      const w = parseIpv6Words(this.spec.asAddress);
+      v = p.decide6(this.inst, EGRESS, PROTO_UDP, w[0]!, w[1]!, w[2]!, w[3]!, this.spec.rulePort);
+    }
+    if (!(v & VERDICT_ALLOW) || this.spec.targetInstName === null) return v;
+    const t = p.instanceIndex.get(this.spec.targetInstName);
+    if (t === undefined) return 0;
+    return p.decide4(t, INGRESS, PROTO_UDP, parseIpv4(src.address), this.spec.rulePort) & VERDICT_ALLOW ? v : 0;
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const env = this.env;
+    env.counters.udpDatagramsIn++;
+    const key: number | string = this.spec.family === 4 ? parseIpv4(rinfo.address) * 65536 + rinfo.port : `${rinfo.address}|${rinfo.port}`;
+    let f = this.flows.get(key);
+    if (f === undefined) {
+      const v = this.decide(rinfo.address);
+      if (!(v & VERDICT_ALLOW)) { env.counters.rejectedUser++; return; }
+      const [udpMs] = env.udpTimeoutsMs(this.spec.instName);
+      const entry = env.table.open({
+        proto: PROTO_UDP, family: this.spec.family, inst: this.inst, dir: this.spec.kind === 'service' ? INGRESS : EGRESS,
+        listener: this.id, tracked: !(v & VERDICT_UNTRACKED), state: ST_UDP_UNREPLIED,
+        src: rinfo.address, srcPort: rinfo.port, dst: this.spec.address, dstPort: this.spec.listenPort,
+        rulePort: this.spec.rulePort, timeoutMs: udpMs, owner: NO_OWNER,
+      });
+      if (entry === null) { env.counters.overflowDropped++; return; }
+      env.counters.accepted++;
+      f = new UdpFlow(this, key, entry, rinfo.address, rinfo.port);
+      entry.owner = f;
+      this.flows.set(key, f);
+    }
+    f.fromClient(msg);
+  }
+
+  /** Sends a backend reply to the flow's client from the listening socket. */
+  reply(msg: Buffer, f: UdpFlow): void {
+    this.socket?.send(msg, f.clientPort, f.clientAddr);
+    this.env.counters.udpDatagramsOut++;
+  }
+
+  async close(): Promise<void> {
+    for (const f of [...this.flows.values()]) this.env.table.drop(f.entry, EXPIRE_SHUTDOWN);
+    const s = this.socket;
+    this.socket = null;
+    this.fd = -1;
+    if (s) await new Promise<void>((r) => { try { s.close(() => r()); } catch { r(); } });
+    this.env.monitor.unwatch(this.backendKey);
+  }
+}
+
+const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
+const MAX_PENDING = 64;
+
+/** One client's flow: a socket connected to the backend, its counters and AWS state. */
+export class UdpFlow implements FlowOwner {
+  private readonly sock: dgram.Socket;
+  private lastDir = 0;            // 1 = last datagram came from the client, 2 = from the backend
+  private closed = false;
+  /** Datagrams that arrived before connect() completed (dgram does not queue them); bounded. */
+  private pending: Buffer[] | null = [];
+
+  constructor(readonly listener: UdpListener, readonly key: number | string, public entry: FlowEntry,
+              readonly clientAddr: string, readonly clientPort: number) {
+    const spec = listener.spec;
+    const v6 = spec.backendHost.includes(':');
+    this.sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+    this.sock.on('message', (m) => this.fromBackend(m));
+    this.sock.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
+    if (spec.localAddress) this.sock.bind(0, spec.localAddress);
+    this.sock.connect(spec.backendPort, spec.backendHost, () => {
+      const queued = this.pending;
+      this.pending = null;
+      if (!this.closed && queued) for (const m of queued) this.sock.send(m);
+    });
+  }
+
+  fromClient(msg: Buffer): void {
+    if (this.closed) return;
+    const e = this.entry;
+    e.packetsIn++;
+    e.bytesIn += msg.length;
+    this.listener.env_.table.touch(e);
+    if (this.lastDir === 2) e.exchanges++;
+    this.lastDir = 1;
+    if (this.pending === null) this.sock.send(msg);
+    else if (this.pending.length < MAX_PENDING) this.pending.push(msg);   // beyond: dropped, as a full socket buffer would
+  }
+
+  private fromBackend(msg: Buffer): void {
+    if (this.closed) return;
+    const e = this.entry;
+    e.packetsOut++;
+    e.bytesOut += msg.length;
+    const env = this.listener.env_;
+    env.table.touch(e);
+    if (this.lastDir === 1) {
+      if (e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
+      else if (e.state === ST_UDP_REPLIED && e.exchanges >= 1) {
+        e.state = ST_UDP_STREAM;
+        e.timeoutMs = env.udpTimeoutsMs(this.listener.spec.instName)[1];
+      }
+    }
+    this.lastDir = 2;
+    this.listener.reply(msg, this);
+  }
+
+  private onError(e: NodeJS.ErrnoException): void {
+    const env = this.listener.env_;
+    if (e.code === 'ECONNREFUSED') {
+      // The kernel's own ICMP from the backend: it is down. Future datagrams are refused by the
+      // Refuser (drop-all filter + pcap + ICMP) when raw refusal is available.
+      env.monitor.markDown(this.listener.backendKey);
+      this.listener.refreshFilter();
+    }
+    env.table.drop(this.entry, EXPIRE_CUT);
+  }
+
+  sample(): void { /* counters are kept per datagram */ }
+
+  recheck(): void {
+    const e = this.entry;
+    if (!e.live) return;
+    const v = this.listener.decide(e.src);
+    if (v & VERDICT_ALLOW) { e.tracked = !(v & VERDICT_UNTRACKED); return; }
+    if (!e.tracked) {
+      this.listener.env_.counters.untrackedCut++;
+      this.listener.env_.table.drop(e, EXPIRE_CUT);
+    }
+  }
+
+  expire(e: FlowEntry, reason: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (reason === EXPIRE_IDLE) this.listener.env_.counters.idleExpired++;
+    this.listener.env_.onFlowEnd?.(e);
+    this.listener.flows.delete(this.key);
+    try { this.sock.close(); } catch { /* already closed */ }
+  }
+}
+
+function mergeRanges4(flat: number[]): Uint32Array {
+  const pairs: [number, number][] = [];
+  for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!]);
+  pairs.sort((a, b) => a[0] - b[0]);
+  const out: number[] = [];
+  for (const [lo, hi] of pairs) {
+    const n = out.length;
+    if (n > 0 && lo <= out[n - 1]! + 1) out[n - 1] = Math.max(out[n - 1]!, hi);
+    else out.push(lo, hi);
+  }
+  return Uint32Array.from(out);
+}
+
+function mergeRanges6(flat: bigint[]): bigint[] {
+  const pairs: [bigint, bigint][] = [];
+  for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!]);
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const out: bigint[] = [];
+  for (const [lo, hi] of pairs) {
+    const n = out.length;
+    if (n > 0 && lo <= out[n - 1]! + 1n) { if (hi > out[n - 1]!) out[n - 1] = hi; }
+    else out.push(lo, hi);
+  }
+  return out;
+}
+

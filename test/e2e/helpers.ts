@@ -1,0 +1,83 @@
+// Shared helpers for tests that run real daemons and real sockets on loopback.
+// Addresses: each test file takes fresh 127.x.y.z addresses from a block chosen by its pid, so
+// files running in parallel never share an address. Never anything outside 127.0.0.0/8 and ::1.
+
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { Daemon, type DaemonOptions } from '../../src/control/daemon.js';
+
+let next = 1;
+const block = 100 + (process.pid % 150);
+/** A fresh loopback address no other test file uses: 127.<block>.<n>.<m>. */
+export function freshAddr(): string {
+  const n = next++;
+  return `127.${block}.${(n >> 8) & 255}.${(n & 255) || 1}`;
+}
+
+/** A TCP port that is free on `host` right now (bind 0, read, close). */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** An echo backend that records every connection it accepted. */
+export async function echoServer(t: Test, host = '127.0.0.1'): Promise<{ port: number; accepted: string[]; server: net.Server }> {
+  const accepted: string[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (c) => {
+    accepted.push(`${c.remoteAddress}:${c.remotePort}`);
+    c.on('error', () => {});
+    c.pipe(c);
+  });
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
+  t.teardown(() => new Promise<void>((r) => { server.close(() => r()); }));
+  return { port: (server.address() as net.AddressInfo).port, accepted, server };
+}
+
+export type Outcome = 'allowed' | 'refused' | 'timeout' | 'reset' | 'closed' | 'garbled' | string;
+
+/**
+ * Connects from `src` and classifies what the client sees: allowed (bytes echoed), refused
+ * (ECONNREFUSED), timeout (no connect within timeoutMs), reset (ECONNRESET after connect).
+ */
+export function probe(src: string, host: string, port: number, timeoutMs = 400): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port, localAddress: src });
+    let done = false;
+    const finish = (o: Outcome) => { if (!done) { done = true; clearTimeout(timer); s.destroy(); resolve(o); } };
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    s.on('connect', () => {
+      s.write('ping\n');
+      s.once('data', (d) => finish(d.toString() === 'ping\n' ? 'allowed' : 'garbled'));
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'ECONNREFUSED' ? 'refused' : e.code === 'ECONNRESET' ? 'reset' : e.code ?? 'error'));
+    s.on('close', () => finish('closed'));
+  });
+}
+
+export function isRoot(): boolean { return process.getuid?.() === 0; }
+
+/** Starts an in-process daemon on a config written to the test's dir; stops it in teardown. */
+export async function startDaemon(t: Test, yaml: string, extra: Partial<DaemonOptions> = {}): Promise<{ daemon: Daemon; configPath: string; logs: string[] }> {
+  const dir = t.testdir({});
+  const configPath = join(dir, 'sgemu.yaml');
+  writeFileSync(configPath, yaml);
+  const logs: string[] = [];
+  const daemon = new Daemon({
+    configPath, api: null, flowLog: null, flowLogIntervalS: 60, statePath: null, resetState: false,
+    watch: false, conntrackMax: 10000, log: (l) => logs.push(l), ...extra,
+  });
+  await daemon.start();
+  t.teardown(() => daemon.stop(0));
+  return { daemon, configPath, logs };
+}
+
+export function write(path: string, text: string): void { writeFileSync(path, text); }
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
