@@ -3,8 +3,10 @@
 
 import http from 'node:http';
 import net from 'node:net';
+import { SgemuError } from '../model/errors.js';
 
-export const DEMO_PORTS = { http: 47080, echo: 47032, sshDown: 47022 } as const;
+// Below Linux's ephemeral range (32768-60999), so client sockets never hold them.
+export const DEMO_PORTS = { http: 27080, echo: 27032, sshDown: 27022 } as const;
 
 export const DEMO_CONFIG = `# sgemu demo: the embedded default. Copy it to ./sgemu.yaml to start your own.
 region: us-east-1
@@ -63,7 +65,7 @@ export async function startDemoBackends(): Promise<() => Promise<void>> {
 
 function listen(s: net.Server, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    s.once('error', (e: NodeJS.ErrnoException) => reject(new Error(
+    s.once('error', (e: NodeJS.ErrnoException) => reject(new SgemuError('DemoPortInUse',
       `demo backend port 127.0.0.1:${port} is taken (${e.code}); stop whatever uses it, or run 'sgemu run' with your own config`)));
     s.listen(port, '127.0.0.1', () => resolve());
   });
