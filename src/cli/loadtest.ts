@@ -1,0 +1,93 @@
+// `sgemu loadtest`: drives real TCP traffic through a running daemon from many loopback source
+// addresses and checks every outcome against the daemon's own policy answers (issue #7).
+// Parses and prints only; the work is in src/loadtest/. Exit 0: every flow matched; 1: any
+// mismatch; 2: bad input or no daemon at --api.
+
+import { writeFileSync } from 'node:fs';
+import { UsageError } from '../model/errors.js';
+import { parseMix } from '../loadtest/expect.js';
+import { runLoadtest, MAX_FLOWS } from '../loadtest/run.js';
+import { formatText, renderHtml, resultJson } from '../loadtest/report.js';
+import { ProgressLine } from '../loadtest/progress.js';
+import {
+  apiRequest, DEFAULT_API, EXIT_NEGATIVE, EXIT_OK, intOption, numberOption, parseCommandArgs, parseHostPort, printJson, type Command,
+} from './command.js';
+
+const OPTIONS = {
+  api: { type: 'string', default: DEFAULT_API },
+  duration: { type: 'string' },
+  flows: { type: 'string' },
+  rate: { type: 'string' },
+  concurrency: { type: 'string' },
+  timeout: { type: 'string' },
+  sources: { type: 'string' },
+  mix: { type: 'string' },
+  report: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+const loadtest: Command = {
+  name: 'loadtest',
+  summary: 'drive real traffic through a running daemon and check every outcome',
+  usage: `Usage: sgemu loadtest [--api ADDR] [--duration S | --flows N] [--rate R] [--concurrency C]
+                      [--timeout S] [--sources N] [--mix allowed=70,denied=20,refused=10]
+                      [--json] [--report FILE.html]
+
+Drives TCP flows through a running daemon (--api, default ${DEFAULT_API}) from many source
+addresses (127.77.x.y; ::1 for IPv6 listeners) to every listener it has, classifies each on the
+wire (connected, refused, timeout, reset) and compares it with the policy: POST /v1/explain, once
+per distinct question, plus the listener's backend liveness and refusal mode. Any difference is a
+mismatch, listed with the flow and the explain answer; exit 1 if any, 0 if none, 2 on bad input
+or when no daemon answers. UDP listeners are skipped (noted).
+
+Options:
+  --api ADDR          the daemon's API (default ${DEFAULT_API})
+  --duration S        run for S seconds (default 10; 0.1..86400)
+  --flows N           run exactly N flows instead (1..${MAX_FLOWS})
+  --rate R            start at most R flows per second (default: as fast as --concurrency allows)
+  --concurrency C     flows open at once (default 64; 1..10000)
+  --timeout S         connect timeout per flow (default 1; a denied flow takes this long)
+  --sources N         distinct IPv4 source addresses (default 64; 1..65000)
+  --mix SPEC          share of flow classes, e.g. allowed=70,denied=20,refused=10 (default: every
+                      (source, listener) pair in turn)
+  --json              print the result as one JSON object
+  --report FILE.html  also write a self-contained HTML report (charts, tables, mismatches)`,
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, OPTIONS);
+    if (values.help) { process.stdout.write(this.usage + '\n'); return EXIT_OK; }
+    const api = values.api ?? DEFAULT_API;
+    parseHostPort('api', api);
+    if (values.duration !== undefined && values.flows !== undefined) {
+      throw new UsageError(`--duration ${values.duration} and --flows ${values.flows} both given; a run is bounded by one of them`);
+    }
+    const flows = values.flows === undefined ? null : intOption('flows', values.flows, 1, MAX_FLOWS, 1);
+    const durationS = numberOption('duration', values.duration, 0.1, 86400, 10);
+    const ratePerS = numberOption('rate', values.rate, 0.1, 1e7, Infinity);
+    const concurrency = intOption('concurrency', values.concurrency, 1, 10000, 64);
+    const timeoutMs = Math.round(numberOption('timeout', values.timeout, 0.01, 60, 1) * 1000);
+    const sources = intOption('sources', values.sources, 1, 65000, 64);
+    const mix = values.mix === undefined ? null : parseMix(values.mix);
+
+    const progress = new ProgressLine();
+    let result;
+    try {
+      result = await runLoadtest({
+        api, flows, durationS, ratePerS, concurrency, timeoutMs, sources, mix,
+        fetchJson: (path, body) => apiRequest(api, path, body),
+        onProgress: progress.enabled ? (p) => progress.update(p) : undefined,
+      });
+    } finally {
+      progress.clear();
+    }
+    if (values.report !== undefined) {
+      try { writeFileSync(values.report, renderHtml(result)); } catch (e) {
+        throw new UsageError(`--report "${values.report}": cannot write it (${(e as NodeJS.ErrnoException).code ?? String(e)}); give a writable path`);
+      }
+    }
+    if (values.json) printJson(resultJson(result));
+    else process.stdout.write(formatText(result) + '\n' + (values.report !== undefined ? `report: ${values.report}\n` : ''));
+    return result.mismatchCount > 0 ? EXIT_NEGATIVE : EXIT_OK;
+  },
+};
+export default loadtest;

@@ -1,0 +1,222 @@
+// What the load test expects of every flow, decided from the daemon's own answers: its status
+// (listeners, backend liveness, refusal mode, filter exactness) and `explain` (the policy). Pure:
+// no I/O here; the runner fetches the JSON and passes it in. Inputs arrive as `unknown` and are
+// checked into the types below (an unexpected shape is a UsageError naming the field).
+//
+//   policy  backend   refusal  filter exact  → expected on the wire
+//   allow   up        any      any             connected
+//   allow   down      raw      any             refused   (RST to the SYN: ECONNREFUSED)
+//   allow   down      reset    any             reset     (accept then reset)
+//   deny    any       any      yes             timeout   (the kernel filter drops the SYN)
+//   deny    any       any      no              reset     (accepted, checked in userland, reset)
+
+import { isIP } from 'node:net';
+import { UsageError } from '../model/errors.js';
+
+export type Outcome = 'connected' | 'refused' | 'timeout' | 'reset' | 'error';
+export const OUTCOMES: readonly Outcome[] = ['connected', 'refused', 'timeout', 'reset', 'error'];
+
+/** The flow classes of `--mix`. */
+export type MixClass = 'allowed' | 'denied' | 'refused';
+export const MIX_CLASSES: readonly MixClass[] = ['allowed', 'denied', 'refused'];
+
+export interface ListenerInfo {
+  kind: 'service' | 'outbound';
+  instance: string;
+  protocol: 'tcp' | 'udp';
+  address: string;
+  listenPort: number;
+  rulePort: number;
+  backend: string;
+  backendUp: boolean;
+  nativeFilter: boolean;
+  exactFilter: boolean;
+}
+
+export interface DaemonStatus {
+  refusal: 'raw' | 'reset';
+  listeners: ListenerInfo[];
+  conntrackEntries: number;
+  conntrackMax: number;
+  conntrackOverflows: number;
+  rssBytes: number;
+  cpuUs: number;           // user + system since the daemon started
+}
+
+/** The part of the explain object (SPEC §3) the load test uses. */
+export interface ExplainAnswer {
+  decision: 'allow' | 'deny';
+  reason: string;
+}
+
+export interface ExplainQuery { from: string; to: string; protocol: string; port: number }
+
+/** An outbound entry as GET /v1/instances lists it: `to` is an instance name or host:port. */
+export interface OutboundInfo { instance: string; protocol: string; port: number; to: string; as: string }
+
+function obj(v: unknown, where: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`daemon answer: ${where} is not an object (got ${JSON.stringify(v)?.slice(0, 80)})`, 'DaemonError');
+  return v as Record<string, unknown>;
+}
+function str(o: Record<string, unknown>, k: string, where: string): string {
+  const v = o[k];
+  if (typeof v !== 'string') throw new UsageError(`daemon answer: ${where}.${k} is not a string (got ${JSON.stringify(v)})`, 'DaemonError');
+  return v;
+}
+function num(o: Record<string, unknown>, k: string, where: string, dflt?: number): number {
+  const v = o[k];
+  if (v === undefined && dflt !== undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new UsageError(`daemon answer: ${where}.${k} is not a number (got ${JSON.stringify(v)})`, 'DaemonError');
+  return v;
+}
+function bool(o: Record<string, unknown>, k: string, dflt: boolean): boolean {
+  const v = o[k];
+  return typeof v === 'boolean' ? v : dflt;
+}
+
+/** Checks GET /v1/status into DaemonStatus. */
+export function parseStatus(v: unknown): DaemonStatus {
+  const o = obj(v, 'status');
+  const ls = o.listeners;
+  if (!Array.isArray(ls)) throw new UsageError('daemon answer: status.listeners is not an array', 'DaemonError');
+  const listeners = ls.map((x, i): ListenerInfo => {
+    const w = `status.listeners[${i}]`;
+    const l = obj(x, w);
+    const kind = str(l, 'kind', w), protocol = str(l, 'protocol', w);
+    if (kind !== 'service' && kind !== 'outbound') throw new UsageError(`daemon answer: ${w}.kind "${kind}" is not service or outbound`, 'DaemonError');
+    if (protocol !== 'tcp' && protocol !== 'udp') throw new UsageError(`daemon answer: ${w}.protocol "${protocol}" is not tcp or udp`, 'DaemonError');
+    return {
+      kind, instance: str(l, 'instance', w), protocol, address: str(l, 'address', w),
+      listenPort: num(l, 'listenPort', w), rulePort: num(l, 'rulePort', w), backend: typeof l.backend === 'string' ? l.backend : '',
+      backendUp: bool(l, 'backendUp', true), nativeFilter: bool(l, 'nativeFilter', false), exactFilter: bool(l, 'exactFilter', false),
+    };
+  });
+  const ct = typeof o.conntrack === 'object' && o.conntrack !== null ? o.conntrack as Record<string, unknown> : {};
+  const cpu = typeof o.cpu === 'object' && o.cpu !== null ? o.cpu as Record<string, unknown> : {};
+  return {
+    refusal: o.refusal === 'raw' ? 'raw' : 'reset',
+    listeners,
+    conntrackEntries: num(ct, 'entries', 'status.conntrack', 0),
+    conntrackMax: num(ct, 'max', 'status.conntrack', 0),
+    conntrackOverflows: num(ct, 'overflows', 'status.conntrack', 0),
+    rssBytes: num(o, 'rssBytes', 'status', 0),
+    cpuUs: num(cpu, 'user', 'status.cpu', 0) + num(cpu, 'system', 'status.cpu', 0),
+  };
+}
+
+/** Checks a POST /v1/explain answer. */
+export function parseExplain(v: unknown): ExplainAnswer {
+  const o = obj(v, 'explain');
+  const decision = o.decision;
+  if (decision !== 'allow' && decision !== 'deny') throw new UsageError(`daemon answer: explain.decision ${JSON.stringify(decision)} is not "allow" or "deny"`, 'DaemonError');
+  return { decision, reason: typeof o.reason === 'string' ? o.reason : '' };
+}
+
+/** Checks GET /v1/instances into the outbound entries (missing fields: none known). */
+export function parseOutbound(v: unknown): OutboundInfo[] {
+  if (!Array.isArray(v)) return [];
+  const out: OutboundInfo[] = [];
+  for (const x of v) {
+    if (typeof x !== 'object' || x === null) continue;
+    const i = x as Record<string, unknown>;
+    if (typeof i.name !== 'string' || !Array.isArray(i.outbound)) continue;
+    for (const y of i.outbound) {
+      if (typeof y !== 'object' || y === null) continue;
+      const o = y as Record<string, unknown>;
+      if (typeof o.port !== 'number' || typeof o.to !== 'string') continue;
+      out.push({ instance: i.name, protocol: typeof o.protocol === 'string' ? o.protocol : 'tcp', port: o.port, to: o.to, as: typeof o.as === 'string' ? o.as : '' });
+    }
+  }
+  return out;
+}
+
+/** `host:port` / `[v6]:port` → host; anything else unchanged. */
+function hostOf(hp: string): string {
+  const m = /^\[([^\]]+)\]:\d+$/.exec(hp) ?? /^([^:]+):\d+$/.exec(hp);
+  return m ? m[1]! : hp;
+}
+
+/** A stable key for a listener: protocol, address, port. */
+export function listenerKey(l: Pick<ListenerInfo, 'protocol' | 'address' | 'listenPort'>): string {
+  return `${l.protocol} ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.listenPort}`;
+}
+
+/**
+ * The explain question for a flow from `source` through listener `l`. A service listener:
+ * from the source to the instance (its address for IPv6, so the families agree) on the rule
+ * port. An outbound listener: the source does not matter, from the instance to its target (an
+ * instance name, or the `as` address standing for an outside host) on the rule port.
+ */
+export function explainQuery(l: ListenerInfo, source: string, outbound: readonly OutboundInfo[]): ExplainQuery {
+  if (l.kind === 'service') {
+    return { from: source, to: l.address.includes(':') ? l.address : l.instance, protocol: l.protocol, port: l.rulePort };
+  }
+  const o = outbound.find((x) => x.instance === l.instance && x.port === l.listenPort && x.protocol === l.protocol);
+  let to = hostOf(l.backend);
+  if (o) {
+    // `to` is `instance:port` (another instance: explain by name) or `host:port` (an outside
+    // host, which the rules see as the `as` address).
+    const host = hostOf(o.to);
+    to = isIP(host) ? hostOf(o.as || o.to) : host;
+  }
+  return { from: l.instance, to, protocol: l.protocol, port: l.rulePort };
+}
+
+/** The cache key of a question: outbound flows share one answer whatever the source. */
+export function explainKey(q: ExplainQuery): string {
+  return `${q.from}|${q.to}|${q.protocol}|${q.port}`;
+}
+
+/** The outcome the client must see, by the table at the top of this file. */
+export function expectedOutcome(l: ListenerInfo, refusal: DaemonStatus['refusal'], decision: ExplainAnswer['decision']): Outcome {
+  if (decision === 'allow') return l.backendUp ? 'connected' : refusal === 'raw' ? 'refused' : 'reset';
+  return l.nativeFilter && l.exactFilter ? 'timeout' : 'reset';
+}
+
+/** The `--mix` class of a flow: allowed (to a live backend), refused (allowed, backend down), denied. */
+export function mixClass(l: ListenerInfo, decision: ExplainAnswer['decision']): MixClass {
+  if (decision === 'deny') return 'denied';
+  return l.backendUp ? 'allowed' : 'refused';
+}
+
+/** `allowed=70,denied=20,refused=10` → weights; classes left out weigh 0. UsageError otherwise. */
+export function parseMix(text: string): Record<MixClass, number> {
+  const out: Record<MixClass, number> = { allowed: 0, denied: 0, refused: 0 };
+  for (const part of text.split(',')) {
+    const m = /^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*$/.exec(part);
+    if (!m || !(MIX_CLASSES as readonly string[]).includes(m[1]!)) {
+      throw new UsageError(`--mix "${text}": "${part}" is not class=weight with class allowed, denied or refused (e.g. allowed=70,denied=20,refused=10)`);
+    }
+    out[m[1] as MixClass] = Number(m[2]);
+  }
+  if (MIX_CLASSES.every((c) => out[c] === 0)) throw new UsageError(`--mix "${text}": every weight is 0; give at least one class a positive weight`);
+  return out;
+}
+
+/** The i-th of `count` source addresses: 127.77.0.1, 127.77.0.2, … (i < 65534). */
+export function sourceAddress(i: number): string {
+  const n = i + 1;
+  return `127.77.${(n >> 8) & 255}.${n & 255}`;
+}
+
+/**
+ * Picks classes in proportion to their weights, deterministically (smooth weighted round robin:
+ * every class gets its share within one round of the total weight).
+ */
+export class WeightedPicker<T> {
+  private readonly current: number[];
+  private readonly total: number;
+  constructor(private readonly items: readonly T[], private readonly weights: readonly number[]) {
+    this.current = weights.map(() => 0);
+    this.total = weights.reduce((a, b) => a + b, 0);
+  }
+  next(): T {
+    let best = 0;
+    for (let i = 0; i < this.items.length; i++) {
+      this.current[i]! += this.weights[i]!;
+      if (this.current[i]! > this.current[best]!) best = i;
+    }
+    this.current[best]! -= this.total;
+    return this.items[best]!;
+  }
+}
