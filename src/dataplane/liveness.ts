@@ -3,13 +3,16 @@
 //
 // Owns: the set of watched backends (host:port, TCP or UDP) and their last known state; one poll
 // timer for all of them; change callbacks.
-// Cost: /proc/net/tcp{,6} print listening sockets first (the kernel's seq_file walks the listening
-// hash before the established one), so for TCP we read only until the first non-LISTEN line, a few
-// KiB however many connections are open. UDP sockets are read whole (/proc/net/udp{,6}).
+// Cost: asked through sock_diag (src/native/addon/sock_diag.c), which walks only the listening
+// hash: ~30 µs a query. Reading /proc/net/tcp instead costs 1-2 ms a read on a large-memory
+// machine (the kernel walks every established-hash bucket to fill the buffer), 50 times a second
+// per file — measured as 15-30 % of a core for an idle daemon (scripts/bench, issue #4 note). /proc
+// stays as the fallback when the addon is not built.
 // A failed connect to a backend (ECONNREFUSED) marks it down at once through `markDown`.
 
 import { closeSync, openSync, readSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
+import { listeningSockets } from '../native/sock-filter.js';
 
 export interface Backend { proto: 6 | 17; host: string; port: number }
 type Listener = (key: string, up: boolean) => void;
@@ -144,7 +147,8 @@ export class BackendMonitor {
   }
 
   private merged(name: string, tcp: boolean): Set<string> {
-    return readBound('/proc/net/' + name, tcp, this.scratch);
+    const family = name.endsWith('6') ? 6 : 4;
+    return listeningSockets(family, tcp ? 6 : 17) ?? readBound('/proc/net/' + name, tcp, this.scratch);
   }
 
   private set(key: string, up: boolean): void {

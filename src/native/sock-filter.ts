@@ -22,6 +22,7 @@ interface Addon {
   detachFilter(fd: number): number | Failure;
   filterLength(fd: number): number | Failure;
   closeFd(fd: number): number | Failure;
+  listening?(family: number, protocol: number): string[] | Failure;
 }
 
 let addon: Addon | null = null;
@@ -121,4 +122,16 @@ export function filterLength(fd: number): number {
 
 export function closeFd(fd: number): void {
   check(need().closeFd(fd), `close fd ${fd}`);
+}
+
+/**
+ * Local "ADDRHEX:port" pairs (the /proc/net/tcp format) that have a listening TCP socket or a bound
+ * UDP socket, from sock_diag (src/native/addon/sock_diag.c). null when the addon (or this call) is
+ * unavailable; the caller then reads /proc.
+ */
+export function listeningSockets(family: 4 | 6, protocol: 6 | 17): Set<string> | null {
+  const a = load();
+  if (!a || typeof a.listening !== 'function') return null;
+  const r = a.listening(family, protocol);
+  return Array.isArray(r) ? new Set(r) : null;
 }

@@ -52,3 +52,19 @@ t.test('UDP: a bound socket counts as listening', async (t) => {
   m.poll();
   t.notOk(m.isUp(key));
 });
+
+t.test('sock_diag and /proc agree on listening sockets', async (t) => {
+  const { listeningSockets } = await import('../../src/native/sock-filter.js');
+  const { readBound } = await import('../../src/dataplane/liveness.js');
+  const diag = listeningSockets(4, 6);
+  if (diag === null) { t.skip('native addon not built: /proc is the only source', () => {}); return; }
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => { srv.close(() => r()); }));
+  const proc = readBound('/proc/net/tcp', true, Buffer.allocUnsafe(16384));
+  const now = listeningSockets(4, 6)!;
+  const mine = `0100007F:${(srv.address() as net.AddressInfo).port}`;
+  t.ok(now.has(mine), 'sock_diag sees our listener');
+  t.ok(proc.has(mine), '/proc sees it too');
+  for (const k of proc) t.ok(now.has(k), `sock_diag has ${k}`);
+});

@@ -185,6 +185,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return make_int(env, 0);
 }
 
+napi_value sgemu_listening(napi_env env, napi_callback_info info);   /* sock_diag.c */
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "tcpListener", NULL, tcp_listener, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -193,6 +195,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "detachFilter", NULL, detach_filter, NULL, NULL, NULL, napi_enumerable, NULL },
     { "filterLength", NULL, filter_length, NULL, NULL, NULL, napi_enumerable, NULL },
     { "closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "listening", NULL, sgemu_listening, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   CHECK(napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   return exports;
