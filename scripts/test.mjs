@@ -13,7 +13,7 @@ console.log(typecheckOk ? 'typecheck: ok' : 'typecheck: FAILED');
 const build = spawnSync('npm', ['run', '-s', 'build'], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) console.log('build: FAILED');
 
-const tap = spawn(process.execPath, [root + 'node_modules/tap/dist/esm/run/index.js', ...extra],
+const tap = spawn(process.execPath, [root + 'node_modules/tap/dist/esm/run.mjs', ...extra],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' } });
 let tail = '';
 tap.stdout.on('data', (d) => { process.stdout.write(d); tail = (tail + d).slice(-4000); });
