@@ -86,7 +86,7 @@ export class Daemon {
     });
     // A full table closes every listener to new flows (drop, as a full kernel table does), and
     // room again reopens them.
-    this.table.onFullChange = () => { for (const l of this.listeners.values()) l.refreshFilter(); };
+    this.table.onFullChange = () => { for (const l of this.listeners.values()) l.refreshFilter(); this.refuser.refresh(); };
   }
 
   get model(): Model { return this.policy.model; }
@@ -120,7 +120,10 @@ export class Daemon {
       ? 'refusal: exact (RST|ACK via raw socket, SYNs seen with libpcap)'
       : `refusal: fallback accept-then-reset (${this.refuser.reason}); clients see ECONNRESET instead of ECONNREFUSED — run 'sgemu doctor'`);
 
+    this.refuser.captureAll = this.opts.flowLog !== null;
+    this.refuser.needsAnswers = (l) => !this.monitor.isUp(l.backendKey);
     this.monitor.onChange((key, up) => {
+      this.refuser.refresh();     // capture first, then drop: no SYN falls between the two
       for (const l of this.listeners.values()) if (l.backendKey === key) l.refreshFilter();
       log(`backend ${key.replace(/^6\//, 'tcp ').replace(/\//g, ':')} is ${up ? 'up' : 'down'}`);
     });

@@ -9,6 +9,9 @@
 // which are otherwise invisible to userland.
 // Without CAP_NET_RAW, libpcap or raw-socket: mode 'reset' — TCP listeners accept and reset,
 // UDP stays silent.
+// Cost: the capture filter names only the listeners whose backend is down (the ones that need an
+// answer), plus every listener when the flow log wants the kernel's REJECTs. A SYN flood against
+// a listener with a live backend and no flow log never wakes this process (scripts/bench/synflood.ts).
 
 import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
 import { RawSender } from '../native/raw.js';
@@ -32,6 +35,12 @@ export class Refuser {
   private raw: RawSender | null = null;
   private tcp = new Map<string, Listener>();
   private udp = new Map<string, Listener>();
+  private all: Listener[] = [];
+  /** Capture every listener's new flows (for flow-log REJECT records), not only backend-down ones. */
+  captureAll = false;
+  /** Whether a listener needs answers now (its backend is down). Set by the daemon; the capture
+   * must open before the listener's filter turns to drop-all, so it is asked of liveness, not mode. */
+  needsAnswers: (l: Listener) => boolean = (l) => l.mode === MODE_DOWN;
 
   constructor(private readonly counters: Counters, private readonly hooks: RefuserHooks = {}) {}
 
@@ -56,16 +65,23 @@ export class Refuser {
   }
 
   setListeners(listeners: Iterable<Listener>): void {
+    this.all = [...listeners];
+    this.refresh();
+  }
+
+  /** Recomputes the capture targets (after a listener's mode changed). Cheap when nothing changed. */
+  refresh(): void {
     this.tcp.clear();
     this.udp.clear();
     const tcp: { address: string; port: number }[] = [];
     const udp: { address: string; port: number }[] = [];
-    for (const l of listeners) {
+    for (const l of this.all) {
+      if (!this.captureAll && !this.needsAnswers(l)) continue;
       const target = { address: l.spec.address, port: l.spec.listenPort };
       if (l.spec.protocol === 6) { this.tcp.set(`${target.address}|${target.port}`, l); tcp.push(target); }
       else { this.udp.set(`${target.address}|${target.port}`, l); udp.push(target); }
     }
-    this.watch?.setTargets(tcp, udp);
+    this.watch?.setTargets(tcp, udp);   // a no-op when the filter text is unchanged
   }
 
   private onSyn(ev: SynEvent): void {
