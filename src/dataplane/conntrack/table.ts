@@ -49,8 +49,6 @@ export class FlowEntry {
   srcPort = 0;
   dst = '';
   dstPort = 0;
-  peerV4 = 0;               // appearance address of the peer (v4), for re-deciding on policy swap
-  peer6 = new Uint32Array(4);
   rulePort = 0;             // the port the rules see
   bytesIn = 0;              // client → instance
   bytesOut = 0;             // instance → client
