@@ -147,6 +147,13 @@ export class Daemon {
     }
     if (this.opts.watch && this.opts.configText === undefined) this.startWatch();
     log(`ready: ${this.listeners.size} listeners, policy v${this.policy.version}, conntrack max ${this.table.max}`);
+    const nofile = openFilesLimit();
+    if ([...this.listeners.values()].some((l) => l.spec.protocol === 17)) {
+      log(`udp: each UDP flow holds one backend socket; at most ${this.table.max} flows (--conntrack-max), beyond which new flows are dropped silently and counted (sgemu_conntrack_overflow_total)`);
+    }
+    if (nofile !== null && nofile < this.table.max * 2) {
+      log(`note: the open-files limit (${nofile}) is below 2 x --conntrack-max (${this.table.max * 2} fds for a full table of TCP flows); raise it with 'ulimit -n' or lower --conntrack-max`);
+    }
   }
 
   sweep(): void {
@@ -325,6 +332,14 @@ export class Daemon {
     await this.flowLog?.close();
     this.clock.stop?.();
   }
+}
+
+/** The soft RLIMIT_NOFILE, from /proc/self/limits (null when unreadable or unlimited). */
+function openFilesLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch { return null; }
 }
 
 /** Reads a config file's text (for `demo`, which writes its embedded config next to the tour). */

@@ -199,3 +199,61 @@ t.test('1000 concurrent flows from many 127/8 sources: every reply reaches its s
   t.equal(replies.filter(Boolean).length, N, 'every flow got its own reply');
   await sleep(10);
 });
+
+t.test('idle expiry with an injected clock: udpTimeout for a single exchange, udpStreamTimeout for a stream', async (t) => {
+  const { ManualClock } = await import('../../src/dataplane/clock.js');
+  const clock = new ManualClock(1000);
+  const addr = freshAddr(), src = freshAddr();
+  const port = await freeUdpPort(addr);
+  const echo = await udpEcho(t);
+  const { daemon } = await startDaemon(t, cfg(addr, port, echo.port, `      - { protocol: udp, ports: 53, cidr: ${src}/32 }`), { clock });
+  const one = dgram.createSocket('udp4'), many = dgram.createSocket('udp4');
+  await new Promise<void>((r) => one.bind(0, src, () => one.connect(port, addr, () => r())));
+  await new Promise<void>((r) => many.bind(0, src, () => many.connect(port, addr, () => r())));
+  t.teardown(() => { one.close(); many.close(); });
+  t.equal(await ask(src, addr, port, 'q', 400, one), 'q');
+  for (const m of ['a', 'b', 'c']) t.equal(await ask(src, addr, port, m, 400, many), m);
+  const find = (s: dgram.Socket) => daemon.conntrack().find((e) => e.srcPort === s.address().port);
+  t.equal(find(one)?.state, 'REPLIED');
+  t.equal(find(many)?.state, 'STREAM');
+  clock.advance(29_000); daemon.sweep();
+  t.ok(find(one), 'a single exchange lives 29 s');
+  clock.advance(2_000); daemon.sweep();
+  t.notOk(find(one), 'and is gone after 30 s idle (udpTimeout)');
+  t.ok(find(many), 'the stream is still tracked at 31 s');
+  clock.advance(150_000); daemon.sweep();
+  t.notOk(find(many), 'the stream is gone after 180 s idle (udpStreamTimeout)');
+  t.equal(await ask(src, addr, port, 'again', 400, one), 'again', 'the next datagram opens a new flow (still allowed)');
+});
+
+t.test('outbound UDP: the app sends to its instance address; egress and the target\'s ingress apply', async (t) => {
+  const web = freshAddr(), dns = freshAddr(), app = freshAddr();
+  const dnsPort = await freeUdpPort(dns), outPort = await freeUdpPort(web), outPort2 = await freeUdpPort(web);
+  const echo = await udpEcho(t);
+  const { daemon } = await startDaemon(t, `
+securityGroups:
+  - id: sg-web
+    egress: [ { protocol: udp, ports: 53, groups: [sg-dns] } ]
+  - id: sg-closed
+    egress: []
+  - id: sg-dns
+    ingress: [ { protocol: udp, ports: 53, groups: [sg-web] } ]
+instances:
+  - name: web
+    address: ${web}
+    securityGroups: [sg-web]
+    outbound: [ { protocol: udp, port: ${outPort}, to: "dns:53" } ]
+  - name: shut
+    address: ${freshAddr()}
+    securityGroups: [sg-closed]
+    outbound: [ { protocol: udp, port: ${outPort2}, to: "dns:53" } ]
+  - name: dns
+    address: ${dns}
+    securityGroups: [sg-dns]
+    services: [ { protocol: udp, port: 53, listenPort: ${dnsPort}, backend: "127.0.0.1:${echo.port}" } ]
+`);
+  t.equal(await ask(app, web, outPort, 'lookup'), 'lookup', 'web → dns through the outbound entry, reply back');
+  t.equal(await ask(app, dns, dnsPort, 'direct'), 'silence', 'dns is closed to others directly');
+  const shut = daemon.model.instances.find((i) => i.name === 'shut')!.address;
+  t.equal(await ask(app, shut, outPort2, 'nope'), 'silence', 'egress [] → nothing leaves');
+});
