@@ -5,11 +5,14 @@ import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Daemon, type DaemonOptions } from '../control/daemon.js';
+import { isLoopbackHost, parseCredentials } from '../control/api/sigv4.js';
+import { UsageError } from '../model/errors.js';
 import { COMMON_OPTIONS, DEFAULT_API, EXIT_OK, intOption, numberOption, parseCommandArgs, parseHostPort, type Command } from './command.js';
 
 export const RUN_OPTIONS = {
   ...COMMON_OPTIONS,
   api: { type: 'string', default: DEFAULT_API },
+  'api-credentials': { type: 'string' },
   'flow-log': { type: 'string' },
   'flow-log-interval': { type: 'string' },
   state: { type: 'string' },
@@ -21,7 +24,15 @@ export const RUN_OPTIONS = {
 
 export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
   const api = values.api === 'off' || values.api === 'none' ? null : parseHostPort('api', values.api ?? DEFAULT_API);
+  const credText = values['api-credentials'] ?? process.env.SGEMU_API_CREDENTIALS;
+  const apiCredentials = parseCredentials(credText);
+  if (credText && !apiCredentials) throw new UsageError('--api-credentials must be ACCESS_KEY_ID:SECRET_ACCESS_KEY');
+  if (api && !isLoopbackHost(api.host) && !apiCredentials) {
+    throw new UsageError(`--api ${api.host}:${api.port} is reachable beyond this machine: give --api-credentials KEY:SECRET ` +
+      '(or SGEMU_API_CREDENTIALS) so that EC2 API calls must be SigV4-signed with them, or keep the API on loopback');
+  }
   return {
+    apiCredentials,
     configPath: values.config ?? './sgemu.yaml',
     api,
     flowLog: values['flow-log'] ?? null,
@@ -75,6 +86,8 @@ reach the backend, allowed clients of a stopped backend are refused.
 Options:
   -c, --config FILE         config file (default ./sgemu.yaml)
   --api ADDR                control API address (default ${DEFAULT_API}; 'off' disables it)
+  --api-credentials K:S     require AWS SigV4 with these credentials on the EC2 API (POST /);
+                            mandatory when --api is not a loopback address (env SGEMU_API_CREDENTIALS)
   --flow-log FILE|-         write VPC Flow Logs v2 records to FILE (or stdout)
   --flow-log-interval S     aggregation interval in seconds (default 60)
   --state FILE|off          where API changes are kept across restarts (default

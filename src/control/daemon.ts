@@ -39,6 +39,8 @@ export interface DaemonOptions {
   /** Embedded config text (demo); configPath is then only used in messages. */
   configText?: string;
   api: { host: string; port: number } | null;
+  /** SigV4 credentials the EC2 API requires (mandatory when `api` is not a loopback address). */
+  apiCredentials?: import('./api/sigv4.js').Credentials | null;
   flowLog: string | null;
   flowLogIntervalS: number;
   statePath: string | null;
@@ -140,7 +142,7 @@ export class Daemon {
     this.sweeper.unref();
 
     if (this.opts.api) {
-      this.api = new ApiServer(this);
+      this.api = new ApiServer(this, this.opts.apiCredentials ?? null);
       await this.api.listen(this.opts.api.host, this.opts.api.port);
       log(`api: http://${this.opts.api.host.includes(':') ? `[${this.opts.api.host}]` : this.opts.api.host}:${this.api.port}/ (EC2 Query API at POST /; GET /v1/conntrack, /v1/instances, /v1/security-groups, /metrics; POST /v1/explain)` +
         (this.opts.statePath ? `; API changes kept in ${this.opts.statePath}` : '; API changes are not kept across restarts (no --state)'));

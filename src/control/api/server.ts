@@ -5,11 +5,13 @@
 //   GET  /v1/status           mode, listeners, counters, RSS, CPU (for doctor and loadtest)
 //   POST /v1/explain          body {from, to, protocol, port?} → the `sgemu explain --json` object
 //   GET  /metrics             Prometheus text
-//   POST /                    EC2 Query API (src/control/api/ec2/service.ts)
+//   POST /                    EC2 Query API (src/control/api/ec2/service.ts); SigV4-verified
+//                             when credentials are set (required beyond loopback: sigv4.ts)
 // Must not: block the data plane (every handler is O(table) at worst and runs on demand only).
 
 import http from 'node:http';
-import { SgemuError, UsageError } from '../../model/errors.js';
+import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
+import { verifySigV4, type Credentials } from './sigv4.js';
 import { DIRECTION_NAMES, protocolName, type Rule } from '../../model/types.js';
 import type { Daemon } from '../daemon.js';
 
@@ -20,7 +22,7 @@ export class ApiServer {
   requests = 0;
   port = 0;
 
-  constructor(private readonly daemon: Daemon) {
+  constructor(private readonly daemon: Daemon, private readonly credentials: Credentials | null = null) {
     this.server = http.createServer((req, res) => {
       this.requests++;
       this.handle(req, res).catch((e) => sendJson(res, 500, { error: 'InternalError', message: e instanceof Error ? e.message : String(e) }));
@@ -77,14 +79,23 @@ export class ApiServer {
         }
       }
       case 'POST /': {
-        let body: string;
-        try { body = await readBody(req); }
+        let raw: Buffer;
+        try { raw = await readRaw(req); }
         catch (e) {
           res.writeHead(413, { 'content-type': 'text/xml;charset=UTF-8' });
           res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestEntityTooLarge</Code><Message>${e instanceof Error ? e.message : 'too large'}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
           return;
         }
-        const r = await d.ec2!.handle(body);
+        if (this.credentials) {
+          try { verifySigV4({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body: raw }, this.credentials); }
+          catch (e) {
+            if (!(e instanceof AwsError)) throw e;
+            res.writeHead(e.status, { 'content-type': 'text/xml;charset=UTF-8' });
+            res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${e.code}</Code><Message>${escapeXml(e.message)}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
+            return;
+          }
+        }
+        const r = await d.ec2!.handle(raw.toString('utf8'));
         res.writeHead(r.status, { 'content-type': r.contentType, 'content-length': Buffer.byteLength(r.body) });
         res.end(r.body);
         return;
@@ -101,7 +112,15 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
-function readBody(req: http.IncomingMessage): Promise<string> {
+function escapeXml(s: string): string {
+  return s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+async function readBody(req: http.IncomingMessage): Promise<string> {
+  return (await readRaw(req)).toString('utf8');
+}
+
+function readRaw(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     let size = 0;
     const chunks: Buffer[] = [];
@@ -110,7 +129,7 @@ function readBody(req: http.IncomingMessage): Promise<string> {
       if (size > MAX_BODY) { reject(new UsageError(`request body over ${MAX_BODY} bytes`)); req.destroy(); return; }
       chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
