@@ -19,6 +19,7 @@ import { probeCapNetRaw } from '../native/probe.js';
 import { VERDICT_ALLOW } from '../policy/types.js';
 import { MODE_DOWN, type Listener } from './listener.js';
 import type { Counters } from './counters.js';
+import { flowEvents, publishFlow } from '../observe/events.js';
 
 export type RefusalMode = 'raw' | 'reset';
 
@@ -90,11 +91,13 @@ export class Refuser {
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) {
       this.counters.rejectedKernel++;
       this.hooks.onRejected?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+      if (flowEvents.hasSubscribers) this.publish('reject', l, ev.src, ev.srcPort, 'kernel-filter');
       return;
     }
     if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (full, closed)
     this.raw!.sendRstAck(ev.family, ev.dst, ev.dstPort, ev.src, ev.srcPort, (ev.seq + 1) >>> 0);
     this.counters.refusedRaw++;
+    if (flowEvents.hasSubscribers) this.publish('refuse', l, ev.src, ev.srcPort, 'backend-down');
     this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
   }
 
@@ -104,7 +107,13 @@ export class Refuser {
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;
+    if (flowEvents.hasSubscribers) this.publish('refuse', l, ev.src, ev.srcPort, 'backend-down');
     this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+  }
+
+  private publish(type: 'reject' | 'refuse', l: Listener, src: string, srcPort: number, reason: string): void {
+    publishFlow({ type, protocol: l.spec.protocol === 6 ? 'tcp' : 'udp', instance: l.spec.instName,
+      direction: l.spec.kind === 'service' ? 'ingress' : 'egress', src, srcPort, dst: l.spec.address, dstPort: l.spec.listenPort, reason });
   }
 
   close(): void {

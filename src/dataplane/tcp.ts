@@ -23,6 +23,7 @@ import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram
 import { createTcpListener, attachFilter, nativeStatus } from '../native/sock-filter.js';
 import { ConnTable, FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
 import type { Counters } from './counters.js';
+import { flowEvents, publishFlow } from '../observe/events.js';
 import type { BackendMonitor } from './liveness.js';
 import { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, type Listener, type ListenerSpec } from './listener.js';
 export { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, MODE_NAMES } from './listener.js';
@@ -195,6 +196,7 @@ export class TcpListener implements Listener {
     if (!(verdict & VERDICT_ALLOW)) {
       // Only reachable without an exact kernel filter: the closest honest answer is a reset.
       env.counters.rejectedUser++;
+      if (flowEvents.hasSubscribers) this.publish('reject', remote, client.remotePort ?? 0, 'userland-reset');
       client.resetAndDestroy();
       return;
     }
@@ -213,10 +215,17 @@ export class TcpListener implements Listener {
       return;
     }
     env.counters.accepted++;
+    if (flowEvents.hasSubscribers) this.publish('open', remote, entry.srcPort, undefined, entry.tracked);
     const relay = new TcpRelay(this, client, entry);
     entry.owner = relay;
     this.relays.add(relay);
     relay.connect();
+  }
+
+  publish(type: 'open' | 'close' | 'reject' | 'refuse' | 'cut' | 'expire', src: string, srcPort: number, reason?: string, tracked?: boolean, e?: FlowEntry): void {
+    const s = this.spec;
+    publishFlow({ type, protocol: 'tcp', instance: s.instName, direction: s.kind === 'service' ? 'ingress' : 'egress',
+      src, srcPort, dst: s.address, dstPort: s.listenPort, tracked, reason, bytesIn: e?.bytesIn, bytesOut: e?.bytesOut });
   }
 
   /** Stops accepting; lets open flows finish for up to drainMs; then closes whatever is left. */
@@ -312,6 +321,7 @@ export class TcpRelay implements FlowOwner {
       env.counters.bytesIn += e.bytesIn;
       env.counters.bytesOut += e.bytesOut;
       env.onFlowEnd?.(e);
+      if (flowEvents.hasSubscribers) this.listener.publish('close', e.src, e.srcPort, undefined, e.tracked, e);
       env.table.close(e);
     }
     this.listener.relays.delete(this);
@@ -340,6 +350,7 @@ export class TcpRelay implements FlowOwner {
     }
     if (!e.tracked) {
       this.listener.env_.counters.untrackedCut++;
+      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
       this.listener.env_.table.drop(e, EXPIRE_CUT);
     }
   }

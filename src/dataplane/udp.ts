@@ -25,6 +25,7 @@ import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram
 import { createUdpSocket, attachFilter, nativeStatus } from '../native/sock-filter.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type ConnTable, type FlowOwner } from './conntrack/table.js';
 import type { Counters } from './counters.js';
+import { flowEvents, publishFlow } from '../observe/events.js';
 import type { BackendMonitor } from './liveness.js';
 import { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, type Listener, type ListenerSpec } from './listener.js';
 
@@ -213,6 +214,10 @@ export class UdpListener implements Listener {
       });
       if (entry === null) { env.counters.overflowDropped++; return; }
       env.counters.accepted++;
+      if (flowEvents.hasSubscribers) {
+        publishFlow({ type: 'open', protocol: 'udp', instance: this.spec.instName, direction: this.spec.kind === 'service' ? 'ingress' : 'egress',
+          src: rinfo.address, srcPort: rinfo.port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: entry.tracked });
+      }
       f = new UdpFlow(this, key, entry, rinfo.address, rinfo.port);
       entry.owner = f;
       this.flows.set(key, f);

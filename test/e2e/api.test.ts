@@ -67,3 +67,42 @@ instances:
   t.equal(await probe(src, addr, port), 'allowed', 'after a restart the API change is still in force');
   t.ok(again.daemon.model.groups.some((g) => g.id === GroupId), 'the group came back from the state file');
 });
+
+t.test('GET /v1/events streams flow decisions as server-sent events', async (t) => {
+  const addr = freshAddr(), src = freshAddr(), bad = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const { daemon } = await startDaemon(t, `
+securityGroups:
+  - id: sg-ev
+    ingress: [ { protocol: tcp, ports: ${port}, cidr: ${src}/32 } ]
+instances:
+  - name: ev
+    address: ${addr}
+    securityGroups: [sg-ev]
+    services: [ { protocol: tcp, port: ${port}, backend: "127.0.0.1:${echo.port}" } ]
+`, { api: { host: '127.0.0.1', port: 0 } });
+  const ac = new AbortController();
+  const res = await fetch(`http://127.0.0.1:${daemon.api!.port}/v1/events`, { signal: ac.signal });
+  t.equal(res.headers.get('content-type'), 'text/event-stream');
+  const events: { type: string; src: string }[] = [];
+  const reading = (async () => {
+    let buf = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += Buffer.from(chunk).toString();
+        for (const m of buf.matchAll(/^data: (.*)$/gm)) events.push(JSON.parse(m[1]!));
+        buf = buf.slice(buf.lastIndexOf('\n\n') + 2);
+      }
+    } catch { /* aborted */ }
+  })();
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(await probe(src, addr, port), 'allowed');
+  await probe(bad, addr, port, 300);
+  await new Promise((r) => setTimeout(r, 100));
+  ac.abort();
+  await reading;
+  t.ok(events.some((e) => e.type === 'open' && e.src === src), 'open event');
+  t.ok(events.some((e) => e.type === 'close' && e.src === src), 'close event');
+  t.notOk(events.some((e) => e.src === bad && e.type === 'open'), 'the denied source never opened a flow');
+});

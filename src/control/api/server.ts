@@ -3,6 +3,7 @@
 //   GET  /v1/instances        instances, their groups, addresses, services and listeners
 //   GET  /v1/security-groups  groups and rules (ids as in explain)
 //   GET  /v1/status           mode, listeners, counters, RSS, CPU (for doctor and loadtest)
+//   GET  /v1/events           server-sent events of flow decisions (open, close, reject, refuse, cut)
 //   POST /v1/explain          body {from, to, protocol, port?} → the `sgemu explain --json` object
 //   GET  /metrics             Prometheus text
 //   POST /                    EC2 Query API (src/control/api/ec2/service.ts); SigV4-verified
@@ -12,6 +13,7 @@
 import http from 'node:http';
 import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
 import { verifySigV4, type Credentials } from './sigv4.js';
+import { flowEvents } from '../../observe/events.js';
 import { DIRECTION_NAMES, protocolName, type Rule } from '../../model/types.js';
 import type { Daemon } from '../daemon.js';
 
@@ -53,6 +55,14 @@ export class ApiServer {
     switch (route) {
       case 'GET /v1/conntrack': return sendJson(res, 200, d.conntrack());
       case 'GET /v1/status': return sendJson(res, 200, d.status());
+      case 'GET /v1/events': {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+        res.write(': sgemu flow events\n\n');
+        const on = (msg: unknown) => { res.write(`event: flow\ndata: ${JSON.stringify(msg)}\n\n`); };
+        flowEvents.subscribe(on);
+        req.on('close', () => flowEvents.unsubscribe(on));
+        return;
+      }
       case 'GET /v1/instances': return sendJson(res, 200, instancesJson(d));
       case 'GET /v1/security-groups': return sendJson(res, 200, groupsJson(d));
       case 'GET /metrics': {
