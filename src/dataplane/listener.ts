@@ -8,7 +8,15 @@
 //   FULL       conntrack full: drop every new flow, as a full kernel table does (silent timeout)
 //   CLOSED     outbound entry denied by egress or by the target's ingress: drop every new flow
 
-import type { CompiledPolicy } from '../policy/types.js';
+import { INGRESS, EGRESS } from '../model/types.js';
+import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
+import { VERDICT_ALLOW } from '../policy/types.js';
+import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
+import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
+import { attachFilter } from '../native/sock-filter.js';
+import type { ConnTable } from './conntrack/table.js';
+import type { Counters } from './counters.js';
+import type { BackendMonitor } from './liveness.js';
 
 export const MODE_RULES = 0;
 export const MODE_DOWN = 1;
@@ -56,4 +64,154 @@ export interface Listener {
 
 export function listenerKey(s: ListenerSpec): string {
   return `${s.protocol === 6 ? 'tcp' : 'udp'}|${s.address}|${s.listenPort}`;
+}
+
+/** What every listener is handed by the daemon. */
+export interface ListenerEnv {
+  table: ConnTable;
+  counters: Counters;
+  monitor: BackendMonitor;
+  /** true when the Refuser can answer new flows (CAP_NET_RAW + libpcap + raw socket). */
+  rawRefusal: () => boolean;
+  log: (line: string) => void;
+}
+
+const scratch6 = new Uint32Array(4);
+
+/**
+ * The policy side of a listener, shared by TCP and UDP: which instance it speaks for, the verdict
+ * for a source, the filter mode and program, and swapping both on a policy change. Subclasses own
+ * the sockets and the flows.
+ */
+export abstract class ListenerBase implements Listener {
+  spec: ListenerSpec;
+  readonly id: number;
+  protected fd = -1;
+  protected policy: CompiledPolicy | null = null;
+  protected inst = -1;
+  protected outboundVerdict = 0;   // outbound: the same for every client
+  mode = MODE_RULES;
+  filterExact = true;
+  backendKey = '';
+  private warnedInexact = false;
+
+  constructor(id: number, spec: ListenerSpec, protected readonly base: ListenerEnv) {
+    this.id = id;
+    this.spec = spec;
+  }
+
+  get nativeFilter(): boolean { return this.fd >= 0; }
+  abstract get flowCount(): number;
+  abstract start(policy: CompiledPolicy): Promise<void>;
+  abstract close(drainMs?: number): Promise<void>;
+  /** Re-decides live flows after a policy swap (untracked flows whose rule went are cut). */
+  protected abstract recheckFlows(): void;
+
+  private get kindName(): 'tcp-syn' | 'udp' { return this.spec.protocol === 6 ? 'tcp-syn' : 'udp'; }
+
+  protected watchBackend(): void {
+    this.backendKey = this.base.monitor.watch({ proto: this.spec.protocol, host: this.spec.probeHost, port: this.spec.probePort });
+  }
+
+  describe(): string {
+    const s = this.spec;
+    const proto = s.protocol === 6 ? 'tcp' : 'udp';
+    const addr = s.family === 6 ? `[${s.address}]` : s.address;
+    return s.kind === 'service'
+      ? `${s.instName} ${proto} ${addr}:${s.listenPort} (rules see :${s.rulePort}) -> ${s.backendHost}:${s.backendPort}`
+      : `${s.instName} outbound ${proto} ${addr}:${s.listenPort} -> ${s.targetInstName ?? s.asAddress}:${s.rulePort} via ${s.backendHost}:${s.backendPort}`;
+  }
+
+  /** Takes a new policy (and spec, on reload): re-decides live flows, then swaps the filter. */
+  applyPolicy(policy: CompiledPolicy, spec?: ListenerSpec): void {
+    if (spec) {
+      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort) {
+        const old = this.backendKey;
+        this.spec = spec;
+        this.watchBackend();
+        this.base.monitor.unwatch(old);
+      }
+      this.spec = spec;
+    }
+    this.bindPolicy(policy);
+    this.recheckFlows();
+    this.refreshFilter(true);
+  }
+
+  protected bindPolicy(policy: CompiledPolicy): void {
+    this.policy = policy;
+    this.inst = policy.instanceIndex.get(this.spec.instName) ?? -1;
+    if (this.spec.kind === 'outbound') this.outboundVerdict = this.decideOutbound(policy);
+  }
+
+  /** Recomputes the mode from backend liveness, table fill and policy; attaches if it changed. */
+  refreshFilter(force = false): void {
+    const prev = this.mode;
+    const next = this.computeMode();
+    if (!force && prev === next && next !== MODE_RULES) return;
+    if (this.fd < 0) { this.mode = next; return; }
+    try {
+      attachFilter(this.fd, this.program());
+      this.base.counters.filterAttaches++;
+    } catch (e) {
+      // Never throw into a connection or timer callback; the old program stays in force.
+      this.base.log(`listener ${this.describe()}: cannot attach the socket filter: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  protected computeMode(): number {
+    if (this.base.table.full) return MODE_FULL;
+    if (this.spec.kind === 'outbound' && !(this.outboundVerdict & VERDICT_ALLOW)) return MODE_CLOSED;
+    if (!this.base.monitor.isUp(this.backendKey) && this.base.rawRefusal()) return MODE_DOWN;
+    return MODE_RULES;
+  }
+
+  /** The sources a RULES-mode program lets through (UDP adds its live flows' sources). */
+  protected allowedSources(p: CompiledPolicy): SourceRanges {
+    return p.ingressSources(this.inst, this.spec.protocol, this.spec.rulePort);
+  }
+
+  /** The program for the current mode (and sets `mode`). */
+  protected program(): Buffer {
+    this.mode = this.computeMode();
+    if (this.mode !== MODE_RULES) return encodeProgram(compileDropAllNew(this.kindName));
+    if (this.spec.kind === 'outbound') return encodeProgram(compileAcceptAll());
+    const { insns, exact } = compileSourceFilter(this.kindName, this.spec.family, this.allowedSources(this.policy!));
+    this.filterExact = exact;
+    if (!exact && !this.warnedInexact) {
+      this.warnedInexact = true;
+      this.base.log(`listener ${this.describe()}: rule set too large for one socket filter (BPF_MAXINSNS); ` +
+        'using a coarser kernel filter plus a userland check (TCP: reset; UDP: drop) for the sources it lets through');
+    }
+    return encodeProgram(insns);
+  }
+
+  /** The verdict for a new flow from a local source address (the real socket peer). */
+  decide(remote: string): number {
+    const p = this.policy!;
+    if (this.inst < 0) return 0;
+    if (this.spec.kind === 'outbound') return this.outboundVerdict;
+    const proto = this.spec.protocol;
+    if (this.spec.family === 4) return p.decide4(this.inst, INGRESS, proto, p.appear4(parseIpv4(remote)), this.spec.rulePort);
+    const w = parseIpv6Words(remote);
+    const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
+    return p.decide6(this.inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
+  }
+
+  /** Egress of the instance to the destination the rules see, and the target instance's ingress. */
+  private decideOutbound(p: CompiledPolicy): number {
+    if (this.inst < 0 || !this.spec.asAddress) return 0;
+    const src = p.model.instances[this.inst]!;
+    const proto = this.spec.protocol;
+    let v: number;
+    if (!this.spec.asAddress.includes(':')) v = p.decide4(this.inst, EGRESS, proto, parseIpv4(this.spec.asAddress), this.spec.rulePort);
+    else {
+      const w = parseIpv6Words(this.spec.asAddress);
+      v = p.decide6(this.inst, EGRESS, proto, w[0]!, w[1]!, w[2]!, w[3]!, this.spec.rulePort);
+    }
+    if (!(v & VERDICT_ALLOW) || this.spec.targetInstName === null) return v;
+    const t = p.instanceIndex.get(this.spec.targetInstName);
+    if (t === undefined) return 0;
+    return p.decide4(t, INGRESS, proto, parseIpv4(src.address), this.spec.rulePort) & VERDICT_ALLOW ? v : 0;
+  }
 }

@@ -18,58 +18,34 @@ import net from 'node:net';
 import { INGRESS, EGRESS, PROTO_TCP } from '../model/types.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
-import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
-import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
-import { createTcpListener, attachFilter, nativeStatus } from '../native/sock-filter.js';
-import { ConnTable, FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
-import type { Counters } from './counters.js';
+import { createTcpListener, nativeStatus } from '../native/sock-filter.js';
+import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
-import type { BackendMonitor } from './liveness.js';
-import { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, type Listener, type ListenerSpec } from './listener.js';
+import { ListenerBase, type ListenerEnv, type ListenerSpec } from './listener.js';
 export { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, MODE_NAMES } from './listener.js';
 
 export type TcpListenerSpec = ListenerSpec;
 
-export interface DataplaneEnv {
-  table: ConnTable;
-  counters: Counters;
-  monitor: BackendMonitor;
-  /** true when the Refuser can answer SYNs with RST|ACK (CAP_NET_RAW + libpcap + raw socket). */
-  rawRefusal: () => boolean;
-  log: (line: string) => void;
+export interface DataplaneEnv extends ListenerEnv {
   /** Called once per flow when it ends (flow log). */
   onFlowEnd?: (e: FlowEntry) => void;
   ctTimeoutMs: (instName: string) => number;
 }
 
-const scratch6 = new Uint32Array(4);
-
-export class TcpListener implements Listener {
-  spec: TcpListenerSpec;
-  readonly id: number;
+export class TcpListener extends ListenerBase {
   private server: net.Server | null = null;
-  private fd = -1;
-  private policy: CompiledPolicy | null = null;
-  private inst = -1;
-  private outboundVerdict = 0;   // outbound: the same for every client
-  mode = MODE_RULES;
-  filterExact = true;
-  backendKey = '';
   readonly relays = new Set<TcpRelay>();
-  private warnedInexact = false;
 
   constructor(id: number, spec: TcpListenerSpec, private readonly env: DataplaneEnv) {
-    this.id = id;
-    this.spec = spec;
+    super(id, spec, env);
   }
 
   get key(): string { return `tcp|${this.spec.address}|${this.spec.listenPort}`; }
-  get nativeFilter(): boolean { return this.fd >= 0; }
   get flowCount(): number { return this.relays.size; }
 
   /** Binds and listens with the filter for `policy` already attached. */
   async start(policy: CompiledPolicy): Promise<void> {
-    this.backendKey = this.env.monitor.watch({ proto: PROTO_TCP, host: this.spec.probeHost, port: this.spec.probePort });
+    this.watchBackend();
     this.bindPolicy(policy);
     const program = this.program();
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (c) => this.onConnection(c));
@@ -90,102 +66,8 @@ export class TcpListener implements Listener {
     server.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
   }
 
-  describe(): string {
-    const s = this.spec;
-    const addr = s.family === 6 ? `[${s.address}]` : s.address;
-    return s.kind === 'service'
-      ? `${s.instName} tcp ${addr}:${s.listenPort} (rules see :${s.rulePort}) -> ${s.backendHost}:${s.backendPort}`
-      : `${s.instName} outbound tcp ${addr}:${s.listenPort} -> ${s.targetInstName ?? s.asAddress}:${s.rulePort} via ${s.backendHost}:${s.backendPort}`;
-  }
-
-  /** Takes a new policy (and spec, on reload): re-decides live flows, then swaps the filter. */
-  applyPolicy(policy: CompiledPolicy, spec?: TcpListenerSpec): void {
-    if (spec) {
-      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort) {
-        const old = this.backendKey;
-        this.backendKey = this.env.monitor.watch({ proto: PROTO_TCP, host: spec.probeHost, port: spec.probePort });
-        this.env.monitor.unwatch(old);
-      }
-      this.spec = spec;
-    }
-    this.bindPolicy(policy);
-    for (const r of this.relays) r.recheck();
-    this.refreshFilter();
-  }
-
-  private bindPolicy(policy: CompiledPolicy): void {
-    this.policy = policy;
-    this.inst = policy.instanceIndex.get(this.spec.instName) ?? -1;
-    if (this.spec.kind === 'outbound') this.outboundVerdict = this.decideOutbound(policy);
-  }
-
-  /** Recomputes the mode from backend liveness, table fill and policy; attaches if it changed. */
-  refreshFilter(force = false): void {
-    const prevMode = this.mode;
-    this.mode = this.computeMode();
-    if (!force && prevMode === this.mode && this.mode !== MODE_RULES) return;
-    if (this.fd < 0) return;
-    try {
-      attachFilter(this.fd, this.program());
-      this.env.counters.filterAttaches++;
-    } catch (e) {
-      // Never throw into a connection or timer callback; the old program stays in force.
-      this.env.log(`listener ${this.describe()}: cannot attach the socket filter: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  private computeMode(): number {
-    if (this.env.table.full) return MODE_FULL;
-    if (this.spec.kind === 'outbound' && !(this.outboundVerdict & VERDICT_ALLOW)) return MODE_CLOSED;
-    if (!this.env.monitor.isUp(this.backendKey) && this.env.rawRefusal()) return MODE_DOWN;
-    return MODE_RULES;
-  }
-
-  private program(): Buffer {
-    this.mode = this.computeMode();
-    if (this.mode !== MODE_RULES) return encodeProgram(compileDropAllNew('tcp-syn'));
-    if (this.spec.kind === 'outbound') return encodeProgram(compileAcceptAll());
-    const p = this.policy!;
-    const ranges = p.ingressSources(this.inst, PROTO_TCP, this.spec.rulePort);
-    const { insns, exact } = compileSourceFilter('tcp-syn', this.spec.family, ranges);
-    this.filterExact = exact;
-    if (!exact && !this.warnedInexact) {
-      this.warnedInexact = true;
-      this.env.log(`listener ${this.describe()}: rule set too large for one socket filter (BPF_MAXINSNS); ` +
-        'using a coarser kernel filter plus a userland check that resets denied connections');
-    }
-    return encodeProgram(insns);
-  }
-
-  /** The verdict for a new flow from a local source address (the real socket peer). */
-  decide(remote: string): number {
-    const p = this.policy!;
-    if (this.inst < 0) return 0;
-    if (this.spec.kind === 'outbound') return this.outboundVerdict;
-    if (this.spec.family === 4) {
-      return p.decide4(this.inst, INGRESS, PROTO_TCP, p.appear4(parseIpv4(remote)), this.spec.rulePort);
-    }
-    const w = parseIpv6Words(remote);
-    const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
-    return p.decide6(this.inst, INGRESS, PROTO_TCP, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
-  }
-
-  /** Egress of the instance to the destination the rules see, and the target instance's ingress. */
-  private decideOutbound(p: CompiledPolicy): number {
-    if (this.inst < 0 || !this.spec.asAddress) return 0;
-    const src = p.model.instances[this.inst]!;
-    const v6 = this.spec.asAddress.includes(':');
-    let v: number;
-    if (!v6) v = p.decide4(this.inst, EGRESS, PROTO_TCP, parseIpv4(this.spec.asAddress), this.spec.rulePort);
-    else {
-      const w = parseIpv6Words(this.spec.asAddress);
-      v = p.decide6(this.inst, EGRESS, PROTO_TCP, w[0]!, w[1]!, w[2]!, w[3]!, this.spec.rulePort);
-    }
-    if (!(v & VERDICT_ALLOW) || this.spec.targetInstName === null) return v;
-    const t = p.instanceIndex.get(this.spec.targetInstName);
-    if (t === undefined) return 0;
-    const ingress = p.decide4(t, INGRESS, PROTO_TCP, parseIpv4(src.address), this.spec.rulePort);
-    return ingress & VERDICT_ALLOW ? v : 0;
+  protected recheckFlows(): void {
+    for (const r of [...this.relays]) r.recheck();
   }
 
   private onConnection(client: net.Socket): void {

@@ -21,54 +21,34 @@ import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
-import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
-import { createUdpSocket, attachFilter, nativeStatus } from '../native/sock-filter.js';
-import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type ConnTable, type FlowOwner } from './conntrack/table.js';
-import type { Counters } from './counters.js';
+import { compileSourceFilter, encodeProgram } from '../policy/bpf.js';
+import { createUdpSocket, nativeStatus } from '../native/sock-filter.js';
+import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
-import type { BackendMonitor } from './liveness.js';
-import { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, type Listener, type ListenerSpec } from './listener.js';
+import { ListenerBase, MODE_FULL, type ListenerEnv, type ListenerSpec } from './listener.js';
 
 export type UdpListenerSpec = ListenerSpec;
 
-export interface UdpEnv {
-  table: ConnTable;
-  counters: Counters;
-  monitor: BackendMonitor;
-  rawRefusal: () => boolean;
-  log: (line: string) => void;
+export interface UdpEnv extends ListenerEnv {
   onFlowEnd?: (e: FlowEntry) => void;
   /** udpTimeoutS and udpStreamTimeoutS of an instance, in ms. */
   udpTimeoutsMs: (instName: string) => [number, number];
 }
 
-const scratch6 = new Uint32Array(4);
-
-export class UdpListener implements Listener {
-  spec: UdpListenerSpec;
-  readonly id: number;
+export class UdpListener extends ListenerBase {
   private socket: dgram.Socket | null = null;
-  private fd = -1;
-  private policy: CompiledPolicy | null = null;
-  private inst = -1;
-  private outboundVerdict = 0;
-  mode = MODE_RULES;
-  filterExact = true;
-  backendKey = '';
   readonly flows = new Map<number | string, UdpFlow>();
 
   constructor(id: number, spec: UdpListenerSpec, private readonly env: UdpEnv) {
-    this.id = id;
-    this.spec = spec;
+    super(id, spec, env);
   }
 
   get key(): string { return `udp|${this.spec.address}|${this.spec.listenPort}`; }
-  get nativeFilter(): boolean { return this.fd >= 0; }
   get flowCount(): number { return this.flows.size; }
   get env_(): UdpEnv { return this.env; }
 
   async start(policy: CompiledPolicy): Promise<void> {
-    this.backendKey = this.env.monitor.watch({ proto: PROTO_UDP, host: this.spec.probeHost, port: this.spec.probePort });
+    this.watchBackend();
     this.bindPolicy(policy);
     const type = this.spec.family === 6 ? 'udp6' : 'udp4';
     const sock = dgram.createSocket({ type, ipv6Only: this.spec.family === 6 });
@@ -88,75 +68,29 @@ export class UdpListener implements Listener {
     });
   }
 
-  describe(): string {
-    const s = this.spec;
-    const addr = s.family === 6 ? `[${s.address}]` : s.address;
-    return s.kind === 'service'
-      ? `${s.instName} udp ${addr}:${s.listenPort} (rules see :${s.rulePort}) -> ${s.backendHost}:${s.backendPort}`
-      : `${s.instName} outbound udp ${addr}:${s.listenPort} -> ${s.targetInstName ?? s.asAddress}:${s.rulePort} via ${s.backendHost}:${s.backendPort}`;
-  }
-
-  applyPolicy(policy: CompiledPolicy, spec?: UdpListenerSpec): void {
-    if (spec) {
-      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort) {
-        const old = this.backendKey;
-        this.backendKey = this.env.monitor.watch({ proto: PROTO_UDP, host: spec.probeHost, port: spec.probePort });
-        this.env.monitor.unwatch(old);
-      }
-      this.spec = spec;
-    }
-    this.bindPolicy(policy);
+  protected recheckFlows(): void {
     for (const f of [...this.flows.values()]) f.recheck();
-    this.refreshFilter(true);
   }
 
-  private bindPolicy(policy: CompiledPolicy): void {
-    this.policy = policy;
-    this.inst = policy.instanceIndex.get(this.spec.instName) ?? -1;
-    if (this.spec.kind === 'outbound') this.outboundVerdict = this.decideOutbound(policy);
-  }
-
-  refreshFilter(force = false): void {
-    const prev = this.mode;
-    const next = this.computeMode();
-    if (!force && prev === next && next !== MODE_RULES) return;
-    if (this.fd < 0) { this.mode = next; return; }
-    try {
-      attachFilter(this.fd, this.program());
-      this.env.counters.filterAttaches++;
-    } catch (e) {
-      // Never throw into a connection or timer callback; the old program stays in force.
-      this.env.log(`listener ${this.describe()}: cannot attach the socket filter: ${e instanceof Error ? e.message : String(e)}`);
+  /**
+   * The program judges every datagram, not only a flow's first, so live flows' sources are added
+   * to it: tracked flows keep passing after a revoke (stateful), and while the table is full
+   * (drop new flows only) every live flow keeps passing. DOWN drops all: the backend is gone.
+   */
+  protected override program(): Buffer {
+    if (this.computeMode() === MODE_FULL) {
+      this.mode = MODE_FULL;
+      return encodeProgram(compileSourceFilter('udp', this.spec.family, this.withFlowSources({ v4: new Uint32Array(0), v6: [] }, false)).insns);
     }
+    return super.program();
   }
 
-  private computeMode(): number {
-    if (this.env.table.full) return MODE_FULL;
-    if (this.spec.kind === 'outbound' && !(this.outboundVerdict & VERDICT_ALLOW)) return MODE_CLOSED;
-    if (!this.env.monitor.isUp(this.backendKey) && this.env.rawRefusal()) return MODE_DOWN;
-    return MODE_RULES;
+  protected override allowedSources(p: CompiledPolicy): SourceRanges {
+    return this.withFlowSources(super.allowedSources(p), true);
   }
 
-  private program(): Buffer {
-    this.mode = this.computeMode();
-    // The program judges every datagram, not only a flow's first: live flows' sources are
-    // added so their datagrams keep passing (stateful). DOWN drops all: the backend is gone.
-    if (this.mode === MODE_FULL) {
-      // A full table drops new flows only: datagrams of live flows keep passing.
-      return encodeProgram(compileSourceFilter('udp', this.spec.family, this.withTrackedSources({ v4: new Uint32Array(0), v6: [] }, false)).insns);
-    }
-    if (this.mode !== MODE_RULES) return encodeProgram(compileDropAllNew('udp'));
-    if (this.spec.kind === 'outbound') return encodeProgram(compileAcceptAll());
-    const p = this.policy!;
-    const ranges = p.ingressSources(this.inst, PROTO_UDP, this.spec.rulePort);
-    // Tracked flows must keep working after a revoke: their sources stay in the program.
-    const { insns, exact } = compileSourceFilter('udp', this.spec.family, this.withTrackedSources(ranges));
-    this.filterExact = exact;
-    return encodeProgram(insns);
-  }
-
-  /** Adds the sources of live tracked flows to the allowed ranges (replies of tracked flows always pass). */
-  private withTrackedSources(r: SourceRanges, trackedOnly = true): SourceRanges {
+  /** Adds the sources of live flows (tracked ones only, or all) to `r`. */
+  private withFlowSources(r: SourceRanges, trackedOnly: boolean): SourceRanges {
     if (this.flows.size === 0) return r;
     const v4: number[] = Array.from(r.v4);
     const v6 = [...r.v6];
@@ -170,31 +104,6 @@ export class UdpListener implements Listener {
       }
     }
     return { v4: mergeRanges4(v4), v6: mergeRanges6(v6) };
-  }
-
-  decide(remote: string): number {
-    const p = this.policy!;
-    if (this.inst < 0) return 0;
-    if (this.spec.kind === 'outbound') return this.outboundVerdict;
-    if (this.spec.family === 4) return p.decide4(this.inst, INGRESS, PROTO_UDP, p.appear4(parseIpv4(remote)), this.spec.rulePort);
-    const w = parseIpv6Words(remote);
-    const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
-    return p.decide6(this.inst, INGRESS, PROTO_UDP, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
-  }
-
-  private decideOutbound(p: CompiledPolicy): number {
-    if (this.inst < 0 || !this.spec.asAddress) return 0;
-    const src = p.model.instances[this.inst]!;
-    let v: number;
-    if (!this.spec.asAddress.includes(':')) v = p.decide4(this.inst, EGRESS, PROTO_UDP, parseIpv4(this.spec.asAddress), this.spec.rulePort);
-    else {
-      const w = parseIpv6Words(this.spec.asAddress);
-      v = p.decide6(this.inst, EGRESS, PROTO_UDP, w[0]!, w[1]!, w[2]!, w[3]!, this.spec.rulePort);
-    }
-    if (!(v & VERDICT_ALLOW) || this.spec.targetInstName === null) return v;
-    const t = p.instanceIndex.get(this.spec.targetInstName);
-    if (t === undefined) return 0;
-    return p.decide4(t, INGRESS, PROTO_UDP, parseIpv4(src.address), this.spec.rulePort) & VERDICT_ALLOW ? v : 0;
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
