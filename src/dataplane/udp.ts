@@ -20,7 +20,8 @@ import dgram from 'node:dgram';
 import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
-import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
+import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
+import { mergeRanges4, mergeRanges6 } from '../policy/ranges.js';
 import { compileSourceFilter, encodeProgram } from '../policy/bpf.js';
 import { createUdpSocket, nativeStatus } from '../native/sock-filter.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
@@ -98,12 +99,11 @@ export class UdpListener extends ListenerBase {
       if (!f.entry.live || (trackedOnly && !f.entry.tracked)) continue;
       if (this.spec.family === 4) { const a = parseIpv4(f.entry.src); v4.push(a, a); }
       else {
-        const w = parseIpv6Words(f.entry.src);
-        const b = (BigInt(w[0]!) << 96n) | (BigInt(w[1]!) << 64n) | (BigInt(w[2]!) << 32n) | BigInt(w[3]!);
+        const b = ipv6ToBigInt(parseIpv6Words(f.entry.src));
         v6.push(b, b);
       }
     }
-    return { v4: mergeRanges4(v4), v6: mergeRanges6(v6) };
+    return { v4: Uint32Array.from(mergeRanges4(v4)), v6: mergeRanges6(v6) };
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -239,30 +239,3 @@ export class UdpFlow implements FlowOwner {
     try { this.sock.close(); } catch { /* already closed */ }
   }
 }
-
-function mergeRanges4(flat: number[]): Uint32Array {
-  const pairs: [number, number][] = [];
-  for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!]);
-  pairs.sort((a, b) => a[0] - b[0]);
-  const out: number[] = [];
-  for (const [lo, hi] of pairs) {
-    const n = out.length;
-    if (n > 0 && lo <= out[n - 1]! + 1) out[n - 1] = Math.max(out[n - 1]!, hi);
-    else out.push(lo, hi);
-  }
-  return Uint32Array.from(out);
-}
-
-function mergeRanges6(flat: bigint[]): bigint[] {
-  const pairs: [bigint, bigint][] = [];
-  for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!]);
-  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const out: bigint[] = [];
-  for (const [lo, hi] of pairs) {
-    const n = out.length;
-    if (n > 0 && lo <= out[n - 1]! + 1n) { if (hi > out[n - 1]!) out[n - 1] = hi; }
-    else out.push(lo, hi);
-  }
-  return out;
-}
-
