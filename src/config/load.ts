@@ -9,6 +9,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { ConfigError, ConfigErrors } from '../model/errors.js';
 import {
+  protocolNumber,
   DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
   protocolName,
   type AddressMapping, type Direction, type Instance, type Model, type Outbound, type Peer, type PrefixList, type Quotas,
@@ -962,18 +963,8 @@ function build(text: string, fileName: string): { model: Model | null; errors: C
 
 /** tcp/udp/icmp/icmpv6/all/-1 or 0..255 (numbers or digit strings) → protocol number; 6/17/1/58 are those. */
 export function parseProtocol(n: TNode): number | undefined {
-  if (n.kind !== 'scalar') return undefined;
-  const v = typeof n.value === 'string' ? n.value.trim().toLowerCase() : n.value;
-  switch (v) {
-    case 'tcp': return PROTO_TCP;
-    case 'udp': return PROTO_UDP;
-    case 'icmp': return PROTO_ICMP;
-    case 'icmpv6': return PROTO_ICMPV6;
-    case 'all': return PROTO_ALL;
-  }
-  const num = typeof v === 'number' ? v : typeof v === 'string' && /^-?\d{1,3}$/.test(v) ? Number(v) : NaN;
-  if (Number.isInteger(num) && num >= -1 && num <= 255) return num;
-  return undefined;
+  if (n.kind !== 'scalar' || (typeof n.value !== 'string' && typeof n.value !== 'number')) return undefined;
+  return protocolNumber(n.value);
 }
 
 /** `host:port`, `[v6]:port`; host an IP literal (canonicalised) or a name (a hostname, or an instance). Ports 1..65535. */

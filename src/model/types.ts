@@ -169,3 +169,18 @@ export function protocolName(p: number): string {
     default: return String(p);
   }
 }
+
+/** `tcp`, `udp`, `icmp`, `icmpv6`, `all`, `-1` or a number 0..255 (any case, trimmed) → protocol
+ * number; undefined when it is none of them. The one parser behind config, API and CLI. */
+export function protocolNumber(text: string | number): number | undefined {
+  const v = typeof text === 'string' ? text.trim().toLowerCase() : text;
+  switch (v) {
+    case 'tcp': return PROTO_TCP;
+    case 'udp': return PROTO_UDP;
+    case 'icmp': return PROTO_ICMP;
+    case 'icmpv6': return PROTO_ICMPV6;
+    case 'all': return PROTO_ALL;
+  }
+  const n = typeof v === 'number' ? v : /^-?\d{1,3}$/.test(v) ? Number(v) : NaN;
+  return Number.isInteger(n) && n >= -1 && n <= 255 ? n : undefined;
+}

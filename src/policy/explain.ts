@@ -13,6 +13,7 @@
 import ipaddr from 'ipaddr.js';
 import { UsageError } from '../model/errors.js';
 import {
+  protocolNumber,
   DIRECTION_NAMES, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
   type Direction, type Instance, type Model, type Rule,
 } from '../model/types.js';
@@ -134,15 +135,8 @@ interface Flow { proto: number; port: number; icmpType: number; icmpCode: number
 
 /** tcp | udp | icmp | icmpv6 | all | -1 | 0..255 → protocol number. */
 export function parseProtocolText(text: string): number {
-  const v = text.trim().toLowerCase();
-  switch (v) {
-    case 'tcp': return PROTO_TCP;
-    case 'udp': return PROTO_UDP;
-    case 'icmp': return PROTO_ICMP;
-    case 'icmpv6': return PROTO_ICMPV6;
-    case 'all': case '-1': return PROTO_ALL;
-  }
-  if (/^\d{1,3}$/.test(v) && Number(v) <= 255) return Number(v);
+  const p = protocolNumber(text);
+  if (p !== undefined) return p;
   throw new UsageError(`--protocol "${text}" is not valid; use tcp, udp, icmp, icmpv6, all or a protocol number 0..255`);
 }
 

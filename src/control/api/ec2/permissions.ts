@@ -12,6 +12,7 @@
 
 import { AwsError } from '../../../model/errors.js';
 import {
+  protocolNumber,
   PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
   type Model, type Rule,
 } from '../../../model/types.js';
@@ -30,15 +31,8 @@ export interface RuleSource {
 
 /** `tcp`, `-1`, `6`, `all`… → protocol number; InvalidParameterValue otherwise. */
 export function parseApiProtocol(text: string, where: string): number {
-  const v = text.trim().toLowerCase();
-  switch (v) {
-    case 'tcp': return PROTO_TCP;
-    case 'udp': return PROTO_UDP;
-    case 'icmp': return PROTO_ICMP;
-    case 'icmpv6': return PROTO_ICMPV6;
-    case 'all': return PROTO_ALL;
-  }
-  if (/^-?\d{1,3}$/.test(v) && Number(v) >= -1 && Number(v) <= 255) return Number(v);
+  const p = protocolNumber(text);
+  if (p !== undefined) return p;
   throw new AwsError('InvalidParameterValue',
     `Invalid value '${clip(text)}' for ${where}IpProtocol. Unknown protocol: use tcp, udp, icmp, icmpv6, -1 (all) or a protocol number 0..255`);
 }
