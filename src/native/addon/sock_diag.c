@@ -23,17 +23,7 @@
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
 
-#define CHECK(call) do { if ((call) != napi_ok) return NULL; } while (0)
-
-static napi_value failure(napi_env env, int err, const char *syscall) {
-  napi_value obj, e, s;
-  CHECK(napi_create_object(env, &obj));
-  CHECK(napi_create_int32(env, err, &e));
-  CHECK(napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &s));
-  CHECK(napi_set_named_property(env, obj, "errno", e));
-  CHECK(napi_set_named_property(env, obj, "syscall", s));
-  return obj;
-}
+#include "result.h"
 
 /* listening(family 4|6, protocol 6|17) */
 napi_value sgemu_listening(napi_env env, napi_callback_info info) {
@@ -42,10 +32,10 @@ napi_value sgemu_listening(napi_env env, napi_callback_info info) {
   int32_t family = 0, proto = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2 || napi_get_value_int32(env, argv[0], &family) != napi_ok || napi_get_value_int32(env, argv[1], &proto) != napi_ok)
-    return failure(env, EINVAL, "listening");
+    return make_failure(env, EINVAL, "listening");
 
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return failure(env, errno, "socket");
+  if (fd < 0) return make_failure(env, errno, "socket");
 
   struct {
     struct nlmsghdr nlh;
@@ -62,7 +52,7 @@ napi_value sgemu_listening(napi_env env, napi_callback_info info) {
 
   struct sockaddr_nl nladdr = { .nl_family = AF_NETLINK };
   if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
-    int e = errno; close(fd); return failure(env, e, "sendto");
+    int e = errno; close(fd); return make_failure(env, e, "sendto");
   }
 
   CHECK(napi_create_array(env, &out));
@@ -70,7 +60,7 @@ napi_value sgemu_listening(napi_env env, napi_callback_info info) {
   static char buf[32768];
   for (;;) {
     ssize_t len = recv(fd, buf, sizeof buf, 0);
-    if (len < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return failure(env, e, "recv"); }
+    if (len < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return make_failure(env, e, "recv"); }
     if (len == 0) break;
     struct nlmsghdr *h = (struct nlmsghdr *)buf;
     int done = 0;
@@ -79,7 +69,7 @@ napi_value sgemu_listening(napi_env env, napi_callback_info info) {
       if (h->nlmsg_type == NLMSG_ERROR) {
         struct nlmsgerr *err = (struct nlmsgerr *)NLMSG_DATA(h);
         close(fd);
-        return failure(env, err->error < 0 ? -err->error : EIO, "sock_diag");
+        return make_failure(env, err->error < 0 ? -err->error : EIO, "sock_diag");
       }
       struct inet_diag_msg *d = (struct inet_diag_msg *)NLMSG_DATA(h);
       char text[48];

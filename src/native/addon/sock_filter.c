@@ -20,22 +20,12 @@
 #include <sys/socket.h>
 #include <linux/filter.h>
 
-#define CHECK(call) do { if ((call) != napi_ok) return NULL; } while (0)
+#include "result.h"
 
 static napi_value make_int(napi_env env, int v) {
   napi_value out;
   if (napi_create_int32(env, v, &out) != napi_ok) return NULL;
   return out;
-}
-
-static napi_value make_failure(napi_env env, int err, const char *syscall) {
-  napi_value obj, e, s;
-  CHECK(napi_create_object(env, &obj));
-  CHECK(napi_create_int32(env, err, &e));
-  CHECK(napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &s));
-  CHECK(napi_set_named_property(env, obj, "errno", e));
-  CHECK(napi_set_named_property(env, obj, "syscall", s));
-  return obj;
 }
 
 static napi_value type_error(napi_env env, const char *msg) {
