@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Daemon, type DaemonOptions } from '../control/daemon.js';
+import { Daemon, defaultConntrackMax, type DaemonOptions } from '../control/daemon.js';
 import { isLoopbackHost, parseCredentials } from '../control/api/sigv4.js';
 import { UsageError } from '../model/errors.js';
 import { COMMON_OPTIONS, DEFAULT_API, EXIT_OK, intOption, numberOption, parseCommandArgs, parseHostPort, type Command } from './command.js';
@@ -40,7 +40,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     statePath: values.state === 'off' ? null : values.state ?? defaultStatePath(values.config ?? './sgemu.yaml'),
     resetState: values['reset-state'] ?? false,
     watch: values.watch ?? false,
-    conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, 262_144),
+    conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
     log,
   };
 }
@@ -94,8 +94,9 @@ Options:
                             $XDG_STATE_HOME/sgemu/<config>-<hash>.json; 'off' keeps none)
   --reset-state             ignore the state file and start from the config alone
   --watch                   reload when the config file changes
-  --conntrack-max N         connection-tracking table size (default 262144); when full,
-                            new flows time out, as with a full kernel table
+  --conntrack-max N         connection-tracking table size (default 262144, or what the
+                            open-files limit can hold); when full, new flows time out, as
+                            with a full kernel table
   --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
 
 Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);

@@ -153,7 +153,7 @@ export class Daemon {
     if ([...this.listeners.values()].some((l) => l.spec.protocol === 17)) {
       log(`udp: each UDP flow holds one backend socket; at most ${this.table.max} flows (--conntrack-max), beyond which new flows are dropped silently and counted (sgemu_conntrack_overflow_total)`);
     }
-    if (nofile !== null && nofile < this.table.max * 2) {
+    if (nofile !== null && nofile < this.table.max * 2 + FD_RESERVE) {
       log(`note: the open-files limit (${nofile}) is below 2 x --conntrack-max (${this.table.max * 2} fds for a full table of TCP flows); raise it with 'ulimit -n' or lower --conntrack-max`);
     }
   }
@@ -336,8 +336,20 @@ export class Daemon {
   }
 }
 
+/** Descriptors kept aside for listeners, the API, pcap and the rest. */
+const FD_RESERVE = 256;
+export const DEFAULT_CONNTRACK_MAX = 262_144;
+
+/** The default --conntrack-max: AWS-like 262144, but never more than the fd limit can hold
+ * (a TCP flow holds two descriptors, a UDP flow one). */
+export function defaultConntrackMax(): number {
+  const nofile = openFilesLimit();
+  if (nofile === null) return DEFAULT_CONNTRACK_MAX;
+  return Math.max(64, Math.min(DEFAULT_CONNTRACK_MAX, Math.floor((nofile - FD_RESERVE) / 2)));
+}
+
 /** The soft RLIMIT_NOFILE, from /proc/self/limits (null when unreadable or unlimited). */
-function openFilesLimit(): number | null {
+export function openFilesLimit(): number | null {
   try {
     const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
     return m ? Number(m[1]) : null;

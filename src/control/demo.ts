@@ -13,18 +13,18 @@ region: us-east-1
 prefixLists:
   - { id: pl-office, name: office, entries: [198.51.100.0/24] }
 securityGroups:
-  - id: sg-0a1b2c3d4e5f60001
+  - id: sg-web
     name: web
     description: public web tier
     ingress:
       - { protocol: tcp, ports: 8080, cidr: 127.0.0.1/32, description: http from my laptop }
       - { protocol: tcp, ports: 8080, prefixLists: [pl-office], description: http from the office }
-  - id: sg-0a1b2c3d4e5f60002
+  - id: sg-ssh
     name: ssh
     description: admin access
     ingress:
       - { protocol: tcp, ports: 22, cidr: 127.0.0.1/32, description: ssh from my laptop }
-  - id: sg-0a1b2c3d4e5f60003
+  - id: sg-db
     name: db
     description: database tier
     ingress:
@@ -83,19 +83,21 @@ Try these in another terminal (Ctrl-C here stops everything):
 
  2. TIMEOUT  a stranger on the internet (127.0.0.5, which the rules see as 203.0.113.5) may not
       curl -sS --interface 127.0.0.5 --connect-timeout 3 http://127.0.0.10:8080/
-      -> "Connection timed out after 3000 ms": the SYN was dropped in the kernel${nativeFilter ? '' : '\n      (this machine has no native filter: you will see a reset instead; run sgemu doctor)'}
+      -> curl: (28) "Failed to connect ... after 3000 ms": no SYN-ACK ever came, the SYN was
+         dropped in the kernel before any handshake${nativeFilter ? '' : '\n      (this machine has no native filter: you will see a reset instead; run sgemu doctor)'}
 
  3. REFUSED  SSH is allowed from your laptop, but nothing listens behind it
-      nc -vz 127.0.0.10 2222
-      -> "Connection refused", at once: the packet got through, no one was home${rawRefusal ? '' : '\n      (no CAP_NET_RAW here: you will see connect-then-reset instead; run sgemu doctor)'}
+      curl -sS telnet://127.0.0.10:2222        (or: nc -vz 127.0.0.10 2222)
+      -> curl: (7) "Couldn't connect to server" after a few ms (nc: "Connection refused"):
+         ECONNREFUSED at once: the packet got through, no one was home${rawRefusal ? '' : '\n      (no CAP_NET_RAW here: you will see connect-then-reset instead; run sgemu doctor)'}
 
  4. TIMEOUT  the database takes connections only from the web tier (group reference)
-      nc -vz -w 3 127.0.0.20 15432
-      -> times out
+      curl -sS --connect-timeout 3 telnet://127.0.0.20:15432
+      -> curl: (28) after 3 s: a timeout, the database's security group dropped it
 
  5. ALLOWED  the web instance's own outbound connection to db:5432 (egress + db's ingress)
-      echo hello | nc -q1 127.0.0.10 25432
-      -> hello   (db's rules saw the connection come from web, 127.0.0.10)
+      bash -c 'exec 3<>/dev/tcp/127.0.0.10/25432; echo hello >&3; head -1 <&3'
+      -> hello   (the db echo answered; db's rules saw the connection come from web, 127.0.0.10)
 
  6. WHY      ask for the decision and the rules behind it
       npx sgemu explain ${c} --from 127.0.0.5 --to web --protocol tcp --port 8080
