@@ -36,7 +36,7 @@ export class TcpListener extends ListenerBase {
   private server: net.Server | null = null;
   readonly relays = new Set<TcpRelay>();
 
-  constructor(id: number, spec: TcpListenerSpec, private readonly env: DataplaneEnv) {
+  constructor(id: number, spec: TcpListenerSpec, readonly env: DataplaneEnv) {
     super(id, spec, env);
   }
 
@@ -129,7 +129,6 @@ export class TcpListener extends ListenerBase {
     this.env.monitor.unwatch(this.backendKey);
   }
 
-  get env_(): DataplaneEnv { return this.env; }
 }
 
 const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
@@ -145,7 +144,7 @@ export class TcpRelay implements FlowOwner {
   private closedSides = 0;
   private blackholed = false;
 
-  constructor(readonly listener: TcpListener, readonly client: net.Socket, readonly entry: FlowEntry) {}
+  constructor(readonly listener: TcpListener, readonly client: net.Socket, public entry: FlowEntry) {}
 
   connect(): void {
     const spec = this.listener.spec;
@@ -170,7 +169,7 @@ export class TcpRelay implements FlowOwner {
   }
 
   private onError(from: net.Socket, other: net.Socket, e: NodeJS.ErrnoException): void {
-    const env = this.listener.env_;
+    const env = this.listener.env;
     if (!this.connected && from === this.backend) {
       // The backend refused (or is unreachable): it is down now. The client was already accepted,
       // so the closest answer left is a reset (raw refusal handles the next SYNs).
@@ -196,7 +195,7 @@ export class TcpRelay implements FlowOwner {
   }
 
   private finish(): void {
-    const env = this.listener.env_;
+    const env = this.listener.env;
     const e = this.entry;
     if (e.live) {
       this.sample(e);
@@ -231,14 +230,14 @@ export class TcpRelay implements FlowOwner {
       return;
     }
     if (!e.tracked) {
-      this.listener.env_.counters.untrackedCut++;
+      this.listener.env.counters.untrackedCut++;
       if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
-      this.listener.env_.table.drop(e, EXPIRE_CUT);
+      this.listener.env.table.drop(e, EXPIRE_CUT);
     }
   }
 
   expire(e: FlowEntry, reason: number): void {
-    const env = this.listener.env_;
+    const env = this.listener.env;
     if (reason === EXPIRE_SHUTDOWN) { this.destroy(); return; }
     if (reason === EXPIRE_IDLE) {
       env.counters.idleExpired++;
@@ -252,7 +251,7 @@ export class TcpRelay implements FlowOwner {
           dstPort: e.dstPort, rulePort: e.rulePort, timeoutMs: e.timeoutMs, owner: this,
         });
         if (again) {
-          (this as { entry: FlowEntry }).entry = again;
+          this.entry = again;
           return;
         }
       }

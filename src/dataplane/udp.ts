@@ -40,13 +40,12 @@ export class UdpListener extends ListenerBase {
   private socket: dgram.Socket | null = null;
   readonly flows = new Map<number | string, UdpFlow>();
 
-  constructor(id: number, spec: UdpListenerSpec, private readonly env: UdpEnv) {
+  constructor(id: number, spec: UdpListenerSpec, readonly env: UdpEnv) {
     super(id, spec, env);
   }
 
   get key(): string { return `udp|${this.spec.address}|${this.spec.listenPort}`; }
   get flowCount(): number { return this.flows.size; }
-  get env_(): UdpEnv { return this.env; }
 
   async start(policy: CompiledPolicy): Promise<void> {
     this.watchBackend();
@@ -181,7 +180,7 @@ export class UdpFlow implements FlowOwner {
     const e = this.entry;
     e.packetsIn++;
     e.bytesIn += msg.length;
-    this.listener.env_.table.touch(e);
+    this.listener.env.table.touch(e);
     if (this.lastDir === 2) e.exchanges++;
     this.lastDir = 1;
     if (this.pending === null) this.sock.send(msg);
@@ -193,7 +192,7 @@ export class UdpFlow implements FlowOwner {
     const e = this.entry;
     e.packetsOut++;
     e.bytesOut += msg.length;
-    const env = this.listener.env_;
+    const env = this.listener.env;
     env.table.touch(e);
     if (this.lastDir === 1) {
       if (e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
@@ -207,7 +206,7 @@ export class UdpFlow implements FlowOwner {
   }
 
   private onError(e: NodeJS.ErrnoException): void {
-    const env = this.listener.env_;
+    const env = this.listener.env;
     if (e.code === 'ECONNREFUSED') {
       // The kernel's own ICMP from the backend: it is down. Future datagrams are refused by the
       // Refuser (drop-all filter + pcap + ICMP) when raw refusal is available.
@@ -225,16 +224,16 @@ export class UdpFlow implements FlowOwner {
     const v = this.listener.decide(e.src);
     if (v & VERDICT_ALLOW) { e.tracked = !(v & VERDICT_UNTRACKED); return; }
     if (!e.tracked) {
-      this.listener.env_.counters.untrackedCut++;
-      this.listener.env_.table.drop(e, EXPIRE_CUT);
+      this.listener.env.counters.untrackedCut++;
+      this.listener.env.table.drop(e, EXPIRE_CUT);
     }
   }
 
   expire(e: FlowEntry, reason: number): void {
     if (this.closed) return;
     this.closed = true;
-    if (reason === EXPIRE_IDLE) this.listener.env_.counters.idleExpired++;
-    this.listener.env_.onFlowEnd?.(e);
+    if (reason === EXPIRE_IDLE) this.listener.env.counters.idleExpired++;
+    this.listener.env.onFlowEnd?.(e);
     this.listener.flows.delete(this.key);
     try { this.sock.close(); } catch { /* already closed */ }
   }
