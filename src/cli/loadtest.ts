@@ -14,6 +14,7 @@ import {
 } from './command.js';
 
 const OPTIONS = {
+  config: { type: 'string', short: 'c' },
   api: { type: 'string', default: DEFAULT_API },
   duration: { type: 'string' },
   flows: { type: 'string' },
@@ -30,7 +31,7 @@ const OPTIONS = {
 const loadtest: Command = {
   name: 'loadtest',
   summary: 'drive real traffic through a running daemon and check every outcome',
-  usage: `Usage: sgemu loadtest [--api ADDR] [--duration S | --flows N] [--rate R] [--concurrency C]
+  usage: `Usage: sgemu loadtest [--api ADDR | -c FILE] [--duration S | --flows N] [--rate R] [--concurrency C]
                       [--timeout S] [--sources N] [--mix allowed=70,denied=20,refused=10]
                       [--json] [--report FILE.html]
 
@@ -43,6 +44,9 @@ or when no daemon answers. UDP listeners are skipped (noted).
 
 Options:
   --api ADDR          the daemon's API (default ${DEFAULT_API})
+  -c, --config FILE   start a daemon on FILE in this process instead (API on a free loopback port,
+                      no state file), load-test it, stop it; the figures then include the
+                      daemon's own work on the same event loop
   --duration S        run for S seconds (default 10; 0.1..86400)
   --flows N           run exactly N flows instead (1..${MAX_FLOWS})
   --rate R            start at most R flows per second (default: as fast as --concurrency allows)
@@ -56,38 +60,71 @@ Options:
   async run(argv) {
     const { values } = parseCommandArgs(argv, OPTIONS);
     if (values.help) { process.stdout.write(this.usage + '\n'); return EXIT_OK; }
-    const api = values.api ?? DEFAULT_API;
+    if (values.config !== undefined && argv.some((a) => a === '--api' || a.startsWith('--api='))) {
+      throw new UsageError('--config starts a daemon of its own; --api names a running one: give one of them');
+    }
+    let api = values.api ?? DEFAULT_API;
     parseHostPort('api', api);
-    if (values.duration !== undefined && values.flows !== undefined) {
-      throw new UsageError(`--duration ${values.duration} and --flows ${values.flows} both given; a run is bounded by one of them`);
-    }
-    const flows = values.flows === undefined ? null : intOption('flows', values.flows, 1, MAX_FLOWS, 1);
-    const durationS = numberOption('duration', values.duration, 0.1, 86400, 10);
-    const ratePerS = numberOption('rate', values.rate, 0.1, 1e7, Infinity);
-    const concurrency = intOption('concurrency', values.concurrency, 1, 10000, 64);
-    const timeoutMs = Math.round(numberOption('timeout', values.timeout, 0.01, 60, 1) * 1000);
-    const sources = intOption('sources', values.sources, 1, 65000, 64);
-    const mix = values.mix === undefined ? null : parseMix(values.mix);
-
-    const progress = new ProgressLine();
-    let result;
-    try {
-      result = await runLoadtest({
-        api, flows, durationS, ratePerS, concurrency, timeoutMs, sources, mix,
-        fetchJson: (path, body) => apiRequest(api, path, body),
-        onProgress: progress.enabled ? (p) => progress.update(p) : undefined,
+    runOptions(values);                            // bad input: exit 2 before a daemon starts
+    let stopOwn: (() => Promise<void>) | null = null;
+    if (values.config !== undefined) {
+      const { Daemon } = await import('../control/daemon.js');
+      const d = new Daemon({
+        configPath: values.config, api: { host: '127.0.0.1', port: 0 }, flowLog: null, flowLogIntervalS: 60,
+        statePath: null, resetState: false, watch: false, conntrackMax: 262_144,
+        log: (l) => { if (!values.json) process.stderr.write(`daemon: ${l}\n`); },
       });
+      await d.start();                              // ConfigErrors → exit 2 with every error
+      api = `127.0.0.1:${d.api!.port}`;
+      stopOwn = () => d.stop(0);
+    }
+    try {
+      return await drive(values, api);
     } finally {
-      progress.clear();
+      await stopOwn?.();
     }
-    if (values.report !== undefined) {
-      try { writeFileSync(values.report, renderHtml(result)); } catch (e) {
-        throw new UsageError(`--report "${values.report}": cannot write it (${(e as NodeJS.ErrnoException).code ?? String(e)}); give a writable path`);
-      }
-    }
-    if (values.json) printJson(resultJson(result));
-    else process.stdout.write(formatText(result) + '\n' + (values.report !== undefined ? `report: ${values.report}\n` : ''));
-    return result.mismatchCount > 0 ? EXIT_NEGATIVE : EXIT_OK;
   },
 };
+
+type Values = ReturnType<typeof parseCommandArgs<typeof OPTIONS>>['values'];
+
+/** Checks every run option (before any daemon is started). */
+function runOptions(values: Values) {
+  if (values.duration !== undefined && values.flows !== undefined) {
+    throw new UsageError(`--duration ${values.duration} and --flows ${values.flows} both given; a run is bounded by one of them`);
+  }
+  const flows = values.flows === undefined ? null : intOption('flows', values.flows, 1, MAX_FLOWS, 1);
+  const durationS = numberOption('duration', values.duration, 0.1, 86400, 10);
+  const ratePerS = numberOption('rate', values.rate, 0.1, 1e7, Infinity);
+  const concurrency = intOption('concurrency', values.concurrency, 1, 10000, 64);
+  const timeoutMs = Math.round(numberOption('timeout', values.timeout, 0.01, 60, 1) * 1000);
+  const sources = intOption('sources', values.sources, 1, 65000, 64);
+  const mix = values.mix === undefined ? null : parseMix(values.mix);
+
+  return { flows, durationS, ratePerS, concurrency, timeoutMs, sources, mix };
+}
+
+/** One load test against the daemon at `api`; returns the exit code. */
+async function drive(values: Values, api: string): Promise<number> {
+  const { flows, durationS, ratePerS, concurrency, timeoutMs, sources, mix } = runOptions(values);
+  const progress = new ProgressLine();
+  let result;
+  try {
+    result = await runLoadtest({
+      api, flows, durationS, ratePerS, concurrency, timeoutMs, sources, mix,
+      fetchJson: (path, body) => apiRequest(api, path, body),
+      onProgress: progress.enabled ? (p) => progress.update(p) : undefined,
+    });
+  } finally {
+    progress.clear();
+  }
+  if (values.report !== undefined) {
+    try { writeFileSync(values.report, renderHtml(result)); } catch (e) {
+      throw new UsageError(`--report "${values.report}": cannot write it (${(e as NodeJS.ErrnoException).code ?? String(e)}); give a writable path`);
+    }
+  }
+  if (values.json) printJson(resultJson(result));
+  else process.stdout.write(formatText(result) + '\n' + (values.report !== undefined ? `report: ${values.report}\n` : ''));
+  return result.mismatchCount > 0 ? EXIT_NEGATIVE : EXIT_OK;
+}
 export default loadtest;

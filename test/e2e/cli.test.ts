@@ -144,3 +144,28 @@ t.test('without CAP_NET_RAW the daemon says so and falls back to accept-then-res
   proc.kill('SIGTERM');
   await exited(proc);
 });
+
+t.test('sgemu loadtest -c FILE starts its own daemon: every outcome class, zero mismatches, exit 0', async (t) => {
+  const web = freshAddr(), down = freshAddr();
+  const webPort = await freePort(web), downPort = await freePort(down), dead = await freePort();
+  const echo = await echoServer(t);
+  const cfg = join(t.testdir({}), 'sgemu.yaml');
+  write(cfg, `
+securityGroups:
+  - id: sg-web
+    ingress: [ { protocol: tcp, ports: ${webPort}, cidr: 127.77.0.0/26 } ]
+  - id: sg-down
+    ingress: [ { protocol: tcp, ports: ${downPort}, cidr: 127.0.0.0/8 } ]
+instances:
+  - { name: web, address: ${web}, securityGroups: [sg-web], services: [ { protocol: tcp, port: ${webPort}, backend: "127.0.0.1:${echo.port}" } ] }
+  - { name: down, address: ${down}, securityGroups: [sg-down], services: [ { protocol: tcp, port: ${downPort}, backend: "127.0.0.1:${dead}" } ] }
+`);
+  const r = spawnSync(process.execPath, [CLI, 'loadtest', '-c', cfg, '--flows', '120', '--concurrency', '16', '--timeout', '0.5', '--sources', '96', '--json'],
+    { encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.status, 0, r.stderr.slice(-500));
+  const j = JSON.parse(r.stdout) as { flows: number; mismatchCount: number; outcomes?: Record<string, number> };
+  t.equal(j.flows, 120);
+  t.equal(j.mismatchCount, 0);
+  const bad = spawnSync(process.execPath, [CLI, 'loadtest', '-c', cfg, '--api', '127.0.0.1:4510'], { encoding: 'utf8' });
+  t.equal(bad.status, 2, '-c and --api together: usage error');
+});
