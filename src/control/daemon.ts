@@ -296,7 +296,11 @@ export class Daemon {
       policyVersion: this.policy.version, reloads: this.reloads, reloadFailures: this.reloadFailures,
       lastReloadSeconds: this.lastReloadS, apiRequests: this.api?.requests ?? 0,
       refusalRaw: this.refuser.mode === 'raw',
-    });
+    }, [...this.listeners.values()].map((l) => ({
+      instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' as const : 'udp' as const, port: l.spec.rulePort,
+      direction: l.spec.kind === 'service' ? 'ingress' as const : 'egress' as const,
+      accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
+    })));
   }
 
   status(): Record<string, unknown> {

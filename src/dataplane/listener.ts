@@ -47,6 +47,7 @@ export interface ListenerSpec {
 
 export interface Listener {
   readonly id: number;
+  readonly stats: { accepted: number; rejected: number; refused: number };
   spec: ListenerSpec;
   mode: number;
   filterExact: boolean;
@@ -93,6 +94,8 @@ export abstract class ListenerBase implements Listener {
   mode = MODE_RULES;
   filterExact = true;
   backendKey = '';
+  /** Per-listener outcomes for metrics (labelled by instance, protocol and rule port). */
+  readonly stats = { accepted: 0, rejected: 0, refused: 0 };
   private warnedInexact = false;
 
   constructor(id: number, spec: ListenerSpec, protected readonly base: ListenerEnv) {

@@ -90,6 +90,7 @@ export class Refuser {
     if (!l) return;
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) {
       this.counters.rejectedKernel++;
+      l.stats.rejected++;
       this.hooks.onRejected?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
       if (flowEvents.hasSubscribers) this.publish('reject', l, ev.src, ev.srcPort, 'kernel-filter');
       return;
@@ -97,6 +98,7 @@ export class Refuser {
     if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (full, closed)
     this.raw!.sendRstAck(ev.family, ev.dst, ev.dstPort, ev.src, ev.srcPort, (ev.seq + 1) >>> 0);
     this.counters.refusedRaw++;
+    l.stats.refused++;
     if (flowEvents.hasSubscribers) this.publish('refuse', l, ev.src, ev.srcPort, 'backend-down');
     this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
   }
@@ -107,6 +109,7 @@ export class Refuser {
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;
+    l.stats.refused++;
     if (flowEvents.hasSubscribers) this.publish('refuse', l, ev.src, ev.srcPort, 'backend-down');
     this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
   }

@@ -78,6 +78,7 @@ export class TcpListener extends ListenerBase {
     if (!(verdict & VERDICT_ALLOW)) {
       // Only reachable without an exact kernel filter: the closest honest answer is a reset.
       env.counters.rejectedUser++;
+      this.stats.rejected++;
       if (flowEvents.hasSubscribers) this.publish('reject', remote, client.remotePort ?? 0, 'userland-reset');
       client.resetAndDestroy();
       return;
@@ -97,6 +98,7 @@ export class TcpListener extends ListenerBase {
       return;
     }
     env.counters.accepted++;
+    this.stats.accepted++;
     if (flowEvents.hasSubscribers) this.publish('open', remote, entry.srcPort, undefined, entry.tracked);
     const relay = new TcpRelay(this, client, entry);
     entry.owner = relay;
@@ -178,6 +180,7 @@ export class TcpRelay implements FlowOwner {
         this.listener.refreshFilter();
       }
       env.counters.refusedReset++;
+      this.listener.stats.refused++;
       if (!other.destroyed) other.resetAndDestroy();
       return;
     }

@@ -112,7 +112,7 @@ export class UdpListener extends ListenerBase {
     let f = this.flows.get(key);
     if (f === undefined) {
       const v = this.decide(rinfo.address);
-      if (!(v & VERDICT_ALLOW)) { env.counters.rejectedUser++; return; }
+      if (!(v & VERDICT_ALLOW)) { env.counters.rejectedUser++; this.stats.rejected++; return; }
       const [udpMs] = env.udpTimeoutsMs(this.spec.instName);
       const entry = env.table.open({
         proto: PROTO_UDP, family: this.spec.family, inst: this.inst, dir: this.spec.kind === 'service' ? INGRESS : EGRESS,
@@ -122,6 +122,7 @@ export class UdpListener extends ListenerBase {
       });
       if (entry === null) { env.counters.overflowDropped++; return; }
       env.counters.accepted++;
+      this.stats.accepted++;
       if (flowEvents.hasSubscribers) {
         publishFlow({ type: 'open', protocol: 'udp', instance: this.spec.instName, direction: this.spec.kind === 'service' ? 'ingress' : 'egress',
           src: rinfo.address, srcPort: rinfo.port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: entry.tracked });

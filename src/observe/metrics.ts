@@ -15,7 +15,15 @@ export interface Gauges {
   refusalRaw: boolean;
 }
 
-export function renderMetrics(c: Counters, g: Gauges): string {
+/** One listener's outcomes, labelled as users name the flow: instance, protocol, rule port. */
+export interface ListenerMetrics {
+  instance: string; protocol: 'tcp' | 'udp'; port: number; direction: 'ingress' | 'egress';
+  accepted: number; rejected: number; refused: number; flows: number;
+}
+
+const label = (v: string) => v.replace(/["\\\n]/g, (c) => (c === '\n' ? '\\n' : '\\' + c));
+
+export function renderMetrics(c: Counters, g: Gauges, listeners: ListenerMetrics[] = []): string {
   const lines: string[] = [];
   const metric = (name: string, type: 'counter' | 'gauge', help: string, value: number, labels = '') => {
     lines.push(`# HELP sgemu_${name} ${help}`, `# TYPE sgemu_${name} ${type}`, `sgemu_${name}${labels} ${value}`);
@@ -41,5 +49,19 @@ export function renderMetrics(c: Counters, g: Gauges): string {
   metric('listeners', 'gauge', 'Listening sockets.', g.listeners);
   metric('api_requests_total', 'counter', 'API requests served.', g.apiRequests);
   metric('refusal_raw', 'gauge', '1 when refusals are exact (RST / ICMP), 0 in accept-then-reset fallback.', g.refusalRaw ? 1 : 0);
+  if (listeners.length > 0) {
+    lines.push('# HELP sgemu_listener_flows_total Flows per listener and outcome (rejected counts what the kernel filter dropped only while libpcap watches that listener).',
+      '# TYPE sgemu_listener_flows_total counter');
+    for (const l of listeners) {
+      const base = `instance="${label(l.instance)}",protocol="${l.protocol}",port="${l.port}",direction="${l.direction}"`;
+      lines.push(`sgemu_listener_flows_total{${base},outcome="accepted"} ${l.accepted}`,
+        `sgemu_listener_flows_total{${base},outcome="rejected"} ${l.rejected}`,
+        `sgemu_listener_flows_total{${base},outcome="refused"} ${l.refused}`);
+    }
+    lines.push('# HELP sgemu_listener_open_flows Flows open now per listener.', '# TYPE sgemu_listener_open_flows gauge');
+    for (const l of listeners) {
+      lines.push(`sgemu_listener_open_flows{instance="${label(l.instance)}",protocol="${l.protocol}",port="${l.port}",direction="${l.direction}"} ${l.flows}`);
+    }
+  }
   return lines.join('\n') + '\n';
 }

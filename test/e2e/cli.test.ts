@@ -49,6 +49,8 @@ t.test('sgemu run: serves, answers the API, reloads on SIGHUP, rejects a bad con
   t.ok(Array.isArray(JSON.parse(ct.stdout)), 'conntrack --json prints an array');
   const metrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
   t.match(metrics, /sgemu_flows_accepted_total \d+/, 'metrics served');
+  t.match(metrics, new RegExp(`sgemu_listener_flows_total\\{instance="a",protocol="tcp",port="${port}",direction="ingress",outcome="accepted"\\} [1-9]`),
+    'per-listener counts, labelled by instance, protocol and port');
   const explain = await (await fetch(`http://127.0.0.1:${api}/v1/explain`, { method: 'POST', body: JSON.stringify({ from: src, to: 'a', protocol: 'tcp', port }) })).json() as { decision: string };
   t.equal(explain.decision, 'allow', 'POST /v1/explain');
 
