@@ -9,19 +9,12 @@ import { loadConfigText } from '../../src/config/load.js';
 import { loadState } from '../../src/control/state.js';
 import type { Model } from '../../src/model/types.js';
 import { setup, WORLD } from './ec2-helpers.js';
+import { mulberry32 } from '../prng.js';
 
 const N = 3000;
 const BUDGET_MS = 10_000;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const TEMPLATES: Record<string, string>[] = [
   { Action: 'CreateSecurityGroup', GroupName: 'fz', GroupDescription: 'fuzz' },

@@ -6,20 +6,11 @@ import {
   BPF_MAXINSNS, checkProgram, compileAcceptAll, compileDropAllNew, compileSourceFilter, disassemble,
   encodeProgram, runFilter, type BpfInsn,
 } from '../../src/policy/bpf.js';
+import { mulberry32 } from '../prng.js';
 
 const ip4 = (s: string): number => s.split('.').reduce((a, x) => a * 256 + Number(x), 0) >>> 0;
 
-/** Deterministic PRNG (mulberry32) so failures replay. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function pkt4(src: number, flags: number, udp = false): { net: Buffer; transport: Buffer } {
   const net = Buffer.alloc(20);

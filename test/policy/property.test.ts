@@ -11,22 +11,13 @@ import { rangesContain4, rangesContain6 } from '../../src/policy/ranges.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
 import type { Direction, Instance, Model, PrefixList, SecurityGroup } from '../../src/model/types.js';
 import { mkGroup, mkInstance, mkModel, mkPrefixList, refAppear, refDecide, type RuleSpec } from './reference.js';
+import { mulberry32 } from '../prng.js';
 
 const MODELS = 2500;
 const FLOWS = 120;
 const BUDGET_MS = 7000;
 
-/** mulberry32: small, seedable, good enough for test inputs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 class Gen {
   constructor(readonly r: () => number) {}
