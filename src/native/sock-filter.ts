@@ -60,6 +60,19 @@ export function nativeStatus(): { loaded: boolean; error: string | null } {
   return { loaded: a !== null, error: a ? null : loadError };
 }
 
+/**
+ * The loaded addon object, for the other native wrappers (src/native/tcp-relay.ts,
+ * src/native/udp-relay.ts) to type with their own interfaces; null when not loaded.
+ */
+export function addonHandle(): Record<string, unknown> | null {
+  return load() as Record<string, unknown> | null;
+}
+
+/** errno number → name (ECONNREFUSED…), for messages. */
+export function errnoName(n: number): string {
+  return errnoNames.get(n) ?? `E${n}`;
+}
+
 const errnoNames = new Map<number, string>();
 for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
 

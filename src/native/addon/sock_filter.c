@@ -176,6 +176,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 }
 
 napi_value sgemu_listening(napi_env env, napi_callback_info info);   /* sock_diag.c */
+napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports);  /* tcp_relay.c */
+napi_status sgemu_udp_relay_init(napi_env env, napi_value exports);  /* udp_relay.c */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -188,6 +190,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "listening", NULL, sgemu_listening, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   CHECK(napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
+  CHECK(sgemu_tcp_relay_init(env, exports));
+  CHECK(sgemu_udp_relay_init(env, exports));
   return exports;
 }
 
