@@ -27,7 +27,6 @@ import { UdpListener } from '../dataplane/udp.js';
 import { MODE_NAMES, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
 import { nativeStatus } from '../native/sock-filter.js';
 import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
-import { renderMetrics } from '../observe/metrics.js';
 import { listenerSpecs } from './listeners.js';
 import { ApiServer } from './api/server.js';
 import { Ec2Service } from './api/ec2/service.js';
@@ -65,6 +64,8 @@ export class Daemon {
   ec2: Ec2Service | null = null;
   flowLog: FlowLog | null = null;
   reloads = 0;
+  /** Told the duration of every policy swap, config reload or API change (the reload histogram). */
+  onPolicySwap: ((seconds: number) => void) | null = null;
   reloadFailures = 0;
   lastReloadS = 0;
   private nextListenerId = 0;
@@ -264,9 +265,11 @@ export class Daemon {
 
   /** Swaps to a validated model (used by reload and by the control API). */
   async applyModel(model: Model): Promise<void> {
+    const t0 = performance.now();
     const policy = compilePolicy(model, this.policy.version + 1);
     await this.swap(policy);
     this.reloads++;
+    this.onPolicySwap?.((performance.now() - t0) / 1000);
   }
 
   private startWatch(): void {
@@ -288,19 +291,6 @@ export class Daemon {
       out.push(entryToJson(e, this.policy.model.instances[e.inst]?.name ?? '?', now));
     }
     return out;
-  }
-
-  metrics(): string {
-    return renderMetrics(this.counters, {
-      conntrackEntries: this.table.count, conntrackMax: this.table.max, listeners: this.listeners.size,
-      policyVersion: this.policy.version, reloads: this.reloads, reloadFailures: this.reloadFailures,
-      lastReloadSeconds: this.lastReloadS, apiRequests: this.api?.requests ?? 0,
-      refusalRaw: this.refuser.mode === 'raw',
-    }, [...this.listeners.values()].map((l) => ({
-      instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' as const : 'udp' as const, port: l.spec.rulePort,
-      direction: l.spec.kind === 'service' ? 'ingress' as const : 'egress' as const,
-      accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
-    })));
   }
 
   status(): Record<string, unknown> {

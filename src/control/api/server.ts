@@ -5,34 +5,70 @@
 //   GET  /v1/status           mode, listeners, counters, RSS, CPU (for doctor and loadtest)
 //   GET  /v1/events           server-sent events of flow decisions (open, close, reject, refuse, cut)
 //   POST /v1/explain          body {from, to, protocol, port?} → the `sgemu explain --json` object
-//   GET  /metrics             Prometheus text
-//   POST /                    EC2 Query API (src/control/api/ec2/service.ts); SigV4-verified
-//                             when credentials are set (required beyond loopback: sigv4.ts)
+//   GET  /metrics             Prometheus text (prom-client, a registry per daemon: observe/metrics.ts)
+//   POST /                    EC2 Query API (src/control/api/ec2/service.ts)
+// Authentication (sigv4.ts): with credentials, POST / must be SigV4-signed. Beyond loopback
+// (credentials are then mandatory) every other route must be signed too, and is refused with a
+// JSON {error, message} (401 AuthFailure, 403 SignatureDoesNotMatch) otherwise; on loopback the
+// JSON routes and /metrics stay open, as on any loopback-only tool.
 // Must not: block the data plane (every handler is O(table) at worst and runs on demand only).
 
 import http from 'node:http';
 import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
-import { verifySigV4, type Credentials } from './sigv4.js';
+import { isLoopbackHost, verifySigV4, type Credentials } from './sigv4.js';
 import { flowEvents } from '../../observe/events.js';
-import { DIRECTION_NAMES, protocolName, type Rule } from '../../model/types.js';
+import { DaemonMetrics, type MetricsSource } from '../../observe/metrics.js';
+import { DIRECTION_NAMES, protocolName, type Model, type Rule } from '../../model/types.js';
 import type { Daemon } from '../daemon.js';
 
 const MAX_BODY = 1 << 20;
 
+/** JSON routes by "METHOD /path": also the `action` label of sgemu_api_requests_total. */
+const ROUTES = new Set(['GET /v1/conntrack', 'GET /v1/status', 'GET /v1/events', 'GET /v1/instances', 'GET /v1/security-groups',
+  'GET /metrics', 'POST /v1/explain']);
+
+export interface ApiServerOptions {
+  /**
+   * Require SigV4 on every route, not only on POST /. Default: when credentials are set and the
+   * server listens beyond loopback (decided in listen()).
+   */
+  signAll?: boolean;
+}
+
+/** What one request is counted as in sgemu_api_requests_total (a fixed set of values). */
+interface RequestInfo { action: string }
+
 export class ApiServer {
   private readonly server: http.Server;
+  readonly metrics: DaemonMetrics;
+  private signAll: boolean | undefined;
   requests = 0;
   port = 0;
 
-  constructor(private readonly daemon: Daemon, private readonly credentials: Credentials | null = null) {
+  constructor(private readonly daemon: Daemon, private readonly credentials: Credentials | null = null, opts: ApiServerOptions = {}) {
+    this.signAll = opts.signAll;
+    if (this.signAll && !credentials) throw new UsageError('ApiServer: signAll needs credentials (--api-credentials KEY:SECRET)');
+    this.metrics = new DaemonMetrics(metricsSource(daemon, this));
+    daemon.onPolicySwap = (seconds) => this.metrics.observeReload(seconds);
     this.server = http.createServer((req, res) => {
       this.requests++;
-      this.handle(req, res).catch((e) => sendJson(res, 500, { error: 'InternalError', message: e instanceof Error ? e.message : String(e) }));
+      const info: RequestInfo = { action: 'other' };
+      res.once('close', () => this.metrics.countRequest(info.action, res.headersSent ? res.statusCode : 0));
+      this.handle(req, res, info).catch((e) => {
+        if (res.headersSent) { res.destroy(); return; }
+        sendJson(res, 500, { error: 'InternalError', message: e instanceof Error ? e.message : String(e) });
+      });
     });
     this.server.keepAliveTimeout = 1000;
   }
 
+  /** Binds; beyond loopback only with credentials (the CLI checks first: exit 2). */
   listen(host: string, port: number): Promise<void> {
+    const loopback = isLoopbackHost(host);
+    if (!loopback && !this.credentials) {
+      return Promise.reject(new UsageError(`--api ${host}:${port} is beyond loopback: give --api-credentials KEY:SECRET (or SGEMU_API_CREDENTIALS) so that requests must be SigV4-signed, or listen on 127.0.0.1`));
+    }
+    this.signAll ??= !loopback;
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -48,10 +84,36 @@ export class ApiServer {
     return new Promise((r) => { this.server.close(() => r()); this.server.closeAllConnections(); });
   }
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse, info: RequestInfo): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const d = this.daemon;
     const route = `${req.method} ${url.pathname.replace(/\/+$/, '') || '/'}`;
+    const ec2 = route === 'POST /';
+    if (ROUTES.has(route)) info.action = route;
+    else if (ec2) info.action = 'ec2:unknown';
+
+    // The body first (bounded): the signature covers it.
+    let raw: Buffer;
+    try { raw = await readRaw(req); }
+    catch (e) {
+      const msg = e instanceof Error ? e.message : 'too large';
+      res.shouldKeepAlive = false;
+      if (!ec2) return sendJson(res, 413, { error: 'RequestEntityTooLarge', message: msg });
+      res.writeHead(413, { 'content-type': 'text/xml;charset=UTF-8' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestEntityTooLarge</Code><Message>${escapeXml(msg)}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
+      return;
+    }
+    if (this.credentials && (ec2 || this.signAll)) {
+      try { verifySigV4({ method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body: raw }, this.credentials); }
+      catch (e) {
+        if (!(e instanceof AwsError)) throw e;
+        if (!ec2) return sendJson(res, e.status, { error: e.code, message: e.message });
+        res.writeHead(e.status, { 'content-type': 'text/xml;charset=UTF-8' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${e.code}</Code><Message>${escapeXml(e.message)}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
+        return;
+      }
+    }
+
     switch (route) {
       case 'GET /v1/conntrack': return sendJson(res, 200, d.conntrack());
       case 'GET /v1/status': return sendJson(res, 200, d.status());
@@ -64,16 +126,16 @@ export class ApiServer {
         return;
       }
       case 'GET /v1/instances': return sendJson(res, 200, instancesJson(d));
-      case 'GET /v1/security-groups': return sendJson(res, 200, groupsJson(d));
+      case 'GET /v1/security-groups': return sendJson(res, 200, groupsJson(d.model));
       case 'GET /metrics': {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(d.metrics());
+        const text = await this.metrics.text();
+        res.writeHead(200, { 'content-type': this.metrics.contentType, 'content-length': Buffer.byteLength(text) });
+        res.end(text);
         return;
       }
       case 'POST /v1/explain': {
-        const body = await readBody(req);
         let q: unknown;
-        try { q = JSON.parse(body); } catch { return sendJson(res, 400, { error: 'InvalidJson', message: 'body must be JSON: {"from","to","protocol","port"}' }); }
+        try { q = JSON.parse(raw.toString('utf8')); } catch { return sendJson(res, 400, { error: 'InvalidJson', message: 'body must be JSON: {"from","to","protocol","port"}' }); }
         if (typeof q !== 'object' || q === null) return sendJson(res, 400, { error: 'InvalidJson', message: 'body must be a JSON object' });
         const o = q as Record<string, unknown>;
         const str = (k: string) => (typeof o[k] === 'string' ? o[k] as string : typeof o[k] === 'number' ? String(o[k]) : undefined);
@@ -89,31 +151,33 @@ export class ApiServer {
         }
       }
       case 'POST /': {
-        let raw: Buffer;
-        try { raw = await readRaw(req); }
-        catch (e) {
-          res.writeHead(413, { 'content-type': 'text/xml;charset=UTF-8' });
-          res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestEntityTooLarge</Code><Message>${e instanceof Error ? e.message : 'too large'}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
-          return;
-        }
-        if (this.credentials) {
-          try { verifySigV4({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body: raw }, this.credentials); }
-          catch (e) {
-            if (!(e instanceof AwsError)) throw e;
-            res.writeHead(e.status, { 'content-type': 'text/xml;charset=UTF-8' });
-            res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${e.code}</Code><Message>${escapeXml(e.message)}</Message></Error></Errors><RequestID>${crypto.randomUUID()}</RequestID></Response>`);
-            return;
-          }
-        }
         const r = await d.ec2!.handle(raw.toString('utf8'));
+        info.action = r.action ? `ec2:${r.action}` : 'ec2:unknown';
         res.writeHead(r.status, { 'content-type': r.contentType, 'content-length': Buffer.byteLength(r.body) });
         res.end(r.body);
         return;
       }
       default:
-        return sendJson(res, 404, { error: 'NotFound', message: `no route ${route}; see GET /v1/status, /v1/conntrack, /v1/instances, /v1/security-groups, /metrics, POST /v1/explain` });
+        return sendJson(res, 404, { error: 'NotFound', message: `no route ${route.slice(0, 200)}; see GET /v1/status, /v1/conntrack, /v1/instances, /v1/security-groups, /v1/events, /metrics, POST /v1/explain, POST / (EC2 Query API)` });
     }
   }
+}
+
+/** The daemon's numbers as the metrics read them at scrape time. */
+function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
+  return {
+    counters: d.counters,
+    gauges: () => ({
+      conntrackEntries: d.table.count, conntrackMax: d.table.max, listeners: d.listeners.size,
+      policyVersion: d.policy.version, reloads: d.reloads, reloadFailures: d.reloadFailures,
+      lastReloadSeconds: d.lastReloadS, apiRequests: api.requests, refusalRaw: d.refuser.mode === 'raw',
+    }),
+    listeners: () => [...d.listeners.values()].map((l) => ({
+      instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' as const : 'udp' as const, port: l.spec.rulePort,
+      direction: l.spec.kind === 'service' ? 'ingress' as const : 'egress' as const,
+      accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
+    })),
+  };
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -126,17 +190,15 @@ function escapeXml(s: string): string {
   return s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-async function readBody(req: http.IncomingMessage): Promise<string> {
-  return (await readRaw(req)).toString('utf8');
-}
-
 function readRaw(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     let size = 0;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) { reject(new UsageError(`request body over ${MAX_BODY} bytes`)); req.destroy(); return; }
+      // Stop reading and answer 413 with `connection: close` (destroying the socket here would
+      // leave the client without an answer).
+      if (size > MAX_BODY) { req.pause(); req.removeAllListeners('data'); reject(new UsageError(`request body over ${MAX_BODY} bytes; send fewer parameters per call`)); return; }
       chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -152,8 +214,8 @@ export function ruleJson(r: Rule): Record<string, unknown> {
   };
 }
 
-function groupsJson(d: Daemon): unknown {
-  return d.model.groups.map((g) => ({
+function groupsJson(model: Model): unknown {
+  return model.groups.map((g) => ({
     groupId: g.id, groupName: g.name, vpcId: g.vpcId, description: g.description, isDefault: g.isDefault,
     ingress: g.ingress.map(ruleJson), egress: g.egress.map(ruleJson),
   }));

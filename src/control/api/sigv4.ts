@@ -66,21 +66,60 @@ export function verifySigV4(req: SignedRequest, creds: Credentials, nowMs = Date
 
   const names = signedHeaders!.split(';');
   if (!names.includes('host')) throw new AwsError('AuthFailure', 'the signed headers must include host', 401);
-  const canonicalHeaders = names.map((n) => `${n}:${(header(n) ?? '').trim().replace(/\s+/g, ' ')}\n`).join('');
-  const u = new URL(req.url, 'http://localhost');
   const payloadHash = header('x-amz-content-sha256') && header('x-amz-content-sha256') !== 'UNSIGNED-PAYLOAD'
     ? header('x-amz-content-sha256')! : sha256hex(req.body);
   if (payloadHash !== sha256hex(req.body)) throw new AwsError('SignatureDoesNotMatch', 'The request body does not match its x-amz-content-sha256', 403);
-  const canonicalRequest = [req.method, uriEncode(decodeURIComponent(u.pathname), true), canonicalQuery(u.searchParams),
-    canonicalHeaders, signedHeaders, payloadHash].join('\n');
-  const scope = `${day}/${region}/${service}/aws4_request`;
-  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256hex(canonicalRequest)].join('\n');
-  const key = hmac(hmac(hmac(hmac('AWS4' + creds.secretAccessKey, day!), region!), service!), 'aws4_request');
-  const expected = hmac(key, toSign);
+  let expected: Buffer;
+  try {
+    expected = signature4(req.method, req.url, names, header, payloadHash, amzDate, region!, service!, creds.secretAccessKey);
+  } catch {
+    throw new AwsError('SignatureDoesNotMatch', 'The request path is not valid percent-encoding', 403);
+  }
   const given = Buffer.from(signature!, 'hex');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw new AwsError('SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.', 403);
   }
+}
+
+/** The SigV4 signature of a request (canonical request → string to sign → HMAC chain). */
+function signature4(method: string, url: string, names: string[], header: (n: string) => string | undefined, payloadHash: string,
+  amzDate: string, region: string, service: string, secret: string): Buffer {
+  const day = amzDate.slice(0, 8);
+  const canonicalHeaders = names.map((n) => `${n}:${(header(n) ?? '').trim().replace(/\s+/g, ' ')}\n`).join('');
+  const u = new URL(url, 'http://localhost');
+  const canonicalRequest = [method, uriEncode(decodeURIComponent(u.pathname), true), canonicalQuery(u.searchParams),
+    canonicalHeaders, names.join(';'), payloadHash].join('\n');
+  const scope = `${day}/${region}/${service}/aws4_request`;
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256hex(canonicalRequest)].join('\n');
+  const key = hmac(hmac(hmac(hmac('AWS4' + secret, day), region), service), 'aws4_request');
+  return hmac(key, toSign);
+}
+
+export interface SignOptions {
+  region?: string;     // default us-east-1 (sgemu checks the signature, not the region)
+  service?: string;    // default ec2
+  nowMs?: number;
+}
+
+/**
+ * Signs a request as the AWS SDKs do (header-signed, payload hashed), for our own clients of the
+ * API beyond loopback (`sgemu conntrack`, `loadtest`, tests). `host` is the Host header the
+ * request will carry (`127.0.0.1:4510`). Returns the headers to send: host, x-amz-date,
+ * x-amz-content-sha256, authorization.
+ */
+export function signSigV4(req: { method: string; url: string; host: string; body?: Buffer | string }, creds: Credentials,
+  opts: SignOptions = {}): Record<string, string> {
+  const amzDate = new Date(opts.nowMs ?? Date.now()).toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const region = opts.region ?? 'us-east-1';
+  const service = opts.service ?? 'ec2';
+  const headers: Record<string, string> = {
+    host: req.host, 'x-amz-content-sha256': sha256hex(req.body ?? ''), 'x-amz-date': amzDate,
+  };
+  const names = Object.keys(headers).sort();
+  const sig = signature4(req.method, req.url, names, (n) => headers[n], headers['x-amz-content-sha256']!, amzDate, region, service, creds.secretAccessKey);
+  headers.authorization = `AWS4-HMAC-SHA256 Credential=${creds.accessKeyId}/${amzDate.slice(0, 8)}/${region}/${service}/aws4_request, `
+    + `SignedHeaders=${names.join(';')}, Signature=${sig.toString('hex')}`;
+  return headers;
 }
 
 /** `KEY:SECRET` → Credentials; null for undefined/empty. */

@@ -21,6 +21,7 @@ import {
   awsProtocol, checkCidrFamily, configRule, groupArn, ipPermissionsXml, parseApiProtocol, parsePermissions, portFields,
   revokedRuleXml, ruleToConfig, securityGroupRuleXml, sourceKind, type ConfigRule, type RuleSource,
 } from './permissions.js';
+import { checkParameters, isCommonParameter } from './params.js';
 import { clip, parseQuery, type QNode } from './query.js';
 import { errorXml, items, n, successXml, t, tagSet } from './xml.js';
 
@@ -29,7 +30,13 @@ export interface Ec2Host {
   applyModel(model: Model): Promise<void>;    // swaps the live policy (the daemon's)
 }
 
-export interface Ec2Response { status: number; contentType: string; body: string }
+export interface Ec2Response {
+  status: number;
+  contentType: string;
+  body: string;
+  /** The action when it is one sgemu serves (a bounded set, for metrics labels); else undefined. */
+  action?: string | undefined;
+}
 
 const CONTENT_TYPE = 'text/xml;charset=UTF-8';
 
@@ -97,13 +104,19 @@ export class Ec2Service {
   async handle(body: string): Promise<Ec2Response> {
     const requestId = randomUUID();
     let action = '';
+    let known: string | undefined;
     try {
       const q = parseQuery(typeof body === 'string' ? body : '');
       action = q.str('Action') ?? '';
       if (action === '') throw new AwsError('MissingParameter', 'The request must contain the parameter Action');
-      const dryRun = q.bool('DryRun');
       const mutation = Object.hasOwn(MUTATIONS, action) ? MUTATIONS[action] : undefined;
       const reader = Object.hasOwn(READERS, action) ? READERS[action] : undefined;
+      if (!mutation && !reader) {
+        throw new AwsError('InvalidAction', `The action ${clip(action)} is not valid for this web service; sgemu serves ${[...Object.keys(MUTATIONS), ...Object.keys(READERS)].sort().join(', ')}`);
+      }
+      known = action;
+      checkParameters(action, q);        // EC2 rejects a parameter the action does not take first
+      const dryRun = q.bool('DryRun');
       let xml: string;
       if (mutation) {
         xml = await this.serial(() => this.mutate(mutation, q, dryRun));
@@ -111,14 +124,14 @@ export class Ec2Service {
         xml = reader(this, this.host.getModel(), q);
         if (dryRun) throw dryRunError();
       } else {
-        throw new AwsError('InvalidAction', `The action ${clip(action)} is not valid for this web service; sgemu serves ${[...Object.keys(MUTATIONS), ...Object.keys(READERS)].sort().join(', ')}`);
+        throw new Error(`no handler for ${action}`);   // unreachable: checked above
       }
-      return { status: 200, contentType: CONTENT_TYPE, body: successXml(action, requestId, xml) };
+      return { status: 200, contentType: CONTENT_TYPE, body: successXml(action, requestId, xml), action: known };
     } catch (e) {
-      if (e instanceof AwsError) return { status: e.status, contentType: CONTENT_TYPE, body: errorXml(e.code, e.message, requestId) };
+      if (e instanceof AwsError) return { status: e.status, contentType: CONTENT_TYPE, body: errorXml(e.code, e.message, requestId), action: known };
       const msg = e instanceof Error ? e.message : String(e);
       return {
-        status: 500, contentType: CONTENT_TYPE,
+        status: 500, contentType: CONTENT_TYPE, action: known,
         body: errorXml('InternalError', `sgemu failed on ${clip(action) || 'the request'} (please report): ${clip(msg, 300)}`, requestId),
       };
     }
@@ -535,7 +548,7 @@ const modifyInstanceAttribute: Mutation = (_s, c, q) => {
   const inst = instanceByRef(c.model, q.need('InstanceId'));
   const ids = q.strings('GroupId');
   if (ids.length === 0) {
-    const other = [...q.kids.keys()].filter((k) => !['Action', 'Version', 'InstanceId', 'DryRun'].includes(k));
+    const other = [...q.kids.keys()].filter((k) => k !== 'InstanceId' && !isCommonParameter(k));
     if (other.length) throw new AwsError('UnsupportedOperation', `ModifyInstanceAttribute supports only GroupId.N (the instance's security groups) in sgemu, not ${clip(other.join(', '))}`);
     throw new AwsError('MissingParameter', 'The request must contain the parameter GroupId.1');
   }
