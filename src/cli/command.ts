@@ -4,6 +4,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../model/errors.js';
+import { parseCredentials, signSigV4 } from '../control/api/sigv4.js';
 
 export const EXIT_OK = 0;
 export const EXIT_NEGATIVE = 1;
@@ -73,17 +74,39 @@ export function parseHostPort(flag: string, text: string, defaultHost = '127.0.0
 export const DEFAULT_API = '127.0.0.1:4510';
 
 /** GET/POST a JSON endpoint of a running daemon; a UsageError naming --api when none answers. */
-export async function apiRequest(api: string, path: string, body?: unknown): Promise<unknown> {
+/**
+ * Opens `path` on the daemon's API (GET, or POST of JSON `body`): a fetch Response. When
+ * SGEMU_API_CREDENTIALS (KEY:SECRET) is set the request is SigV4-signed with them, as a daemon
+ * whose API listens beyond loopback requires on every route.
+ */
+export async function apiFetch(api: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
   const { host, port } = parseHostPort('api', api);
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
-  let res: Response;
+  const hostPort = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const method = body === undefined ? 'GET' : 'POST';
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  const headers: Record<string, string> = text === undefined ? {} : { 'content-type': 'application/json' };
+  const credText = process.env.SGEMU_API_CREDENTIALS;
+  if (credText) {
+    const creds = parseCredentials(credText);
+    if (!creds) throw new UsageError('SGEMU_API_CREDENTIALS must be ACCESS_KEY_ID:SECRET_ACCESS_KEY', 'BadCredentials');
+    Object.assign(headers, signSigV4({ method, url: path, host: hostPort, body: text }, creds));
+  }
   try {
-    res = await fetch(url, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+    return await fetch(`http://${hostPort}${path}`, { method, headers, ...(text === undefined ? {} : { body: text }), ...(signal ? { signal } : {}) });
   } catch (e) {
     const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e instanceof Error ? e.message : String(e));
     throw new UsageError(`no sgemu daemon answers at ${host}:${port} (${cause}); start one with 'sgemu run' or pass --api ADDR`, 'DaemonUnreachable');
   }
+}
+
+/** GET (or POST `body` to) the daemon's JSON API; the parsed answer, or a UsageError naming the status. */
+export async function apiRequest(api: string, path: string, body?: unknown): Promise<unknown> {
+  const res = await apiFetch(api, path, body);
   const text = await res.text();
-  if (!res.ok) throw new UsageError(`daemon at ${host}:${port} answered ${res.status}: ${text.slice(0, 300)}`, 'DaemonError');
+  if (!res.ok) {
+    const { host, port } = parseHostPort('api', api);
+    const hint = res.status === 401 || res.status === 403 ? ' (an API beyond loopback needs SGEMU_API_CREDENTIALS=KEY:SECRET)' : '';
+    throw new UsageError(`daemon at ${host}:${port} answered ${res.status}: ${text.slice(0, 300)}${hint}`, 'DaemonError');
+  }
   return JSON.parse(text) as unknown;
 }

@@ -2,7 +2,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConntrackJson } from '../dataplane/conntrack/view.js';
-import { apiRequest, parseHostPort, COMMON_OPTIONS, DEFAULT_API, EXIT_OK, numberOption, parseCommandArgs, printJson, type Command } from './command.js';
+import { apiFetch, apiRequest, COMMON_OPTIONS, DEFAULT_API, EXIT_OK, numberOption, parseCommandArgs, printJson, type Command } from './command.js';
 
 function table(rows: ConntrackJson[]): string {
   if (rows.length === 0) return 'no tracked flows';
@@ -18,8 +18,7 @@ function table(rows: ConntrackJson[]): string {
 /** Follows GET /v1/events (server-sent events) and prints each flow decision. */
 async function streamEvents(api: string, json: boolean): Promise<number> {
   await apiRequest(api, '/v1/status');                 // a clear error when no daemon answers
-  const { host, port } = parseHostPort('api', api);
-  const res = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${port}/v1/events`);
+  const res = await apiFetch(api, '/v1/events');
   if (!res.body) return EXIT_OK;
   const decoder = new TextDecoder();
   let buf = '';

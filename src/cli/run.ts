@@ -86,8 +86,9 @@ reach the backend, allowed clients of a stopped backend are refused.
 Options:
   -c, --config FILE         config file (default ./sgemu.yaml)
   --api ADDR                control API address (default ${DEFAULT_API}; 'off' disables it)
-  --api-credentials K:S     require AWS SigV4 with these credentials on the EC2 API (POST /);
-                            mandatory when --api is not a loopback address (env SGEMU_API_CREDENTIALS)
+  --api-credentials K:S     require AWS SigV4 with these credentials on every API request when
+                            --api is not a loopback address (mandatory there; on loopback only
+                            the EC2 API checks them) (env SGEMU_API_CREDENTIALS)
   --flow-log FILE|-         write VPC Flow Logs v2 records to FILE (or stdout)
   --flow-log-interval S     aggregation interval in seconds (default 60)
   --state FILE|off          where API changes are kept across restarts (default
