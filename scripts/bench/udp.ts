@@ -4,7 +4,10 @@
 //
 // Run (from the repo root):
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/udp.ts [--quick]
-//     [--dist] [--cpu-prof DIR] [--results FILE]
+//     [--dist] [--cpu-prof DIR] [--results FILE] [--node-relay]
+//
+// --node-relay adds a fourth target: a second daemon with SGEMU_RELAY=node (node:dgram relay
+// instead of the native recvmmsg/sendmmsg thread, native-notes/udp-batching.md), to compare both.
 //
 // F flows, each a connected UDP socket from its own address 127.0.2.1.. (a distinct conntrack
 // entry and socat child each), keep W 64-byte requests in flight: every reply sends the next. A
@@ -25,6 +28,8 @@ const WARM_MS = QUICK ? 100 : 300;
 const SGEMU_ADDR = '127.0.0.50';
 const SOCAT_ADDR = '127.0.0.70';
 const MSG = Buffer.alloc(64, 0x75);
+const NODE_RELAY = process.argv.includes('--node-relay');
+const NODE_ADDR = '127.0.0.51';
 
 interface Flow { sock: dgram.Socket; inflight: number; lastReply: number }
 interface Target { name: string; host: string; port: number; flows: Flow[]; replies: number; lost: number; running: boolean }
@@ -103,6 +108,20 @@ async function main(): Promise<void> {
   } catch (e) {
     console.log(`# sgemu did not start: ${e instanceof Error ? e.message.split('\n').slice(0, 6).join(' | ') : String(e)}`);
   }
+  let sgemuNode: Sgemu | null = null;
+  if (NODE_RELAY) {
+    const nPort = await freePort(NODE_ADDR);
+    const saved = process.env.SGEMU_RELAY;
+    process.env.SGEMU_RELAY = 'node';
+    try {
+      sgemuNode = await startSgemu(sgemuConfig(nPort, be.udpEcho).replace(SGEMU_ADDR, NODE_ADDR));
+      targets.push(mk('sgemu-node', NODE_ADDR, nPort));
+    } catch (e) {
+      console.log(`# sgemu (SGEMU_RELAY=node) did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    } finally {
+      if (saved === undefined) delete process.env.SGEMU_RELAY; else process.env.SGEMU_RELAY = saved;
+    }
+  }
   try {
     for (const t of targets) await openFlows(t);
     const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
@@ -123,6 +142,13 @@ async function main(): Promise<void> {
       skip(`${name} sgemu/direct`, 'the daemon did not start', '≥ 0.7x direct');
       skip(`${name} sgemu/socat`, 'the daemon did not start', '≥ 1.5x socat');
     }
+    const gn = samples.get('sgemu-node');
+    if (g && gn) {
+      const vn = pairedRatio(g, gn)!;
+      report({ name: `${name} sgemu/sgemu-node`, value: vn.value, unit: 'x node relay', n: vn.n, spreadPct: vn.spreadPct, detail, target: '', met: null });
+      const nd = pairedRatio(gn, d)!;
+      report({ name: `${name} sgemu-node/direct`, value: nd.value, unit: 'x direct', n: nd.n, spreadPct: nd.spreadPct, detail, target: '', met: null });
+    }
     if (s) {
       const sd = pairedRatio(s, d)!;
       report({ name: `${name} socat/direct`, value: sd.value, unit: 'x direct', n: sd.n, spreadPct: sd.spreadPct, detail, target: '', met: null });
@@ -130,6 +156,7 @@ async function main(): Promise<void> {
   } finally {
     for (const t of targets) for (const f of t.flows) f.sock.close();
     await sgemu?.proc.stop();
+    await sgemuNode?.proc.stop();
     await socat?.stop();
     await be.proc.stop();
   }

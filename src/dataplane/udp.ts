@@ -4,7 +4,8 @@
 //
 // Owns: the bound sockets and their filters, per-flow backend sockets (FlowOwner of conntrack
 // entries), the flow index.
-// Must not: read config; allocate per datagram beyond what dgram itself does; throw per datagram.
+// Must not: read config; allocate per datagram beyond what dgram itself does (native path: one
+// buffer per batch of new clients' datagrams, nothing for established flows); throw per datagram.
 // Invariants:
 //   - a datagram from a denied source never reaches this process while the native filter is
 //     loaded and exact (same generator as TCP, kind 'udp': every datagram is judged);
@@ -15,15 +16,29 @@
 //
 // AWS states (reference §3.3): UNREPLIED → REPLIED (one request, one response) → STREAM (more
 // than one exchange). UNREPLIED/REPLIED idle out after udpTimeout, STREAM after udpStreamTimeout.
+//
+// Two data paths, one policy path:
+//   native (default when the addon has the relay): a relay thread (src/native/udp-relay.ts) reads
+//     the listening socket with recvmmsg, forwards datagrams of known flows to their backend
+//     sockets and batches replies with sendmmsg; datagrams of unknown clients come here in
+//     batches, are decided, and the flow is added to the relay. Counters and the state inputs
+//     (turns) are read when conntrack samples the flow (native-notes/udp-batching.md);
+//   node (no addon, a backend host that is not an IP literal, or SGEMU_RELAY=node): node:dgram
+//     on the same filtered fd, one connected dgram socket per flow, counted per datagram.
 
 import dgram from 'node:dgram';
+import { isIP } from 'node:net';
 import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
 import { mergeRanges4, mergeRanges6 } from '../policy/ranges.js';
 import { compileSourceFilter, encodeProgram } from '../policy/bpf.js';
-import { createUdpSocket, nativeStatus } from '../native/sock-filter.js';
+import { closeFd, createUdpSocket, errnoName, nativeStatus } from '../native/sock-filter.js';
+import {
+  UdpRelay, udpRelayAvailable, forEachDatagram, STAT_COUNT, STAT_PACKETS_IN, STAT_BYTES_IN, STAT_PACKETS_OUT,
+  STAT_BYTES_OUT, STAT_EXCHANGES, STAT_REPLIES,
+} from '../native/udp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
 import { ListenerBase, MODE_FULL, type ListenerEnv, type ListenerSpec } from './listener.js';
@@ -38,7 +53,13 @@ export interface UdpEnv extends ListenerEnv {
 
 export class UdpListener extends ListenerBase {
   private socket: dgram.Socket | null = null;
+  /** The native relay thread, or null on the node:dgram path. */
+  relay: UdpRelay | null = null;
   readonly flows = new Map<number | string, UdpFlow>();
+  /** Native path: flow by relay slot; freed slots are reused first (a stack), so slots stay below the peak flow count. */
+  private readonly bySlot: (UdpFlow | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  private warnedAdd = false;
 
   constructor(id: number, spec: UdpListenerSpec, readonly env: UdpEnv) {
     super(id, spec, env);
@@ -46,26 +67,46 @@ export class UdpListener extends ListenerBase {
 
   get key(): string { return `udp|${this.spec.address}|${this.spec.listenPort}`; }
   get flowCount(): number { return this.flows.size; }
+  /** Which data path carries established flows (for doctor and logs). */
+  get relayMode(): 'native' | 'node' { return this.relay !== null ? 'native' : 'node'; }
 
   async start(policy: CompiledPolicy): Promise<void> {
     this.watchBackend();
     this.bindPolicy(policy);
+    if (nativeStatus().loaded && udpRelayAvailable() && this.relayable()) {
+      this.fd = createUdpSocket({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, program: this.program() });
+      try {
+        this.relay = UdpRelay.open(this.fd, this.spec.family, {
+          datagrams: (batch, count) => forEachDatagram(batch, count, this.onDatagram),
+          flowError: (slot, errno, gen) => { const f = this.bySlot[slot]; if (f !== undefined && f.gen === gen) f.failed(errnoName(errno)); },
+        });
+        return;
+      } catch (e) {
+        this.env.log(`listener ${this.describe()}: native UDP relay unavailable (${e instanceof Error ? e.message : String(e)}); using node:dgram`);
+      }
+    }
     const type = this.spec.family === 6 ? 'udp6' : 'udp4';
     const sock = dgram.createSocket({ type, ipv6Only: this.spec.family === 6 });
     this.socket = sock;
-    sock.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    sock.on('message', (msg, rinfo) => this.onDatagram(rinfo.address, rinfo.port, msg));
     sock.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
       const done = () => { sock.off('error', reject); resolve(); };
       if (nativeStatus().loaded) {
-        this.fd = createUdpSocket({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, program: this.program() });
+        if (this.fd < 0) this.fd = createUdpSocket({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, program: this.program() });
         sock.bind({ fd: this.fd }, done);
       } else {
         this.mode = this.computeMode();
         sock.bind({ address: this.spec.address, port: this.spec.listenPort, exclusive: true }, done);
       }
     });
+  }
+
+  /** The relay connects to IP literals only (no resolver in C); anything else stays on node:dgram. */
+  private relayable(): boolean {
+    const s = this.spec;
+    return isIP(s.backendHost) !== 0 && (s.localAddress === null || isIP(s.localAddress) !== 0);
   }
 
   protected recheckFlows(): void {
@@ -105,36 +146,67 @@ export class UdpListener extends ListenerBase {
     return { v4: Uint32Array.from(mergeRanges4(v4)), v6: mergeRanges6(v6) };
   }
 
-  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  /** A datagram from a client (every one on the node path; only unknown clients' on the native path). */
+  private readonly onDatagram = (address: string, port: number, msg: Buffer): void => {
     const env = this.env;
-    env.counters.udpDatagramsIn++;
-    const key: number | string = this.spec.family === 4 ? parseIpv4(rinfo.address) * 65536 + rinfo.port : `${rinfo.address}|${rinfo.port}`;
+    const key: number | string = this.spec.family === 4 ? parseIpv4(address) * 65536 + port : `${address}|${port}`;
     let f = this.flows.get(key);
     if (f === undefined) {
-      const v = this.decide(rinfo.address);
-      if (!(v & VERDICT_ALLOW)) { env.counters.rejectedUser++; this.stats.rejected++; return; }
+      const v = this.decide(address);
+      if (!(v & VERDICT_ALLOW)) { env.counters.udpDatagramsIn++; env.counters.rejectedUser++; this.stats.rejected++; return; }
       const [udpMs] = env.udpTimeoutsMs(this.spec.instName);
       const entry = env.table.open({
         proto: PROTO_UDP, family: this.spec.family, inst: this.inst, dir: this.spec.kind === 'service' ? INGRESS : EGRESS,
         listener: this.id, tracked: !(v & VERDICT_UNTRACKED), state: ST_UDP_UNREPLIED,
-        src: rinfo.address, srcPort: rinfo.port, dst: this.spec.address, dstPort: this.spec.listenPort,
+        src: address, srcPort: port, dst: this.spec.address, dstPort: this.spec.listenPort,
         rulePort: this.spec.rulePort, timeoutMs: udpMs, owner: NO_OWNER,
       });
-      if (entry === null) { env.counters.overflowDropped++; return; }
+      if (entry === null) { env.counters.udpDatagramsIn++; env.counters.overflowDropped++; return; }
+      const slot = this.relay ? this.takeSlot() : -1;
+      let gen = 0;
+      if (this.relay) {
+        const s = this.spec;
+        try {
+          gen = this.relay.add(slot, address, port, s.backendHost, s.backendPort, s.localAddress);
+        } catch (e) {
+          // EMFILE/ENFILE (fd limit) or EADDRNOTAVAIL: the flow is not opened, the datagram dropped.
+          this.freeSlots.push(slot);
+          env.table.close(entry);
+          env.counters.udpDatagramsIn++;
+          if (!this.warnedAdd) {
+            this.warnedAdd = true;
+            env.log(`listener ${this.describe()}: cannot open a backend socket, new flows are dropped until one can: ${e instanceof Error ? e.message : String(e)}`);
+          }
+          return;
+        }
+        this.warnedAdd = false;
+      }
       env.counters.accepted++;
       this.stats.accepted++;
       if (flowEvents.hasSubscribers) {
         publishFlow({ type: 'open', protocol: 'udp', instance: this.spec.instName, direction: this.spec.kind === 'service' ? 'ingress' : 'egress',
-          src: rinfo.address, srcPort: rinfo.port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: entry.tracked });
+          src: address, srcPort: port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: entry.tracked });
       }
-      f = new UdpFlow(this, key, entry, rinfo.address, rinfo.port);
+      f = new UdpFlow(this, key, entry, address, port, slot, gen);
       entry.owner = f;
       this.flows.set(key, f);
+      if (slot >= 0) this.bySlot[slot] = f;
     }
     f.fromClient(msg);
+  };
+
+  private takeSlot(): number {
+    if (this.freeSlots.length > 0) return this.freeSlots.pop()!;
+    return this.bySlot.length;
   }
 
-  /** Sends a backend reply to the flow's client from the listening socket. */
+  /** Native path: the flow is gone; its relay slot may be reused. */
+  releaseSlot(slot: number): void {
+    this.bySlot[slot] = undefined;
+    this.freeSlots.push(slot);
+  }
+
+  /** Sends a backend reply to the flow's client from the listening socket (node path). */
   reply(msg: Buffer, f: UdpFlow): void {
     this.socket?.send(msg, f.clientPort, f.clientAddr);
     this.env.counters.udpDatagramsOut++;
@@ -142,6 +214,11 @@ export class UdpListener extends ListenerBase {
 
   async close(): Promise<void> {
     for (const f of [...this.flows.values()]) this.env.table.drop(f.entry, EXPIRE_SHUTDOWN);
+    if (this.relay) {
+      this.relay.close();          // joins the thread: nothing reads the fd after this
+      this.relay = null;
+      try { closeFd(this.fd); } catch { /* already closed */ }
+    }
     const s = this.socket;
     this.socket = null;
     this.fd = -1;
@@ -152,39 +229,59 @@ export class UdpListener extends ListenerBase {
 
 const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
 const MAX_PENDING = 64;
+/** One scratch array for every native flow's sample (JS is single-threaded). */
+const stat = new Float64Array(STAT_COUNT);
 
-/** One client's flow: a socket connected to the backend, its counters and AWS state. */
+/**
+ * One client's flow: a socket connected to the backend, its counters and AWS state. On the
+ * native path the socket and the per-datagram counting live in the relay (`slot` ≥ 0) and are
+ * read in sample(); on the node path (`slot` = -1) this object owns a dgram socket and counts.
+ */
 export class UdpFlow implements FlowOwner {
-  private readonly sock: dgram.Socket;
-  private lastDir = 0;            // 1 = last datagram came from the client, 2 = from the backend
+  private readonly sock: dgram.Socket | null;
+  private lastDir = 0;            // node path: 1 = last datagram came from the client, 2 = from the backend
   private closed = false;
   /** Datagrams that arrived before connect() completed (dgram does not queue them); bounded. */
   private pending: Buffer[] | null = [];
 
   constructor(readonly listener: UdpListener, readonly key: number | string, public entry: FlowEntry,
-              readonly clientAddr: string, readonly clientPort: number) {
+              readonly clientAddr: string, readonly clientPort: number, readonly slot: number, readonly gen: number) {
     const spec = listener.spec;
+    if (slot >= 0) {
+      this.sock = null;
+      this.pending = null;
+      return;
+    }
     const v6 = spec.backendHost.includes(':');
-    this.sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
-    this.sock.on('message', (m) => this.fromBackend(m));
-    this.sock.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
-    if (spec.localAddress) this.sock.bind(0, spec.localAddress);
-    this.sock.connect(spec.backendPort, spec.backendHost, () => {
+    const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+    this.sock = sock;
+    sock.on('message', (m) => this.fromBackend(m));
+    sock.on('error', (e: NodeJS.ErrnoException) => this.failed(e.code ?? 'EIO'));
+    if (spec.localAddress) sock.bind(0, spec.localAddress);
+    sock.connect(spec.backendPort, spec.backendHost, () => {
       const queued = this.pending;
       this.pending = null;
-      if (!this.closed && queued) for (const m of queued) this.sock.send(m);
+      if (!this.closed && queued) for (const m of queued) sock.send(m);
     });
   }
 
   fromClient(msg: Buffer): void {
     if (this.closed) return;
+    const relay = this.listener.relay;
+    if (this.slot >= 0 && relay !== null) {
+      // Counted by the relay. EAGAIN/ENOBUFS: dropped (and counted there), as a full socket would.
+      const errno = relay.send(this.slot, msg);
+      if (errno !== 0 && errnoName(errno) === 'ECONNREFUSED') this.failed('ECONNREFUSED');
+      return;
+    }
     const e = this.entry;
+    this.listener.env.counters.udpDatagramsIn++;
     e.packetsIn++;
     e.bytesIn += msg.length;
     this.listener.env.table.touch(e);
     if (this.lastDir === 2) e.exchanges++;
     this.lastDir = 1;
-    if (this.pending === null) this.sock.send(msg);
+    if (this.pending === null) this.sock!.send(msg);
     else if (this.pending.length < MAX_PENDING) this.pending.push(msg);   // beyond: dropped, as a full socket buffer would
   }
 
@@ -197,27 +294,51 @@ export class UdpFlow implements FlowOwner {
     env.table.touch(e);
     if (this.lastDir === 1) {
       if (e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
-      else if (e.state === ST_UDP_REPLIED && e.exchanges >= 1) {
-        e.state = ST_UDP_STREAM;
-        e.timeoutMs = env.udpTimeoutsMs(this.listener.spec.instName)[1];
-      }
+      else if (e.state === ST_UDP_REPLIED && e.exchanges >= 1) this.toStream(e);
     }
     this.lastDir = 2;
     this.listener.reply(msg, this);
   }
 
-  private onError(e: NodeJS.ErrnoException): void {
+  private toStream(e: FlowEntry): void {
+    e.state = ST_UDP_STREAM;
+    e.timeoutMs = this.listener.env.udpTimeoutsMs(this.listener.spec.instName)[1];
+  }
+
+  /** The backend socket failed: ECONNREFUSED is the kernel's own ICMP from the backend (it is down). */
+  failed(code: string): void {
+    if (this.closed) return;
     const env = this.listener.env;
-    if (e.code === 'ECONNREFUSED') {
-      // The kernel's own ICMP from the backend: it is down. Future datagrams are refused by the
-      // Refuser (drop-all filter + pcap + ICMP) when raw refusal is available.
+    if (code === 'ECONNREFUSED') {
+      // Future datagrams are refused by the Refuser (drop-all filter + pcap + ICMP) when raw
+      // refusal is available.
       env.monitor.markDown(this.listener.backendKey);
       this.listener.refreshFilter();
     }
     env.table.drop(this.entry, EXPIRE_CUT);
   }
 
-  sample(): void { /* counters are kept per datagram */ }
+  /**
+   * Native path: copies the relay's counters into the entry and derives the AWS state from the
+   * direction turns (1 reply turn = REPLIED, ≥ 2 = STREAM, as the node path does per datagram).
+   * Node path: counters are kept per datagram.
+   */
+  sample(e: FlowEntry): void {
+    const relay = this.listener.relay;
+    if (this.slot < 0 || relay === null || this.closed || !relay.stats(this.slot, stat)) return;
+    const c = this.listener.env.counters;
+    c.udpDatagramsIn += stat[STAT_PACKETS_IN]! - e.packetsIn;
+    c.udpDatagramsOut += stat[STAT_PACKETS_OUT]! - e.packetsOut;
+    e.packetsIn = stat[STAT_PACKETS_IN]!;
+    e.bytesIn = stat[STAT_BYTES_IN]!;
+    e.packetsOut = stat[STAT_PACKETS_OUT]!;
+    e.bytesOut = stat[STAT_BYTES_OUT]!;
+    e.exchanges = stat[STAT_EXCHANGES]!;
+    if (!e.live) return;           // the last sample, from expire(): counters only, the state is final
+    const replies = stat[STAT_REPLIES]!;
+    if (replies >= 2) { if (e.state !== ST_UDP_STREAM) this.toStream(e); }
+    else if (replies >= 1 && e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
+  }
 
   recheck(): void {
     const e = this.entry;
@@ -232,10 +353,16 @@ export class UdpFlow implements FlowOwner {
 
   expire(e: FlowEntry, reason: number): void {
     if (this.closed) return;
+    this.sample(e);                // the last datagrams since the previous sample, for the flow log
     this.closed = true;
     if (reason === EXPIRE_IDLE) this.listener.env.counters.idleExpired++;
     this.listener.env.onFlowEnd?.(e);
     this.listener.flows.delete(this.key);
-    try { this.sock.close(); } catch { /* already closed */ }
+    if (this.slot >= 0) {
+      this.listener.relay?.remove(this.slot);
+      this.listener.releaseSlot(this.slot);
+    } else {
+      try { this.sock!.close(); } catch { /* already closed */ }
+    }
   }
 }

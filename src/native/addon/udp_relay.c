@@ -1,11 +1,638 @@
 /*
- * UDP relay of established flows (batched recvmmsg/sendmmsg on a native thread).
- * Registers its functions on the addon's exports; see src/native/udp-relay.ts.
+ * UDP relay of established flows: one native thread per UDP listener moves the datagrams of
+ * flows that TypeScript has opened, in batches (recvmmsg(2) / sendmmsg(2)), so the per-datagram
+ * path runs no JavaScript. See native-notes/udp-batching.md and src/native/udp-relay.ts.
+ *
+ * Owns: the relay thread, its epoll set, the per-flow connected backend sockets, a hash from
+ *       client address:port to flow slot, and per-flow counters.
+ * Must not: decide anything. Policy, conntrack, states, expiry and logs stay in TypeScript: a
+ *       datagram from a client with no flow here is handed to JS (batched, through a
+ *       threadsafe function); JS answers udpRelayAdd (then udpRelaySend) or drops it.
+ * Invariants:
+ *   - every flows[] access and every use of a flow's fd holds `mu`, so JS may close a flow
+ *     (udpRelayRemove) at any time without the thread touching a reused fd number;
+ *   - the listening fd belongs to JS; it is only read/written here between udpRelayOpen and
+ *     udpRelayClose (which joins the thread) and never closed here;
+ *   - queues are bounded: RX_BATCH datagrams per recvmmsg, TX_BATCH replies per sendmmsg,
+ *     UP_QUEUE upcalls waiting for JS; beyond, datagrams are dropped and counted, as a full
+ *     socket buffer would drop them;
+ *   - buffers are MAXDG (64 KiB) per datagram, so no datagram is ever truncated.
+ *
+ * Flow slot numbers are chosen by JS (0..n, reused); flows[] grows to fit. epoll tags are
+ * (generation << 32 | slot), so an event for a slot removed and reused meanwhile is ignored.
+ *
+ * Per-flow counters (doubles, read by udpRelayStats):
+ *   [0] packetsIn  [1] bytesIn  [2] packetsOut  [3] bytesOut
+ *   [4] exchanges (backend→client then client→backend turns)
+ *   [5] replies   (client→backend then backend→client turns)   [6] lastDir (1 client, 2 backend)
+ *   [7] datagrams dropped (send to backend failed with EAGAIN/ENOBUFS)
  */
+#define _GNU_SOURCE
 #include <node_api.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "result.h"
+
+#define MAXDG 65536
+#define RX_BATCH 32
+#define TX_BATCH 64
+#define FLOW_RX 16
+#define NBUCKETS 16384
+#define EV_MAX 64
+#define UP_QUEUE 256
+#define ADDR_TEXT 48
+#define UP_HDR (8 + ADDR_TEXT)
+#define NSTAT 8
+#define LISTEN_TAG UINT64_MAX
+#define WAKE_TAG (UINT64_MAX - 1)
+
+/* relay-wide counters (udpRelayInfo) */
+enum { R_FWD, R_REPLIES, R_UPCALLS, R_UP_DROPPED, R_TX_DROPPED, R_FWD_DROPPED, R_NINFO };
+
+typedef struct {
+  int fd;              /* -1: free slot */
+  uint32_t gen;
+  int next;            /* hash chain */
+  int errored;
+  uint8_t key[19];     /* family, port (2), address (16) */
+  struct sockaddr_storage client;
+  socklen_t clientLen;
+  double st[NSTAT];
+} flow_t;
+
+typedef struct {
+  int kind;            /* 1 datagrams of unknown clients, 2 flow error */
+  int slot;
+  int err;
+  uint32_t gen;        /* kind 2: the flow's generation (udpRelayAdd's result) */
+  uint32_t count;
+  size_t len;
+  char *buf;
+} upcall_t;
+
+typedef struct {
+  int lfd, family, epfd, wakefd;
+  int started, closed;
+  pthread_t thr;
+  pthread_mutex_t mu;
+  flow_t *flows;
+  int cap;
+  int buckets[NBUCKETS];
+  napi_threadsafe_function tsfn;
+  double info[R_NINFO];
+  /* thread-private */
+  struct mmsghdr rx[RX_BATCH];
+  struct iovec rxiov[RX_BATCH];
+  struct sockaddr_storage rxaddr[RX_BATCH];
+  char *rxbuf;
+  struct mmsghdr tx[TX_BATCH];
+  struct iovec txiov[TX_BATCH];
+  struct sockaddr_storage txaddr[TX_BATCH];
+  char *txbuf;
+  int ntx;
+} relay_t;
+
+/* ------------------------------------------------------------------ flow table */
+
+static void key_of(const struct sockaddr_storage *sa, uint8_t key[19]) {
+  memset(key, 0, 19);
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    key[0] = 4;
+    memcpy(key + 1, &a->sin_port, 2);
+    memcpy(key + 3, &a->sin_addr, 4);
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    key[0] = 6;
+    memcpy(key + 1, &a->sin6_port, 2);
+    memcpy(key + 3, &a->sin6_addr, 16);
+  }
+}
+
+static unsigned bucket_of(const uint8_t key[19]) {
+  uint32_t h = 2166136261u;                    /* FNV-1a */
+  for (int i = 0; i < 19; i++) { h ^= key[i]; h *= 16777619u; }
+  return h & (NBUCKETS - 1);
+}
+
+/* Precondition: mu held. Returns the slot or -1. */
+static int lookup(relay_t *r, const uint8_t key[19]) {
+  for (int s = r->buckets[bucket_of(key)]; s >= 0; s = r->flows[s].next)
+    if (memcmp(r->flows[s].key, key, 19) == 0) return s;
+  return -1;
+}
+
+static void unlink_flow(relay_t *r, int slot) {
+  int *p = &r->buckets[bucket_of(r->flows[slot].key)];
+  while (*p >= 0 && *p != slot) p = &r->flows[*p].next;
+  if (*p == slot) *p = r->flows[slot].next;
+  r->flows[slot].next = -1;
+}
+
+static void count_in(flow_t *f, size_t len) {
+  f->st[0] += 1; f->st[1] += (double)len;
+  if (f->st[6] == 2) f->st[4] += 1;
+  f->st[6] = 1;
+}
+
+static void count_out(flow_t *f, size_t len) {
+  f->st[2] += 1; f->st[3] += (double)len;
+  if (f->st[6] == 1) f->st[5] += 1;
+  f->st[6] = 2;
+}
+
+/* ------------------------------------------------------------------ upcalls to JS */
+
+static void upcall(relay_t *r, upcall_t *u) {
+  if (napi_call_threadsafe_function(r->tsfn, u, napi_tsfn_nonblocking) != napi_ok) {
+    r->info[R_UP_DROPPED] += u->kind == 1 ? u->count : 1;
+    free(u->buf);
+    free(u);
+  } else {
+    r->info[R_UPCALLS] += 1;
+  }
+}
+
+/* Precondition: mu held. The flow stops being polled; JS drops it (and marks the backend down). */
+static void flow_error(relay_t *r, int slot, int err) {
+  flow_t *f = &r->flows[slot];
+  if (f->errored) return;
+  f->errored = 1;
+  epoll_ctl(r->epfd, EPOLL_CTL_DEL, f->fd, NULL);
+  upcall_t *u = calloc(1, sizeof *u);
+  if (!u) return;
+  u->kind = 2; u->slot = slot; u->err = err; u->gen = f->gen;
+  upcall(r, u);
+}
+
+static void put_le(char *p, uint32_t v, int n) { for (int i = 0; i < n; i++) p[i] = (char)((v >> (8 * i)) & 0xff); }
+
+/*
+ * Record of one datagram in a kind-1 upcall buffer (little-endian):
+ *   u16 port | u8 family (4/6) | u8 0 | u32 length | 48 bytes address text, NUL-padded | payload
+ */
+static size_t put_record(char *p, const struct sockaddr_storage *sa, const char *data, size_t len) {
+  uint16_t port;
+  memset(p, 0, UP_HDR);
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    port = ntohs(a->sin_port); p[2] = 4;
+    inet_ntop(AF_INET, &a->sin_addr, p + 8, ADDR_TEXT);
+  } else {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    port = ntohs(a->sin6_port); p[2] = 6;
+    inet_ntop(AF_INET6, &a->sin6_addr, p + 8, ADDR_TEXT);
+  }
+  put_le(p, port, 2);
+  put_le(p + 4, (uint32_t)len, 4);
+  memcpy(p + UP_HDR, data, len);
+  return UP_HDR + len;
+}
+
+/* ------------------------------------------------------------------ the thread */
+
+static void flush_tx(relay_t *r) {
+  int sent = 0;
+  while (sent < r->ntx) {
+    int k = sendmmsg(r->lfd, &r->tx[sent], (unsigned)(r->ntx - sent), MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      r->info[R_TX_DROPPED] += 1;   /* EAGAIN (buffer full) or a bad destination: drop this one */
+      sent++;
+      continue;
+    }
+    r->info[R_REPLIES] += k;
+    sent += k;
+  }
+  r->ntx = 0;
+}
+
+static void on_listen(relay_t *r) {
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < RX_BATCH; i++) {
+      r->rxiov[i].iov_base = r->rxbuf + (size_t)i * MAXDG;
+      r->rxiov[i].iov_len = MAXDG;
+      memset(&r->rx[i].msg_hdr, 0, sizeof r->rx[i].msg_hdr);
+      r->rx[i].msg_hdr.msg_iov = &r->rxiov[i];
+      r->rx[i].msg_hdr.msg_iovlen = 1;
+      r->rx[i].msg_hdr.msg_name = &r->rxaddr[i];
+      r->rx[i].msg_hdr.msg_namelen = sizeof r->rxaddr[i];
+    }
+    int m = recvmmsg(r->lfd, r->rx, RX_BATCH, MSG_DONTWAIT, NULL);
+    if (m <= 0) return;
+    size_t upLen = 0;
+    uint32_t upCount = 0;
+    int slots[RX_BATCH];
+    uint8_t key[19];
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < m; i++) {
+      key_of(&r->rxaddr[i], key);
+      int s = lookup(r, key);
+      slots[i] = s;
+      if (s < 0) { upLen += UP_HDR + r->rx[i].msg_len; upCount++; continue; }
+      flow_t *f = &r->flows[s];
+      if (f->errored) continue;
+      ssize_t w = send(f->fd, r->rxiov[i].iov_base, r->rx[i].msg_len, MSG_DONTWAIT);
+      if (w >= 0) { count_in(f, r->rx[i].msg_len); r->info[R_FWD] += 1; }
+      else if (errno == ECONNREFUSED) flow_error(r, s, errno);
+      else { f->st[7] += 1; r->info[R_FWD_DROPPED] += 1; }
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (upCount > 0) {
+      upcall_t *u = calloc(1, sizeof *u);
+      char *buf = malloc(upLen);
+      if (!u || !buf) { free(u); free(buf); r->info[R_UP_DROPPED] += upCount; }
+      else {
+        size_t off = 0;
+        for (int i = 0; i < m; i++)
+          if (slots[i] < 0) off += put_record(buf + off, &r->rxaddr[i], r->rxiov[i].iov_base, r->rx[i].msg_len);
+        u->kind = 1; u->count = upCount; u->len = upLen; u->buf = buf;
+        upcall(r, u);
+      }
+    }
+    if (m < RX_BATCH) return;
+  }
+}
+
+static void on_flow(relay_t *r, uint64_t tag) {
+  int slot = (int)(tag & 0xffffffffu);
+  uint32_t gen = (uint32_t)(tag >> 32);
+  pthread_mutex_lock(&r->mu);
+  for (int round = 0; round < 4; round++) {
+    if (slot >= r->cap) break;
+    flow_t *f = &r->flows[slot];
+    if (f->fd < 0 || f->gen != gen || f->errored) break;
+    if (r->ntx == TX_BATCH) flush_tx(r);
+    int want = TX_BATCH - r->ntx;
+    if (want > FLOW_RX) want = FLOW_RX;
+    for (int k = 0; k < want; k++) {
+      int i = r->ntx + k;
+      r->txiov[i].iov_base = r->txbuf + (size_t)i * MAXDG;
+      r->txiov[i].iov_len = MAXDG;
+      memset(&r->tx[i].msg_hdr, 0, sizeof r->tx[i].msg_hdr);
+      r->tx[i].msg_hdr.msg_iov = &r->txiov[i];
+      r->tx[i].msg_hdr.msg_iovlen = 1;
+    }
+    int m = recvmmsg(f->fd, &r->tx[r->ntx], (unsigned)want, MSG_DONTWAIT, NULL);
+    if (m < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) flow_error(r, slot, errno);
+      break;
+    }
+    for (int k = 0; k < m; k++) {
+      int i = r->ntx + k;
+      r->txiov[i].iov_len = r->tx[i].msg_len;
+      memcpy(&r->txaddr[i], &f->client, f->clientLen);
+      r->tx[i].msg_hdr.msg_name = &r->txaddr[i];
+      r->tx[i].msg_hdr.msg_namelen = f->clientLen;
+      count_out(f, r->tx[i].msg_len);
+    }
+    r->ntx += m;
+    if (m < want) break;
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void *relay_main(void *arg) {
+  relay_t *r = arg;
+  struct epoll_event ev[EV_MAX];
+  for (;;) {
+    int n = epoll_wait(r->epfd, ev, EV_MAX, -1);
+    if (n < 0) { if (errno == EINTR) continue; break; }
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = ev[i].data.u64;
+      if (tag == WAKE_TAG) return NULL;
+      if (tag == LISTEN_TAG) on_listen(r);
+      else on_flow(r, tag);
+    }
+    if (r->ntx > 0) flush_tx(r);
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ JS side */
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  upcall_t *u = data;
+  if (env != NULL && cb != NULL) {
+    napi_value undef, argv[4];
+    int ok = napi_get_undefined(env, &undef) == napi_ok && napi_create_int32(env, u->kind, &argv[0]) == napi_ok;
+    if (ok && u->kind == 1) {
+      void *copy;
+      ok = napi_create_buffer_copy(env, u->len, u->buf, &copy, &argv[1]) == napi_ok &&
+           napi_create_uint32(env, u->count, &argv[2]) == napi_ok && napi_get_undefined(env, &argv[3]) == napi_ok;
+    } else if (ok) {
+      ok = napi_create_int32(env, u->slot, &argv[1]) == napi_ok && napi_create_int32(env, u->err, &argv[2]) == napi_ok &&
+           napi_create_uint32(env, u->gen, &argv[3]) == napi_ok;
+    }
+    if (ok) napi_call_function(env, undef, cb, 4, argv, NULL);
+  }
+  free(u->buf);
+  free(u);
+}
+
+static void relay_stop(relay_t *r) {
+  if (r->closed) return;
+  r->closed = 1;
+  if (r->started) {
+    uint64_t one = 1;
+    ssize_t w = write(r->wakefd, &one, sizeof one);
+    (void)w;
+    pthread_join(r->thr, NULL);
+    r->started = 0;
+  }
+  pthread_mutex_lock(&r->mu);
+  for (int s = 0; s < r->cap; s++) if (r->flows[s].fd >= 0) { close(r->flows[s].fd); r->flows[s].fd = -1; }
+  pthread_mutex_unlock(&r->mu);
+  if (r->epfd >= 0) close(r->epfd);
+  if (r->wakefd >= 0) close(r->wakefd);
+  r->epfd = r->wakefd = -1;
+  if (r->tsfn) napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+  r->tsfn = NULL;
+  free(r->flows); r->flows = NULL; r->cap = 0;
+  free(r->rxbuf); r->rxbuf = NULL;
+  free(r->txbuf); r->txbuf = NULL;
+}
+
+static void relay_finalize(napi_env env, void *data, void *hint) {
+  relay_t *r = data;
+  relay_stop(r);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+static relay_t *get_relay(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  relay_t *r = p;
+  return r && !r->closed ? r : NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  return argc >= want;
+}
+
+static napi_value number(napi_env env, double v) {
+  napi_value out;
+  CHECK(napi_create_double(env, v, &out));
+  return out;
+}
+
+/* Text address + port → sockaddr; family 0 = whichever the text is. Returns the length or 0. */
+static socklen_t parse_addr(napi_env env, napi_value v, int port, struct sockaddr_storage *sa) {
+  char text[64];
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, text, sizeof text, &n) != napi_ok) return 0;
+  memset(sa, 0, sizeof *sa);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+  if (inet_pton(AF_INET, text, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET; a4->sin_port = htons((uint16_t)port);
+    return sizeof *a4;
+  }
+  if (inet_pton(AF_INET6, text, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6; a6->sin6_port = htons((uint16_t)port);
+    return sizeof *a6;
+  }
+  return 0;
+}
+
+/*
+ * udpRelayOpen(listenFd, family, callback) → external handle | { errno, syscall }
+ * callback(1, batch: Buffer, count) | callback(2, slot, errno, generation)
+ */
+static napi_value relay_open(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out, name;
+  int32_t lfd, family;
+  if (!get_args(env, info, 3, argv)) return make_failure(env, EINVAL, "udpRelayOpen");
+  CHECK(napi_get_value_int32(env, argv[0], &lfd));
+  CHECK(napi_get_value_int32(env, argv[1], &family));
+  relay_t *r = calloc(1, sizeof *r);
+  if (!r) return make_failure(env, ENOMEM, "malloc");
+  r->lfd = lfd; r->family = family; r->epfd = r->wakefd = -1;
+  pthread_mutex_init(&r->mu, NULL);
+  for (int i = 0; i < NBUCKETS; i++) r->buckets[i] = -1;
+  r->rxbuf = malloc((size_t)RX_BATCH * MAXDG);
+  r->txbuf = malloc((size_t)TX_BATCH * MAXDG);
+  int err = 0;
+  const char *sys = "malloc";
+  if (!r->rxbuf || !r->txbuf) err = ENOMEM;
+  if (!err && (r->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) { err = errno; sys = "epoll_create1"; }
+  if (!err && (r->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) { err = errno; sys = "eventfd"; }
+  if (!err) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = WAKE_TAG };
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->wakefd, &ev) < 0) { err = errno; sys = "epoll_ctl"; }
+    ev.data.u64 = LISTEN_TAG;
+    if (!err && epoll_ctl(r->epfd, EPOLL_CTL_ADD, lfd, &ev) < 0) { err = errno; sys = "epoll_ctl"; }
+  }
+  if (!err) {
+    CHECK(napi_create_string_utf8(env, "sgemu-udp-relay", NAPI_AUTO_LENGTH, &name));
+    if (napi_create_threadsafe_function(env, argv[2], NULL, name, UP_QUEUE, 1, NULL, NULL, NULL, call_js, &r->tsfn) != napi_ok) {
+      err = EINVAL; sys = "napi_create_threadsafe_function";
+    }
+  }
+  if (!err) {
+    /* The thread starts with every signal blocked: signals stay with Node's own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = pthread_create(&r->thr, NULL, relay_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) { err = e; sys = "pthread_create"; }
+    else { r->started = 1; pthread_setname_np(r->thr, "sgemu-udp"); }   /* top -H, perf, tests */
+  }
+  if (err) {
+    relay_stop(r);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    return make_failure(env, err, sys);
+  }
+  if (napi_create_external(env, r, relay_finalize, NULL, &out) != napi_ok) {
+    relay_finalize(env, r, NULL);
+    return NULL;
+  }
+  return out;
+}
+
+/*
+ * udpRelayAdd(h, slot, clientAddr, clientPort, backendAddr, backendPort, localAddr | null)
+ *   → the flow's generation (≥ 1; flow errors carry it, so a late error never hits a reused slot)
+ * socket(SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC), bind(localAddr:0) when given, connect(backend),
+ * then the flow is in the hash and polled.
+ */
+static napi_value relay_add(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return make_failure(env, EINVAL, "udpRelayAdd");
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return make_failure(env, EBADF, "udpRelayAdd");
+  int32_t slot, cport, bport;
+  CHECK(napi_get_value_int32(env, argv[1], &slot));
+  CHECK(napi_get_value_int32(env, argv[3], &cport));
+  CHECK(napi_get_value_int32(env, argv[5], &bport));
+  struct sockaddr_storage client, backend, local;
+  socklen_t clen = parse_addr(env, argv[2], cport, &client);
+  socklen_t blen = parse_addr(env, argv[4], bport, &backend);
+  napi_valuetype lt;
+  CHECK(napi_typeof(env, argv[6], &lt));
+  socklen_t llen = lt == napi_string ? parse_addr(env, argv[6], 0, &local) : 0;
+  if (slot < 0 || slot > (1 << 24) || clen == 0 || blen == 0 || (lt == napi_string && llen == 0) ||
+      (llen && local.ss_family != backend.ss_family)) return make_failure(env, EINVAL, "udpRelayAdd");
+  int fd = socket(backend.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_failure(env, errno, "socket");
+  if (llen && bind(fd, (struct sockaddr *)&local, llen) < 0) { int e = errno; close(fd); return make_failure(env, e, "bind"); }
+  if (connect(fd, (struct sockaddr *)&backend, blen) < 0) { int e = errno; close(fd); return make_failure(env, e, "connect"); }
+  uint8_t key[19];
+  key_of(&client, key);
+  pthread_mutex_lock(&r->mu);
+  int err = 0;
+  uint32_t gen = 0;
+  const char *sys = "udpRelayAdd";
+  if (slot >= r->cap) {
+    int ncap = r->cap ? r->cap : 1024;
+    while (ncap <= slot) ncap *= 2;
+    flow_t *nf = realloc(r->flows, (size_t)ncap * sizeof *nf);
+    if (!nf) err = ENOMEM;
+    else {
+      for (int s = r->cap; s < ncap; s++) { memset(&nf[s], 0, sizeof nf[s]); nf[s].fd = -1; nf[s].next = -1; }
+      r->flows = nf; r->cap = ncap;
+    }
+  }
+  if (!err && (r->flows[slot].fd >= 0 || lookup(r, key) >= 0)) err = EEXIST;
+  if (!err) {
+    flow_t *f = &r->flows[slot];
+    gen = f->gen + 1;
+    if (gen == 0) gen = 1;
+    memset(f, 0, sizeof *f);
+    f->fd = fd; f->gen = gen; f->errored = 0;
+    memcpy(f->key, key, 19);
+    memcpy(&f->client, &client, clen); f->clientLen = clen;
+    unsigned b = bucket_of(key);
+    f->next = r->buckets[b]; r->buckets[b] = slot;
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)gen << 32) | (uint32_t)slot };
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      err = errno; sys = "epoll_ctl";
+      unlink_flow(r, slot);
+      f->fd = -1;
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (err) { close(fd); return make_failure(env, err, sys); }
+  return number(env, gen);
+}
+
+/* udpRelaySend(h, slot, buffer) → bytes sent | { errno, syscall } (client → backend, counted) */
+static napi_value relay_send(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return make_failure(env, EINVAL, "udpRelaySend");
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return make_failure(env, EBADF, "udpRelaySend");
+  int32_t slot;
+  void *data;
+  size_t len;
+  CHECK(napi_get_value_int32(env, argv[1], &slot));
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &len));
+  pthread_mutex_lock(&r->mu);
+  ssize_t w = -1;
+  int err = EBADF;
+  if (slot >= 0 && slot < r->cap && r->flows[slot].fd >= 0 && !r->flows[slot].errored) {
+    flow_t *f = &r->flows[slot];
+    w = send(f->fd, data, len, MSG_DONTWAIT);
+    err = errno;
+    if (w >= 0) count_in(f, len);
+    else if (err != ECONNREFUSED) f->st[7] += 1;
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (w < 0) return make_failure(env, err, "send");
+  return number(env, (double)w);
+}
+
+/* udpRelayRemove(h, slot) → 0: stop polling, close the backend socket, free the slot. */
+static napi_value relay_remove(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return make_failure(env, EINVAL, "udpRelayRemove");
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return number(env, 0);
+  int32_t slot;
+  CHECK(napi_get_value_int32(env, argv[1], &slot));
+  pthread_mutex_lock(&r->mu);
+  if (slot >= 0 && slot < r->cap && r->flows[slot].fd >= 0) {
+    flow_t *f = &r->flows[slot];
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, f->fd, NULL);
+    close(f->fd);
+    f->fd = -1;
+    f->gen++;
+    unlink_flow(r, slot);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return number(env, 0);
+}
+
+/* udpRelayStats(h, slot, Float64Array(8)) → 0: copies the flow's counters. */
+static napi_value relay_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return make_failure(env, EINVAL, "udpRelayStats");
+  relay_t *r = get_relay(env, argv[0]);
+  int32_t slot;
+  CHECK(napi_get_value_int32(env, argv[1], &slot));
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  CHECK(napi_get_typedarray_info(env, argv[2], &type, &len, &data, NULL, NULL));
+  if (type != napi_float64_array || len < NSTAT) return make_failure(env, EINVAL, "udpRelayStats");
+  if (!r) return make_failure(env, EBADF, "udpRelayStats");
+  pthread_mutex_lock(&r->mu);
+  int ok = slot >= 0 && slot < r->cap && r->flows[slot].fd >= 0;
+  if (ok) memcpy(data, r->flows[slot].st, sizeof r->flows[slot].st);
+  pthread_mutex_unlock(&r->mu);
+  return ok ? number(env, 0) : make_failure(env, ENOENT, "udpRelayStats");
+}
+
+/* udpRelayInfo(h, Float64Array(6)) → 0: forwarded, replies, upcalls, upcall drops, reply drops, forward drops. */
+static napi_value relay_info(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return make_failure(env, EINVAL, "udpRelayInfo");
+  relay_t *r = get_relay(env, argv[0]);
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  CHECK(napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL));
+  if (type != napi_float64_array || len < R_NINFO) return make_failure(env, EINVAL, "udpRelayInfo");
+  if (!r) return make_failure(env, EBADF, "udpRelayInfo");
+  pthread_mutex_lock(&r->mu);
+  memcpy(data, r->info, sizeof r->info);
+  pthread_mutex_unlock(&r->mu);
+  return number(env, 0);
+}
+
+/* udpRelayClose(h) → 0: joins the thread, closes every backend socket (not the listening fd). */
+static napi_value relay_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return make_failure(env, EINVAL, "udpRelayClose");
+  relay_t *r = get_relay(env, argv[0]);
+  if (r) relay_stop(r);
+  return number(env, 0);
+}
 
 napi_status sgemu_udp_relay_init(napi_env env, napi_value exports) {
-  (void)env;
-  (void)exports;
-  return napi_ok;
+  napi_property_descriptor props[] = {
+    { "udpRelayOpen", NULL, relay_open, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayAdd", NULL, relay_add, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelaySend", NULL, relay_send, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayRemove", NULL, relay_remove, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayStats", NULL, relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayInfo", NULL, relay_info, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayClose", NULL, relay_close, NULL, NULL, NULL, napi_enumerable, NULL },
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }
