@@ -4,6 +4,8 @@ import t from 'tap';
 import { ManualClock } from '../../src/dataplane/clock.js';
 import { ConnTable, EXPIRE_IDLE, EXPIRE_CUT, ST_ESTABLISHED, type FlowEntry, type FlowOwner } from '../../src/dataplane/conntrack/table.js';
 import { entryToJson } from '../../src/dataplane/conntrack/view.js';
+import { parseIpv4, parseIpv6Words } from '../../src/policy/addr.js';
+import { mulberry32 } from '../prng.js';
 
 function owner(): FlowOwner & { expired: number[]; bytes: number } {
   const o = {
@@ -80,4 +82,227 @@ t.test('drop tells the owner why; the JSON view has the SPEC fields', async (t) 
   table.drop(e, EXPIRE_CUT);
   t.same(o.expired, [EXPIRE_CUT]);
   t.notOk(e.live);
+});
+
+// ---------------------------------------------------------------- tuple index (issue #4)
+
+const v4 = (o: FlowOwner, src: string, srcPort: number, dst = '127.0.0.10', dstPort = 22, proto = 6) => ({
+  ...flow(o, 1000), proto, src, srcPort, dst, dstPort, rulePort: dstPort,
+});
+const v6 = (o: FlowOwner, src: string, srcPort: number, dst = '::1', dstPort = 22, proto = 6) => ({
+  ...v4(o, src, srcPort, dst, dstPort, proto), family: 6 as const,
+});
+
+t.test('find4 finds a flow from both directions, and nothing else', async (t) => {
+  const table = new ConnTable(10, new ManualClock());
+  const o = owner();
+  const tcp = table.open(v4(o, '127.0.0.2', 40000))!;
+  const udp = table.open(v4(o, '127.0.0.2', 40000, '127.0.0.10', 22, 17))!;
+  const src = parseIpv4('127.0.0.2'), dst = parseIpv4('127.0.0.10');
+  t.equal(table.find4(6, src, 40000, dst, 22), tcp, 'client → instance');
+  t.equal(table.find4(6, dst, 22, src, 40000), tcp, 'the reply (swapped tuple)');
+  t.equal(table.find4(17, dst, 22, src, 40000), udp, 'the protocol is part of the tuple');
+  t.equal(table.find4(6, src, 22, dst, 40000), null, 'ports swapped without the addresses: another flow');
+  t.equal(table.find4(6, src, 40001, dst, 22), null);
+  t.equal(table.find4(6, src, 40000, dst + 1, 22), null);
+  t.equal(table.find4(1, src, 40000, dst, 22), null);
+  t.equal(table.find6(6, [0, 0, 0, 1], 40000, [0, 0, 0, 1], 22), null, 'an IPv4 flow is not an IPv6 one');
+  t.equal(tcp.src, '127.0.0.2', 'text form rebuilt from the number');
+  t.equal(tcp.dst, '127.0.0.10');
+  table.close(tcp);
+  t.equal(table.find4(6, src, 40000, dst, 22), null, 'closed: gone from the index');
+  t.equal(tcp.src, '127.0.0.2', 'a closed entry stays readable until its slot is reused (owners read it in expire)');
+  t.equal(tcp.srcPort, 40000);
+  const again = table.open(v4(o, '127.0.0.3', 50000))!;
+  t.equal(again, tcp, 'the slot and its object are reused');
+  t.equal(table.find4(6, src, 40000, dst, 22), null);
+  t.equal(table.find4(6, dst, 22, parseIpv4('127.0.0.3'), 50000), again);
+  // addresses with the top bit set are uint32, not negative
+  const hi = table.open(v4(o, '255.255.255.254', 65535, '128.0.0.1', 0))!;
+  t.equal(hi.src, '255.255.255.254');
+  t.equal(table.find4(6, 0xfffffffe, 65535, 0x80000001, 0), hi);
+  t.equal(table.find4(6, 0x80000001 | 0, 0, 0xfffffffe | 0, 65535), hi, 'a signed int32 address is read as uint32');
+});
+
+t.test('find6 finds a flow from both directions; texts come back as given', async (t) => {
+  const table = new ConnTable(10, new ManualClock());
+  const o = owner();
+  const a = table.open(v6(o, 'fd00::2', 40000))!;
+  const mapped = table.open(v6(o, '::ffff:127.0.0.2', 40001))!;
+  const long = table.open(v6(o, '0:0:0:0:0:0:0:1', 40002, '2001:DB8::1', 443))!;
+  const w = (s: string) => parseIpv6Words(s);
+  t.equal(table.find6(6, w('fd00::2'), 40000, w('::1'), 22), a);
+  t.equal(table.find6(6, w('::1'), 22, w('fd00::2'), 40000), a, 'the reply');
+  t.equal(table.find6(17, w('::1'), 22, w('fd00::2'), 40000), null, 'other protocol');
+  t.equal(table.find6(6, w('fd00::3'), 40000, w('::1'), 22), null);
+  t.equal(table.find6(6, w('fd00::2'), 40000, w('::2'), 22), null);
+  t.equal(table.find6(6, w('::ffff:7f00:2'), 40001, w('::1'), 22), mapped, 'a v4-mapped source by its words');
+  t.equal(table.find6(6, w('2001:db8::1'), 443, w('::1'), 40002), long);
+  const scratch = new Uint32Array(8);
+  scratch.set(w('::1'), 0); scratch.set(w('fd00::2'), 4);
+  t.equal(table.find6(6, scratch, 22, scratch, 40000, 0, 4), a, 'both addresses read from one scratch array at offsets');
+  t.equal(table.find4(6, 1, 40000, 1, 22), null, 'an IPv6 flow is not an IPv4 one');
+  t.equal(a.src, 'fd00::2');
+  t.equal(a.family, 6);
+  t.equal(mapped.src, '::ffff:127.0.0.2', 'Node\'s v4-mapped text, not the RFC 5952 hex form');
+  t.equal(long.src, '0:0:0:0:0:0:0:1', 'non-canonical text kept as given');
+  t.equal(long.dst, '2001:DB8::1');
+  table.close(mapped);
+  t.equal(table.find6(6, w('::ffff:7f00:2'), 40001, w('::1'), 22), null);
+  const reused = table.open(v6(o, 'fd00::9', 1))!;
+  t.equal(reused, mapped);
+  t.equal(reused.src, 'fd00::9', 'the reused slot forgets the old text');
+  const bad = table.open({ ...v4(o, 'not-an-address', 5), dst: '127.0.0.10' })!;
+  t.equal(bad.src, 'not-an-address', 'an unparsable text is kept as given (and is findable by nothing)');
+});
+
+t.test('every field reads back what was written, across growth of the columns', async (t) => {
+  const clock = new ManualClock(1234.5);
+  const table = new ConnTable(1000, clock);
+  const o = owner();
+  const first = table.open({ ...v4(o, '10.0.0.1', 1), inst: 7, dir: 1, listener: 3, tracked: false, state: ST_ESTABLISHED, rulePort: 8080, timeoutMs: 432000_000 })!;
+  first.bytesIn = 2 ** 40 + 1; first.bytesOut = 5; first.packetsIn = 3; first.packetsOut = 4; first.exchanges = 2;
+  t.equal(first.reportedBytesIn, 0, 'flow-log counters read 0 before the flow log ever wrote one');
+  first.reportedBytesIn = 11; first.reportedBytesOut = 12; first.reportedPacketsIn = 13; first.reportedPacketsOut = 14;
+  first.state = 2; first.tracked = true;
+  const others: FlowEntry[] = [];
+  for (let i = 0; i < 300; i++) others.push(table.open(v4(o, '10.0.1.1', 1000 + i))!);   // grows 64 → 128 → 256 → 512
+  t.equal(table.capacity, 301);
+  t.same(first.toJSON(), {
+    slot: 0, live: true, proto: 6, family: 4, inst: 7, dir: 1, listener: 3, tracked: true, state: 2,
+    src: '10.0.0.1', srcPort: 1, dst: '127.0.0.10', dstPort: 22, rulePort: 8080,
+    bytesIn: 2 ** 40 + 1, bytesOut: 5, packetsIn: 3, packetsOut: 4, exchanges: 2,
+    reportedBytesIn: 11, reportedBytesOut: 12, reportedPacketsIn: 13, reportedPacketsOut: 14,
+    createdMs: 1234.5, lastSeenMs: 1234.5, lastActivity: 0, timeoutMs: 432000_000,
+  });
+  t.equal(first.owner, o);
+  t.equal(others[299]!.reportedBytesIn, 0, 'a flow opened after the flow log started has zeroed counters');
+  t.equal(table.find4(6, parseIpv4('10.0.1.1'), 1299, parseIpv4('127.0.0.10'), 22), others[299]);
+  t.equal(table.find4(6, parseIpv4('127.0.0.10'), 22, parseIpv4('10.0.0.1'), 1), first);
+  table.close(first);
+  t.equal(first.owner, null, 'close forgets the owner');
+  const again = table.open(v4(o, '10.0.0.2', 2))!;
+  t.equal(again, first);
+  t.match(again.toJSON(), { bytesIn: 0, packetsIn: 0, exchanges: 0, reportedBytesIn: 0, reportedPacketsOut: 0, tracked: true, state: ST_ESTABLISHED });
+});
+
+t.test('writing a key field of a live entry re-indexes it', async (t) => {
+  const table = new ConnTable(10, new ManualClock());
+  const e = table.open(v4(owner(), '127.0.0.2', 40000))!;
+  const src = parseIpv4('127.0.0.2'), dst = parseIpv4('127.0.0.10');
+  e.srcPort = 40001;
+  t.equal(table.find4(6, src, 40000, dst, 22), null);
+  t.equal(table.find4(6, dst, 22, src, 40001), e);
+  e.src = '127.0.0.3';
+  t.equal(table.find4(6, parseIpv4('127.0.0.3'), 40001, dst, 22), e);
+  e.proto = 17;
+  t.equal(table.find4(17, parseIpv4('127.0.0.3'), 40001, dst, 22), e);
+  e.family = 6;
+  t.equal(e.src, '127.0.0.3', 'an IPv4 text on an IPv6 entry is kept as text');
+  t.equal(table.find4(17, parseIpv4('127.0.0.3'), 40001, dst, 22), null);
+});
+
+t.test('full table: open refuses and counts, find still answers, onFullChange on both edges', async (t) => {
+  const table = new ConnTable(3, new ManualClock());
+  const edges: boolean[] = [];
+  table.onFullChange = (full) => edges.push(full);
+  const o = owner();
+  const es = [1, 2, 3].map((i) => table.open(v4(o, `127.0.0.${i}`, 1000 + i))!);
+  t.same(edges, [true]);
+  t.equal(table.open(v4(o, '127.0.0.9', 9)), null);
+  t.equal(table.overflows, 1);
+  t.equal(table.find4(6, parseIpv4('127.0.0.9'), 9, parseIpv4('127.0.0.10'), 22), null, 'the refused flow was not indexed');
+  for (let i = 0; i < 3; i++) t.equal(table.find4(6, parseIpv4('127.0.0.10'), 22, parseIpv4(`127.0.0.${i + 1}`), 1001 + i), es[i]);
+  table.close(es[1]!);
+  t.same(edges, [true, false]);
+  t.equal(table.capacity, 3);
+});
+
+t.test('sweep removes expired flows from the index and keeps the live ones findable', async (t) => {
+  const clock = new ManualClock();
+  const table = new ConnTable(1000, clock);
+  const short = owner(), long = owner();
+  for (let i = 0; i < 200; i++) table.open({ ...v4(i % 2 ? short : long, '10.1.0.1', i), timeoutMs: i % 2 ? 1000 : 5000 });
+  clock.advance(1000);
+  let expired = 0;
+  for (let n = 0; n < 20; n++) expired += table.sweep(16);          // bounded slices, several passes
+  t.equal(expired, 100);
+  t.equal(short.expired.length, 100);
+  t.equal(table.count, 100);
+  const a = parseIpv4('10.1.0.1'), d = parseIpv4('127.0.0.10');
+  let found = 0;
+  for (let i = 0; i < 200; i++) if (table.find4(6, a, i, d, 22) !== null) { found++; t.equal(i % 2, 0, `port ${i} is a long flow`); }
+  t.equal(found, 100);
+  t.equal([...table.live()].length, 100);
+});
+
+t.test('churn: open/close at random against a Map reference (seeded), v4 and v6 mixed', async (t) => {
+  const seed = 0x5eed07;
+  const rnd = mulberry32(seed);
+  const clock = new ManualClock();
+  const MAX = 700;
+  const table = new ConnTable(MAX, clock);
+  const o = owner();
+  // A small tuple space (1600 tuples; the reference settles near 740 > MAX), so that flows come
+  // back, the table fills now and then, chains form and backward shifts happen.
+  type Ref = { e: FlowEntry; proto: number; v6: boolean; a: number; ap: number; b: number; bp: number; srcText: string };
+  const ref = new Map<string, Ref>();
+  const keyOf = (proto: number, v6: boolean, a: number, ap: number, b: number, bp: number) => {
+    const x = `${a}:${ap}`, y = `${b}:${bp}`;                        // unordered pair: both directions
+    return `${proto}/${v6 ? 6 : 4}/${x < y ? x + '|' + y : y + '|' + x}`;
+  };
+  const text = (v6: boolean, a: number) => (v6 ? `fd00::${a.toString(16)}` : `10.0.${a >>> 8}.${a & 255}`);
+  const words = (a: number) => [0xfd000000, 0, 0, a];
+  const look = (r: { proto: number; v6: boolean; a: number; ap: number; b: number; bp: number }, reply: boolean) => {
+    const [sa, sp, da, dp] = reply ? [r.b, r.bp, r.a, r.ap] : [r.a, r.ap, r.b, r.bp];
+    return r.v6 ? table.find6(r.proto, words(sa), sp, words(da), dp)
+      : table.find4(r.proto, parseIpv4(text(false, sa)), sp, parseIpv4(text(false, da)), dp);
+  };
+  const randomTuple = () => ({
+    proto: rnd() < 0.8 ? 6 : 17, v6: rnd() < 0.3,
+    a: 1 + Math.floor(rnd() * 10), ap: 1 + Math.floor(rnd() * 10), b: 1 + Math.floor(rnd() * 2), bp: 80 + Math.floor(rnd() * 2),
+  });
+  let mismatches = 0, opens = 0, closes = 0, full = 0;
+  const OPS = 20_000;
+  for (let op = 0; op < OPS && mismatches === 0; op++) {
+    const x = randomTuple();
+    const k = keyOf(x.proto, x.v6, x.a, x.ap, x.b, x.bp);
+    const have = ref.get(k);
+    const found = look(x, rnd() < 0.5);
+    if (found !== (have?.e ?? null)) { mismatches++; t.fail(`op ${op}: find ${k} gave slot ${found?.slot ?? 'null'}, reference ${have?.e.slot ?? 'null'} (seed ${seed})`); }
+    if (have && rnd() < 0.7) {
+      (rnd() < 0.5 ? () => table.close(have.e) : () => table.drop(have.e, EXPIRE_CUT))();
+      ref.delete(k); closes++;
+    } else if (!have && rnd() < 0.6) {
+      const src = text(x.v6, x.a), dst = x.v6 ? `fd00::${x.b.toString(16)}` : `10.0.${x.b >>> 8}.${x.b & 255}`;
+      const f = { ...v4(o, src, x.ap, dst, x.bp, x.proto), family: (x.v6 ? 6 : 4) as 4 | 6 };
+      const e = table.open(f);
+      if (e === null) { full++; if (ref.size !== MAX) { mismatches++; t.fail(`op ${op}: refused at ${ref.size} < ${MAX}`); } continue; }
+      ref.set(k, { e, ...x, srcText: src }); opens++;
+    }
+    if (table.count !== ref.size) { mismatches++; t.fail(`op ${op}: count ${table.count} vs reference ${ref.size}`); }
+  }
+  t.equal(mismatches, 0, `no mismatch over ${OPS} ops (${opens} opens, ${closes} closes, ${full} refused when full)`);
+  t.ok(opens > 1000 && closes > 1000, 'the run churned');
+  // Final state: every reference flow found from both sides with its own fields; live() agrees.
+  let bad = 0;
+  for (const r of ref.values()) {
+    if (look(r, false) !== r.e || look(r, true) !== r.e || r.e.src !== r.srcText || r.e.srcPort !== r.ap || r.e.dstPort !== r.bp || r.e.family !== (r.v6 ? 6 : 4)) bad++;
+  }
+  t.equal(bad, 0, `all ${ref.size} reference flows intact`);
+  t.same(new Set(table.live()), new Set([...ref.values()].map((r) => r.e)), 'live() yields exactly the reference flows');
+});
+
+t.test('numeric address views: srcV4/dstV4 and srcV6/dstV6 feed find4/find6 without text', async (t) => {
+  const table = new ConnTable(4, new ManualClock());
+  const a = table.open(v4(owner(), '192.0.2.200', 5))!;
+  t.equal(a.srcV4, parseIpv4('192.0.2.200'));
+  t.equal(a.dstV4, parseIpv4('127.0.0.10'));
+  t.equal(table.find4(a.proto, a.dstV4, a.dstPort, a.srcV4, a.srcPort), a);
+  t.same([...a.srcV6(new Uint32Array(4))], [0, 0, 0, 0], 'no IPv6 words on an IPv4 entry');
+  const b = table.open(v6(owner(), '2001:db8::7', 6))!;
+  const w = new Uint32Array(8);
+  b.srcV6(w, 0); b.dstV6(w, 4);
+  t.same([...w], [...parseIpv6Words('2001:db8::7'), ...parseIpv6Words('::1')]);
+  t.equal(table.find6(b.proto, w, b.dstPort, w, b.srcPort, 4, 0), b);
 });

@@ -1,18 +1,51 @@
 // The connection-tracking table: every flow the daemon let through, its AWS state and idle timeout.
 //
-// Owns: slots, the bound (`--conntrack-max`), idle expiry and the overflow counter.
+// Owns: slots, the bound (`--conntrack-max`), idle expiry, the overflow counter and the tuple index
+// (find a flow by its 5-tuple, from either direction).
 // Must not: know about sockets. A flow's owner (the TCP or UDP relay) reports activity through
 // `sample()` and is told to go through `expire()`.
 // Invariants: one FlowEntry object per slot for the table's life (one shape, reused), `count` =
-// live slots, a free slot has `live === false`. Expiry is swept in bounded slices per tick so a
-// large table never blocks the loop (STYLE: "a sweeper scans a bounded slice per tick").
+// live slots, a free slot has `live === false` and keeps its last flow's fields readable until the
+// slot is reused (owners read them in `expire()`). Every live slot, and only those, is in the
+// index. Expiry is swept in bounded slices per tick so a large table never blocks the loop (STYLE:
+// "a sweeper scans a bounded slice per tick").
 //
-//   slots: [ e0 | e1 | e2 | ... | eN ]   free: stack of slot numbers   cursor → next slice to sweep
+// Per-slot state lives in typed arrays (struct of arrays), not in the FlowEntry objects: a JS
+// object field holding a non-integer number points to a boxed HeapNumber (8 + 16 bytes here, no
+// pointer compression) and an address string is ~32 more, so the object-per-flow table cost
+// 281 MB RSS per 1M entries; the columns cost 173-175 MB (108 typed-array + 49 JS-heap bytes per
+// entry: the { slot, owner } object and its pointer; the columns live on a per-table subclass's
+// prototype, not in each entry), and the index answers a lookup at 1.3-1.8x Map.get with a
+// numeric key (scripts/bench/conntrack.ts, issue #7). The price is paid once per flow: open
+// parses the address texts and open/close maintain the index.
+// FlowEntry is a view: its fields are accessors on the prototype over the columns at `slot`.
+//
+//   slot s:  key  u32 ×4  [ meta | srcPort + dstPort<<16 | src (v4, or v6 word 3) | dst (idem) ]
+//            aux  i32 ×3  [ inst | listener | rulePort ]
+//            num  f64 ×9  [ bytesIn bytesOut packetsIn packetsOut exchanges createdMs lastSeenMs lastActivity timeoutMs ]
+//            the entry object { slot, owner };   lazily, only once used: src6/dst6 u32 ×4
+//            (IPv6 flows), rep f64 ×4 (flow-log reported* counters)
+//   meta:    bits 0-7 proto | 8-15 state | 16-23 dir | 24 live | 25 tracked | 26 IPv6
+//   columns grow by doubling, up to `max` slots;   free: stack of slot numbers;   cursor → next slice to sweep
+//
+// Addresses are kept as numbers (IPv4 uint32, IPv6 four uint32 words) and the text forms `src`
+// and `dst` are built on demand (slow paths: listings, flow log, policy re-checks). A text that
+// would not come back identical from its numbers (IPv6 not in RFC 5952 form, e.g. Node's
+// "::ffff:127.0.0.1", or anything that does not parse) is kept as given in a side map.
+//
+// Tuple index: open addressing over an Int32Array of slot + 1 (0 = empty), linear probing,
+// backward-shift deletion (no tombstones; homes recomputed from the columns, no stored hash),
+// load ≤ 1/2. The hash is symmetric in the two endpoints, so a flow and its reply (the swapped
+// tuple) land in the same chain and one index entry answers both directions:
+//
+//   h = fmix32( end(src, srcPort) + end(dst, dstPort) ^ proto·K )      end(a, p) = fmix32(a ^ (p+1)·φ)
 //
 // Idle time is measured, not pushed: TCP relays report byte totals (socket.bytesRead/bytesWritten)
 // when sampled, so the per-chunk hot path does no conntrack work at all. A change in the totals
 // since the last sample means the flow was active in between.
 
+import { inspect } from 'node:util';
+import { formatIpv4, formatIpv6, parseIpv4, parseIpv6Words } from '../../policy/addr.js';
 import type { Clock } from '../clock.js';
 
 export const ST_SYN_SENT = 0;
@@ -35,42 +68,335 @@ export interface FlowOwner {
   expire(e: FlowEntry, reason: number): void;
 }
 
-export class FlowEntry {
-  slot: number;
-  live = false;
-  proto = 0;
-  family = 4;
-  inst = -1;
-  dir = 0;
-  listener = -1;            // index of the listener that owns it
-  tracked = true;
-  state = ST_SYN_SENT;
-  src = '';                 // built once per flow
-  srcPort = 0;
-  dst = '';
-  dstPort = 0;
-  rulePort = 0;             // the port the rules see
-  bytesIn = 0;              // client → instance
-  bytesOut = 0;             // instance → client
-  packetsIn = 0;
-  packetsOut = 0;
-  exchanges = 0;            // UDP request-response turns
-  reportedBytesIn = 0;      // what the flow log has already counted (per interval records)
-  reportedBytesOut = 0;
-  reportedPacketsIn = 0;
-  reportedPacketsOut = 0;
-  createdMs = 0;
-  lastSeenMs = 0;
-  lastActivity = 0;         // bytesIn + bytesOut at the last sample
-  timeoutMs = 0;
-  owner: FlowOwner | null = null;
-  constructor(slot: number) { this.slot = slot; }
-}
-
 export interface OpenFlow {
   proto: number; family: 4 | 6; inst: number; dir: number; listener: number; tracked: boolean; state: number;
   src: string; srcPort: number; dst: string; dstPort: number; rulePort: number; timeoutMs: number;
   owner: FlowOwner;
+}
+
+// ---------------------------------------------------------------- column layout
+
+const KW = 4;                                   // key words per slot
+const K_META = 0, K_PORTS = 1, K_SRC = 2, K_DST = 3;
+const M_PROTO = 0xff, M_STATE_SHIFT = 8, M_DIR_SHIFT = 16;
+const M_LIVE = 1 << 24, M_TRACKED = 1 << 25, M_V6 = 1 << 26;
+const M_MATCH = M_PROTO | M_V6;                 // what a lookup compares besides ports and addresses
+
+const AW = 3;                                   // aux words per slot
+const A_INST = 0, A_LISTENER = 1, A_RULE_PORT = 2;
+
+const NW = 9;                                   // f64 per slot
+const N_BYTES_IN = 0, N_BYTES_OUT = 1, N_PACKETS_IN = 2, N_PACKETS_OUT = 3, N_EXCHANGES = 4;
+const N_CREATED = 5, N_LAST_SEEN = 6, N_LAST_ACTIVITY = 7, N_TIMEOUT = 8;
+
+const RW = 4;                                   // reported* f64 per slot (flow log only)
+const R_BYTES_IN = 0, R_BYTES_OUT = 1, R_PACKETS_IN = 2, R_PACKETS_OUT = 3;
+
+const INITIAL_SLOTS = 64;
+const INITIAL_INDEX = 128;                      // power of two, ≥ 2 × INITIAL_SLOTS
+
+function fmix32(h: number): number {
+  h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+const end4 = (a: number, port: number): number => fmix32(a ^ Math.imul(port + 1, 0x9e3779b1));
+const end6 = (w0: number, w1: number, w2: number, w3: number, port: number): number =>
+  fmix32(w0 ^ fmix32(w1 ^ fmix32(w2 ^ fmix32(w3 ^ Math.imul(port + 1, 0x9e3779b1)))));
+const join = (proto: number, a: number, b: number): number => fmix32(((a + b) | 0) ^ Math.imul(proto + 1, 0x27d4eb2f));
+
+/** Address text → numbers; -1 / null when it does not parse (the text is then kept as given, words 0). */
+function tryParse4(text: string): number {
+  try { return parseIpv4(text); } catch { return -1; }
+}
+function tryParse6(text: string): Uint32Array | null {
+  try { return parseIpv6Words(text); } catch { return null; }
+}
+
+/**
+ * The columns. Internal to this module: ConnTable owns the policy (bound, free list, sweep), the
+ * store owns the arrays and the index. FlowEntry reads and writes through it.
+ */
+class Store {
+  alloc = 0;                                    // slots the columns hold
+  used = 0;                                     // slots ever handed out (= ConnTable.capacity)
+  key = new Uint32Array(0);
+  aux = new Int32Array(0);
+  num = new Float64Array(0);
+  src6: Uint32Array | null = null;
+  dst6: Uint32Array | null = null;
+  rep: Float64Array | null = null;
+  readonly entries: FlowEntry[] = [];
+  /** Texts that do not round-trip through their numbers, by slot. Usually empty. */
+  readonly srcText = new Map<number, string>();
+  readonly dstText = new Map<number, string>();
+  idx = new Int32Array(INITIAL_INDEX);
+  mask = INITIAL_INDEX - 1;
+  indexed = 0;
+  // One-entry parse caches: the destination is the listener's own address, the same string for
+  // every flow of a listener; IPv6 sources are mostly "::1".
+  private lastDst = ''; private lastDstFamily = 0; private lastDstWords = new Uint32Array(4); private lastDstExact = false;
+  private lastSrc6 = ''; private lastSrc6Words = new Uint32Array(4); private lastSrc6Exact = false;
+
+  /** FlowEntry with `st` on its prototype: one per table, so entries carry no pointer to it. */
+  private readonly Entry: new (slot: number) => FlowEntry;
+
+  constructor(readonly max: number) {
+    const Entry = class extends FlowEntry {};
+    Object.defineProperty(Entry.prototype, 'st', { value: this });
+    this.Entry = Entry;
+  }
+
+  /** Doubles the columns (bounded by max). Precondition: used === alloc < max. */
+  grow(): void {
+    const n = Math.min(this.max, Math.max(INITIAL_SLOTS, this.alloc * 2));
+    const key = new Uint32Array(n * KW); key.set(this.key); this.key = key;
+    const aux = new Int32Array(n * AW); aux.set(this.aux); this.aux = aux;
+    const num = new Float64Array(n * NW); num.set(this.num); this.num = num;
+    if (this.src6) { const a = new Uint32Array(n * 4); a.set(this.src6); this.src6 = a; }
+    if (this.dst6) { const a = new Uint32Array(n * 4); a.set(this.dst6); this.dst6 = a; }
+    if (this.rep) { const a = new Float64Array(n * RW); a.set(this.rep); this.rep = a; }
+    this.alloc = n;
+  }
+
+  /** A new slot at the end (used < alloc after grow), with its entry object. */
+  append(): number {
+    if (this.used === this.alloc) this.grow();
+    const s = this.used++;
+    this.entries.push(new this.Entry(s));
+    return s;
+  }
+
+  v6words(): Uint32Array {
+    if (!this.src6) { this.src6 = new Uint32Array(this.alloc * 4); this.dst6 = new Uint32Array(this.alloc * 4); }
+    return this.src6;
+  }
+
+  repCols(): Float64Array {
+    return this.rep ??= new Float64Array(this.alloc * RW);
+  }
+
+  /** Writes the address `text` (family from the slot's meta) as src (which 0) or dst (1). */
+  setAddr(s: number, which: number, text: string): void {
+    const key = this.key, k = s * KW + (which === 0 ? K_SRC : K_DST);
+    const texts = which === 0 ? this.srcText : this.dstText;
+    if (texts.size !== 0) texts.delete(s);
+    if (!(key[s * KW + K_META]! & M_V6)) {
+      if (which === 1 && text === this.lastDst && this.lastDstFamily === 4) { key[k] = this.lastDstWords[3]!; return; }
+      const a = tryParse4(text);
+      if (a < 0) { key[k] = 0; texts.set(s, text); return; }
+      key[k] = a;
+      if (which === 1) { this.lastDst = text; this.lastDstFamily = 4; this.lastDstWords[3] = a; }
+      return;
+    }
+    this.v6words();
+    const cols = which === 0 ? this.src6! : this.dst6!;
+    let w: Uint32Array | null, exact: boolean;
+    if (which === 1 && text === this.lastDst && this.lastDstFamily === 6) { w = this.lastDstWords; exact = this.lastDstExact; }
+    else if (which === 0 && text === this.lastSrc6) { w = this.lastSrc6Words; exact = this.lastSrc6Exact; }
+    else {
+      w = tryParse6(text);
+      exact = w !== null && formatIpv6(w) === text;
+      if (w !== null && which === 1) { this.lastDst = text; this.lastDstFamily = 6; this.lastDstWords.set(w); this.lastDstExact = exact; }
+      if (w !== null && which === 0) { this.lastSrc6 = text; this.lastSrc6Words.set(w); this.lastSrc6Exact = exact; }
+    }
+    const b = s * 4;
+    if (w === null) { cols[b] = 0; cols[b + 1] = 0; cols[b + 2] = 0; cols[b + 3] = 0; }
+    else { cols[b] = w[0]!; cols[b + 1] = w[1]!; cols[b + 2] = w[2]!; cols[b + 3] = w[3]!; }
+    key[k] = cols[b + 3]!;
+    if (!exact) texts.set(s, text);
+  }
+
+  addrText(s: number, which: number): string {
+    const texts = which === 0 ? this.srcText : this.dstText;
+    if (texts.size !== 0) { const t = texts.get(s); if (t !== undefined) return t; }
+    const k = this.key;
+    if (!(k[s * KW + K_META]! & M_V6)) return formatIpv4(k[s * KW + (which === 0 ? K_SRC : K_DST)]!);
+    const cols = which === 0 ? this.src6! : this.dst6!;
+    return formatIpv6(cols.subarray(s * 4, s * 4 + 4));
+  }
+
+  words(s: number, which: number, out: Uint32Array, at: number): Uint32Array {
+    const cols = which === 0 ? this.src6 : this.dst6;
+    const v6 = (this.key[s * KW + K_META]! & M_V6) !== 0 && cols !== null;
+    for (let i = 0; i < 4; i++) out[at + i] = v6 ? cols![s * 4 + i]! : 0;
+    return out;
+  }
+
+  /** The slot's tuple hash, from its columns (the key fields must not have changed since insert). */
+  hashOf(s: number): number {
+    const key = this.key, b = s * KW;
+    const meta = key[b + K_META]!, ports = key[b + K_PORTS]!;
+    const proto = meta & M_PROTO, sp = ports & 0xffff, dp = ports >>> 16;
+    if (!(meta & M_V6)) return join(proto, end4(key[b + K_SRC]!, sp), end4(key[b + K_DST]!, dp));
+    const a = this.src6!, d = this.dst6!, w = s * 4;
+    return join(proto, end6(a[w]!, a[w + 1]!, a[w + 2]!, a[w + 3]!, sp), end6(d[w]!, d[w + 1]!, d[w + 2]!, d[w + 3]!, dp));
+  }
+
+  /** Adds a live slot to the index (doubling the index first when it would pass load 1/2). */
+  insert(s: number): void {
+    if ((this.indexed + 1) * 2 > this.idx.length) this.rehash(this.idx.length * 2);
+    const h = this.hashOf(s);
+    const idx = this.idx, mask = this.mask;
+    let i = h & mask;
+    while (idx[i] !== 0) i = (i + 1) & mask;
+    idx[i] = s + 1;
+    this.indexed++;
+  }
+
+  /** Removes slot s (which must be indexed) and shifts its chain back so no tombstone is left. */
+  remove(s: number): void {
+    const idx = this.idx, mask = this.mask;
+    let i = this.hashOf(s) & mask;
+    while (idx[i] !== s + 1) i = (i + 1) & mask;
+    idx[i] = 0;
+    // Backward shift (Knuth 6.4, algorithm R): move each later member of the run whose home is
+    // not cyclically within (i, j] into the hole.
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const v = idx[j]!;
+      if (v === 0) break;
+      const home = this.hashOf(v - 1) & mask;
+      if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+        idx[i] = v; idx[j] = 0; i = j;
+      }
+    }
+    this.indexed--;
+  }
+
+  private rehash(size: number): void {
+    const old = this.idx;
+    const idx = new Int32Array(size), mask = size - 1;
+    for (let i = 0; i < old.length; i++) {
+      const v = old[i]!;
+      if (v === 0) continue;
+      let j = this.hashOf(v - 1) & mask;
+      while (idx[j] !== 0) j = (j + 1) & mask;
+      idx[j] = v;
+    }
+    this.idx = idx; this.mask = mask;
+  }
+
+  /** Rewrites one key field of slot s through `write`, keeping the index right if it is live. */
+  rekey(s: number, write: () => void): void {
+    const live = (this.key[s * KW + K_META]! & M_LIVE) !== 0;
+    if (live) this.remove(s);
+    write();
+    if (live) this.insert(s);
+  }
+}
+
+/**
+ * One flow, as the relays, the flow log and the API see it: a view over the table's columns at
+ * `slot` (same object for the slot's whole life, reused by the next flow in the slot). Every
+ * field reads and writes the columns. Ports are uint16, proto/state/dir uint8, inst/listener/
+ * rulePort int32, counters and times float64. Writing proto, family, src, dst or a port of a
+ * live entry re-indexes it. `live` is read-only: use ConnTable.open/close/drop.
+ */
+export class FlowEntry {
+  /** @internal The table's columns: on the per-table subclass's prototype, not in each entry. */
+  declare readonly st: Store;
+  readonly slot: number;
+  /** The relay that owns the flow (set by the caller after open); null once closed. */
+  owner: FlowOwner | null = null;
+  /** @internal Made by the table only (Store.Entry). */
+  constructor(slot: number) { this.slot = slot; }
+
+  get live(): boolean { return (this.st.key[this.slot * KW + K_META]! & M_LIVE) !== 0; }
+
+  get proto(): number { return this.st.key[this.slot * KW + K_META]! & M_PROTO; }
+  set proto(v: number) { this.st.rekey(this.slot, () => this.setMeta(M_PROTO, v & 0xff)); }
+  get family(): number { return this.st.key[this.slot * KW + K_META]! & M_V6 ? 6 : 4; }
+  set family(v: number) {
+    // The addresses are re-read as the new family: keep their texts across the switch.
+    const src = this.src, dst = this.dst, st = this.st, s = this.slot;
+    st.rekey(s, () => {
+      this.setMeta(M_V6, v === 6 ? M_V6 : 0);
+      st.setAddr(s, 0, src); st.setAddr(s, 1, dst);
+    });
+  }
+  get state(): number { return (this.st.key[this.slot * KW + K_META]! >>> M_STATE_SHIFT) & 0xff; }
+  set state(v: number) { this.setMeta(0xff << M_STATE_SHIFT, (v & 0xff) << M_STATE_SHIFT); }
+  get dir(): number { return (this.st.key[this.slot * KW + K_META]! >>> M_DIR_SHIFT) & 0xff; }
+  set dir(v: number) { this.setMeta(0xff << M_DIR_SHIFT, (v & 0xff) << M_DIR_SHIFT); }
+  get tracked(): boolean { return (this.st.key[this.slot * KW + K_META]! & M_TRACKED) !== 0; }
+  set tracked(v: boolean) { this.setMeta(M_TRACKED, v ? M_TRACKED : 0); }
+
+  /** Built on demand (a new string per read): slow paths only. */
+  get src(): string { return this.st.addrText(this.slot, 0); }
+  set src(v: string) { this.st.rekey(this.slot, () => this.st.setAddr(this.slot, 0, v)); }
+  get dst(): string { return this.st.addrText(this.slot, 1); }
+  set dst(v: string) { this.st.rekey(this.slot, () => this.st.setAddr(this.slot, 1, v)); }
+  get srcPort(): number { return this.st.key[this.slot * KW + K_PORTS]! & 0xffff; }
+  set srcPort(v: number) { this.st.rekey(this.slot, () => this.setPorts(0xffff0000, v & 0xffff)); }
+  get dstPort(): number { return this.st.key[this.slot * KW + K_PORTS]! >>> 16; }
+  set dstPort(v: number) { this.st.rekey(this.slot, () => this.setPorts(0xffff, (v & 0xffff) << 16)); }
+
+  /** The source as a uint32, no allocation (meaningful for IPv4 entries; 0 if its text did not parse). */
+  get srcV4(): number { return this.st.key[this.slot * KW + K_SRC]!; }
+  get dstV4(): number { return this.st.key[this.slot * KW + K_DST]!; }
+  /** Copies the source's four words into out[at..at+3] (IPv6 entries; zeros otherwise). */
+  srcV6(out: Uint32Array, at = 0): Uint32Array { return this.st.words(this.slot, 0, out, at); }
+  dstV6(out: Uint32Array, at = 0): Uint32Array { return this.st.words(this.slot, 1, out, at); }
+
+  get inst(): number { return this.st.aux[this.slot * AW + A_INST]!; }
+  set inst(v: number) { this.st.aux[this.slot * AW + A_INST] = v; }
+  get listener(): number { return this.st.aux[this.slot * AW + A_LISTENER]!; }
+  set listener(v: number) { this.st.aux[this.slot * AW + A_LISTENER] = v; }
+  get rulePort(): number { return this.st.aux[this.slot * AW + A_RULE_PORT]!; }
+  set rulePort(v: number) { this.st.aux[this.slot * AW + A_RULE_PORT] = v; }
+
+  get bytesIn(): number { return this.st.num[this.slot * NW + N_BYTES_IN]!; }
+  set bytesIn(v: number) { this.st.num[this.slot * NW + N_BYTES_IN] = v; }
+  get bytesOut(): number { return this.st.num[this.slot * NW + N_BYTES_OUT]!; }
+  set bytesOut(v: number) { this.st.num[this.slot * NW + N_BYTES_OUT] = v; }
+  get packetsIn(): number { return this.st.num[this.slot * NW + N_PACKETS_IN]!; }
+  set packetsIn(v: number) { this.st.num[this.slot * NW + N_PACKETS_IN] = v; }
+  get packetsOut(): number { return this.st.num[this.slot * NW + N_PACKETS_OUT]!; }
+  set packetsOut(v: number) { this.st.num[this.slot * NW + N_PACKETS_OUT] = v; }
+  get exchanges(): number { return this.st.num[this.slot * NW + N_EXCHANGES]!; }
+  set exchanges(v: number) { this.st.num[this.slot * NW + N_EXCHANGES] = v; }
+  get createdMs(): number { return this.st.num[this.slot * NW + N_CREATED]!; }
+  set createdMs(v: number) { this.st.num[this.slot * NW + N_CREATED] = v; }
+  get lastSeenMs(): number { return this.st.num[this.slot * NW + N_LAST_SEEN]!; }
+  set lastSeenMs(v: number) { this.st.num[this.slot * NW + N_LAST_SEEN] = v; }
+  get lastActivity(): number { return this.st.num[this.slot * NW + N_LAST_ACTIVITY]!; }
+  set lastActivity(v: number) { this.st.num[this.slot * NW + N_LAST_ACTIVITY] = v; }
+  get timeoutMs(): number { return this.st.num[this.slot * NW + N_TIMEOUT]!; }
+  set timeoutMs(v: number) { this.st.num[this.slot * NW + N_TIMEOUT] = v; }
+
+  // What the flow log has already counted (per interval records): columns allocated on first write.
+  get reportedBytesIn(): number { const r = this.st.rep; return r === null ? 0 : r[this.slot * RW + R_BYTES_IN]!; }
+  set reportedBytesIn(v: number) { this.st.repCols()[this.slot * RW + R_BYTES_IN] = v; }
+  get reportedBytesOut(): number { const r = this.st.rep; return r === null ? 0 : r[this.slot * RW + R_BYTES_OUT]!; }
+  set reportedBytesOut(v: number) { this.st.repCols()[this.slot * RW + R_BYTES_OUT] = v; }
+  get reportedPacketsIn(): number { const r = this.st.rep; return r === null ? 0 : r[this.slot * RW + R_PACKETS_IN]!; }
+  set reportedPacketsIn(v: number) { this.st.repCols()[this.slot * RW + R_PACKETS_IN] = v; }
+  get reportedPacketsOut(): number { const r = this.st.rep; return r === null ? 0 : r[this.slot * RW + R_PACKETS_OUT]!; }
+  set reportedPacketsOut(v: number) { this.st.repCols()[this.slot * RW + R_PACKETS_OUT] = v; }
+
+
+  /** A plain snapshot of every field (debugging, tests). */
+  toJSON(): Record<string, unknown> {
+    return {
+      slot: this.slot, live: this.live, proto: this.proto, family: this.family, inst: this.inst, dir: this.dir,
+      listener: this.listener, tracked: this.tracked, state: this.state, src: this.src, srcPort: this.srcPort,
+      dst: this.dst, dstPort: this.dstPort, rulePort: this.rulePort, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
+      packetsIn: this.packetsIn, packetsOut: this.packetsOut, exchanges: this.exchanges,
+      reportedBytesIn: this.reportedBytesIn, reportedBytesOut: this.reportedBytesOut,
+      reportedPacketsIn: this.reportedPacketsIn, reportedPacketsOut: this.reportedPacketsOut,
+      createdMs: this.createdMs, lastSeenMs: this.lastSeenMs, lastActivity: this.lastActivity, timeoutMs: this.timeoutMs,
+    };
+  }
+  [inspect.custom](): string { return `FlowEntry ${inspect(this.toJSON())}`; }
+
+  private setMeta(mask: number, bits: number): void {
+    const k = this.slot * KW + K_META, key = this.st.key;
+    key[k] = (key[k]! & ~mask) | bits;
+  }
+  private setPorts(keep: number, bits: number): void {
+    const k = this.slot * KW + K_PORTS, key = this.st.key;
+    key[k] = (key[k]! & keep) | bits;
+  }
 }
 
 export class ConnTable {
@@ -78,8 +404,9 @@ export class ConnTable {
   count = 0;
   overflows = 0;            // flows refused because the table was full (metric)
   expiredIdle = 0;
-  private readonly slots: FlowEntry[] = [];
-  private readonly free: number[] = [];
+  private readonly st: Store;
+  private free = new Int32Array(0);
+  private freeTop = 0;
   private cursor = 0;
   /** Called when the table becomes full and when it has room again (listeners swap filters). */
   onFullChange: ((full: boolean) => void) | null = null;
@@ -87,6 +414,7 @@ export class ConnTable {
   constructor(max: number, private readonly clock: Clock) {
     if (!(max >= 1)) throw new RangeError(`conntrack max must be ≥ 1, got ${max}`);
     this.max = max;
+    this.st = new Store(max);
   }
 
   get full(): boolean { return this.count >= this.max; }
@@ -94,18 +422,27 @@ export class ConnTable {
   /** Returns the entry, or null when the table is full (the caller drops the flow, as the kernel does). */
   open(f: OpenFlow): FlowEntry | null {
     if (this.count >= this.max) { this.overflows++; return null; }
-    let e: FlowEntry;
-    const s = this.free.pop();
-    if (s !== undefined) e = this.slots[s]!;
-    else { e = new FlowEntry(this.slots.length); this.slots.push(e); }
+    const st = this.st;
+    const s = this.freeTop > 0 ? this.free[--this.freeTop]! : st.append();
     const now = this.clock.nowMs();
-    e.live = true; e.proto = f.proto; e.family = f.family; e.inst = f.inst; e.dir = f.dir;
-    e.listener = f.listener; e.tracked = f.tracked; e.state = f.state;
-    e.src = f.src; e.srcPort = f.srcPort; e.dst = f.dst; e.dstPort = f.dstPort; e.rulePort = f.rulePort;
-    e.bytesIn = 0; e.bytesOut = 0; e.packetsIn = 0; e.packetsOut = 0; e.exchanges = 0;
-    e.reportedBytesIn = 0; e.reportedBytesOut = 0; e.reportedPacketsIn = 0; e.reportedPacketsOut = 0;
-    e.createdMs = now; e.lastSeenMs = now; e.lastActivity = 0; e.timeoutMs = f.timeoutMs;
+    const k = s * KW, key = st.key;
+    key[k + K_META] = (f.proto & M_PROTO) | ((f.state & 0xff) << M_STATE_SHIFT) | ((f.dir & 0xff) << M_DIR_SHIFT) |
+      (f.tracked ? M_TRACKED : 0) | (f.family === 6 ? M_V6 : 0);
+    key[k + K_PORTS] = (f.srcPort & 0xffff) | ((f.dstPort & 0xffff) << 16);
+    st.setAddr(s, 0, f.src);
+    st.setAddr(s, 1, f.dst);
+    const a = s * AW, aux = st.aux;
+    aux[a + A_INST] = f.inst; aux[a + A_LISTENER] = f.listener; aux[a + A_RULE_PORT] = f.rulePort;
+    const n = s * NW, num = st.num;
+    num[n + N_BYTES_IN] = 0; num[n + N_BYTES_OUT] = 0; num[n + N_PACKETS_IN] = 0; num[n + N_PACKETS_OUT] = 0;
+    num[n + N_EXCHANGES] = 0; num[n + N_CREATED] = now; num[n + N_LAST_SEEN] = now; num[n + N_LAST_ACTIVITY] = 0;
+    num[n + N_TIMEOUT] = f.timeoutMs;
+    const rep = st.rep;
+    if (rep !== null) rep.fill(0, s * RW, s * RW + RW);
+    const e = st.entries[s]!;
     e.owner = f.owner;
+    key[k + K_META] |= M_LIVE;
+    st.insert(s);
     this.count++;
     if (this.count === this.max) this.onFullChange?.(true);
     return e;
@@ -113,24 +450,79 @@ export class ConnTable {
 
   /** The flow ended by itself (FIN/RST, socket closed). Idempotent. */
   close(e: FlowEntry): void {
-    if (!e.live) return;
-    e.live = false;
+    const st = this.st, s = e.slot, k = s * KW + K_META;
+    if (!(st.key[k]! & M_LIVE)) return;
+    st.key[k] &= ~M_LIVE;
     e.owner = null;
+    st.remove(s);
     this.count--;
-    this.free.push(e.slot);
+    if (this.freeTop === this.free.length) {
+      const grown = new Int32Array(Math.max(INITIAL_SLOTS, st.alloc));
+      grown.set(this.free); this.free = grown;
+    }
+    this.free[this.freeTop++] = s;
     if (this.count === this.max - 1) this.onFullChange?.(false);
   }
 
+  /**
+   * The live IPv4 flow with this tuple, seen from either side: (src:srcPort → dst:dstPort) finds
+   * the entry opened with that tuple and also the one opened with the swapped (reply) tuple.
+   * Addresses are uint32 (`parseIpv4`), ports 0-65535. Hot path: no allocation.
+   */
+  find4(proto: number, src: number, srcPort: number, dst: number, dstPort: number): FlowEntry | null {
+    const st = this.st, key = st.key, idx = st.idx, mask = st.mask;
+    src >>>= 0; dst >>>= 0;
+    const want = proto & M_PROTO;
+    const h = join(want, end4(src, srcPort), end4(dst, dstPort));
+    const fwd = (srcPort | (dstPort << 16)) >>> 0, rev = (dstPort | (srcPort << 16)) >>> 0;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const v = idx[i]!;
+      if (v === 0) return null;
+      const b = (v - 1) * KW;
+      if ((key[b + K_META]! & M_MATCH) !== want) continue;
+      const p = key[b + K_PORTS]!, a = key[b + K_SRC]!, d = key[b + K_DST]!;
+      if ((p === fwd && a === src && d === dst) || (p === rev && a === dst && d === src)) return st.entries[v - 1]!;
+    }
+  }
+
+  /**
+   * IPv6 twin of find4: `src` and `dst` are four uint32 words each, most significant first
+   * (`parseIpv6Words`), read at `srcAt`/`dstAt` so one scratch array can hold both.
+   */
+  find6(proto: number, src: ArrayLike<number>, srcPort: number, dst: ArrayLike<number>, dstPort: number, srcAt = 0, dstAt = 0): FlowEntry | null {
+    const st = this.st, a6 = st.src6, d6 = st.dst6;
+    if (a6 === null || d6 === null) return null;
+    const key = st.key, idx = st.idx, mask = st.mask;
+    const s0 = src[srcAt]! >>> 0, s1 = src[srcAt + 1]! >>> 0, s2 = src[srcAt + 2]! >>> 0, s3 = src[srcAt + 3]! >>> 0;
+    const d0 = dst[dstAt]! >>> 0, d1 = dst[dstAt + 1]! >>> 0, d2 = dst[dstAt + 2]! >>> 0, d3 = dst[dstAt + 3]! >>> 0;
+    const h = join(proto & M_PROTO, end6(s0, s1, s2, s3, srcPort), end6(d0, d1, d2, d3, dstPort));
+    const fwd = (srcPort | (dstPort << 16)) >>> 0, rev = (dstPort | (srcPort << 16)) >>> 0;
+    const want = (proto & M_PROTO) | M_V6;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const v = idx[i]!;
+      if (v === 0) return null;
+      const s = v - 1, b = s * KW, w = s * 4;
+      if ((key[b + K_META]! & M_MATCH) !== want) continue;
+      const p = key[b + K_PORTS]!;
+      if (p === fwd && key[b + K_SRC] === s3 && key[b + K_DST] === d3 &&
+        a6[w] === s0 && a6[w + 1] === s1 && a6[w + 2] === s2 && d6[w] === d0 && d6[w + 1] === d1 && d6[w + 2] === d2) return st.entries[s]!;
+      if (p === rev && key[b + K_SRC] === d3 && key[b + K_DST] === s3 &&
+        a6[w] === d0 && a6[w + 1] === d1 && a6[w + 2] === d2 && d6[w] === s0 && d6[w + 1] === s1 && d6[w + 2] === s2) return st.entries[s]!;
+    }
+  }
+
   /** Records activity now (UDP relays call this per datagram; TCP relies on sampling). */
-  touch(e: FlowEntry): void { e.lastSeenMs = this.clock.nowMs(); }
+  touch(e: FlowEntry): void { this.st.num[e.slot * NW + N_LAST_SEEN] = this.clock.nowMs(); }
 
   /** Samples one entry's counters and updates its idle clock. */
   refresh(e: FlowEntry, now = this.clock.nowMs()): void {
     const o = e.owner;
     if (!o) return;
+    const st = this.st, s = e.slot;
     o.sample(e);
-    const activity = e.bytesIn + e.bytesOut + e.packetsIn + e.packetsOut;
-    if (activity !== e.lastActivity) { e.lastActivity = activity; e.lastSeenMs = now; }
+    const num = st.num, n = s * NW;
+    const activity = num[n + N_BYTES_IN]! + num[n + N_BYTES_OUT]! + num[n + N_PACKETS_IN]! + num[n + N_PACKETS_OUT]!;
+    if (activity !== num[n + N_LAST_ACTIVITY]) { num[n + N_LAST_ACTIVITY] = activity; num[n + N_LAST_SEEN] = now; }
   }
 
   /**
@@ -138,16 +530,18 @@ export class ConnTable {
    * Called every tick; a full pass over N slots takes N / budget ticks.
    */
   sweep(budget: number): number {
-    const n = this.slots.length;
+    const st = this.st, n = st.used;
     if (n === 0) return 0;
     const now = this.clock.nowMs();
     let expired = 0;
     for (let i = 0; i < budget && i < n; i++) {
       if (this.cursor >= n) this.cursor = 0;
-      const e = this.slots[this.cursor++]!;
-      if (!e.live) continue;
+      const s = this.cursor++;
+      if (!(st.key[s * KW + K_META]! & M_LIVE)) continue;
+      const e = st.entries[s]!;
       this.refresh(e, now);
-      if (now - e.lastSeenMs >= e.timeoutMs) {
+      const num = st.num;         // re-read: an owner's sample() may have opened flows and grown the columns
+      if (now - num[s * NW + N_LAST_SEEN]! >= num[s * NW + N_TIMEOUT]!) {
         const o = e.owner;
         this.close(e);
         this.expiredIdle++;
@@ -168,9 +562,10 @@ export class ConnTable {
 
   /** Live entries (slow path: listings, policy swaps). */
   *live(): IterableIterator<FlowEntry> {
-    for (const e of this.slots) if (e.live) yield e;
+    const st = this.st;
+    for (let s = 0; s < st.used; s++) if (st.key[s * KW + K_META]! & M_LIVE) yield st.entries[s]!;
   }
 
-  /** Bytes of JS heap one slot costs is measured in scripts/bench/conntrack.ts. */
-  get capacity(): number { return this.slots.length; }
+  /** Slots handed out so far (live or free), ≤ max; the sweeper's full pass is this long. */
+  get capacity(): number { return this.st.used; }
 }
