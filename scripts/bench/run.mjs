@@ -5,14 +5,16 @@
 //   node scripts/bench/run.mjs [--quick] [--json] [--dist] [--only tcp,udp,...] [--no-save]
 //
 //   --quick    tiny sizes, the whole suite in < 30 s: a smoke run that keeps the scripts working,
-//              not a measurement (three scripts run at once; its figures are noise)
+//              not a measurement (three scripts run at once; its figures are noise). The daemon
+//              runs from dist/ when dist/ is at least as new as every file of src/ (the TS loader
+//              costs ~3 s of CPU per daemon start), else from src/; test/loadtest/bench-quick.test.ts runs it
 //   --json     print {date, command, machine, results: [...]} on stdout; progress goes to stderr
 //   --dist     run the daemon from dist/ (after `npm run build`) instead of src/ via the TS loader
 //   --only     a subset, by name: matcher, conntrack, tcp, udp, synflood, reload
-//   --no-save  do not append to bench-results/
+//   --no-save  do not append to bench-results/ (also: SGEMU_BENCH_NO_SAVE=1; tests use both)
 
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,8 +23,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
 const JSON_OUT = args.includes('--json');
-const DIST = args.includes('--dist');
-const SAVE = !args.includes('--no-save');
+const SAVE = !args.includes('--no-save') && process.env.SGEMU_BENCH_NO_SAVE !== '1';
 const onlyAt = args.indexOf('--only');
 const ONLY = onlyAt >= 0 ? (args[onlyAt + 1] ?? '').split(',').filter(Boolean) : null;
 
@@ -42,6 +43,24 @@ if (ONLY) {
   }
 }
 const log = (line) => (JSON_OUT ? process.stderr : process.stdout).write(line + '\n');
+
+/** Newest modification time (ms) of the .ts files under `dir`. */
+function newestTs(dir) {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestTs(p));
+    else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** --quick without --dist: dist/ when its CLI is at least as new as every source file (a fresh build). */
+function freshDist() {
+  const main = path.join(ROOT, 'dist/cli/main.js');
+  try { return statSync(main).mtimeMs >= newestTs(path.join(ROOT, 'src')); } catch { return false; }
+}
+const DIST = args.includes('--dist') || (QUICK && freshDist());
 const TIMEOUT_MS = QUICK ? 60_000 : 20 * 60_000;
 
 function machine() {
@@ -123,11 +142,16 @@ const load0 = loadAt();
 log(`# sgemu benchmark suite — ${started.toISOString()}${QUICK ? ' (--quick: smoke run, figures are noise)' : ''}`);
 log(`# node ${m.node}, ${m.cpu} ×${m.cores}, ${m.memGiB} GiB, ${m.platform} ${m.kernel}`);
 log(`# command: ${command}`);
+if (QUICK && !args.includes('--dist')) {
+  log(DIST ? '# --quick: the daemon runs from dist/ (as new as src/)' : '# --quick: the daemon runs from src/ (dist/ is missing or older than src/; `npm run build` makes this run faster)');
+}
 const chosen = SUITE.filter((b) => !ONLY || ONLY.includes(b.name));
 let runs = [];
 if (QUICK) {
   // A smoke run: three lanes at once (figures are noise anyway), outputs printed as each ends.
-  const lanes = [['matcher'], ['conntrack', 'synflood', 'reload'], ['tcp', 'udp']];
+  // Balanced by wall time on 2 busy cores (2026-11-25): matcher ~14 s of CPU-bound work alone,
+  // conntrack 10 + reload 6, tcp 6 + udp 6 + synflood 7 (daemon from dist/).
+  const lanes = [['matcher'], ['conntrack', 'reload'], ['tcp', 'udp', 'synflood']];
   const done = await Promise.all(lanes.map(async (lane) => {
     const out = [];
     for (const b of chosen.filter((x) => lane.includes(x.name))) {

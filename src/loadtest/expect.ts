@@ -3,12 +3,17 @@
 // no I/O here; the runner fetches the JSON and passes it in. Inputs arrive as `unknown` and are
 // checked into the types below (an unexpected shape is a UsageError naming the field).
 //
-//   policy  backend   refusal  filter exact  → expected on the wire
-//   allow   up        any      any             connected
-//   allow   down      raw      any             refused   (RST to the SYN: ECONNREFUSED)
-//   allow   down      reset    any             reset     (accept then reset)
-//   deny    any       any      yes             timeout   (the kernel filter drops the SYN)
-//   deny    any       any      no              reset     (accepted, checked in userland, reset)
+//   proto  table  policy  backend  refusal  filter exact  → expected on the wire
+//   any    full   any     any      any      any             timeout   (drop-all filter: every new flow)
+//   tcp    room   allow   up       any      any             connected
+//   tcp    room   allow   down     raw      any             refused   (RST to the SYN: ECONNREFUSED)
+//   tcp    room   allow   down     reset    any             reset     (accept then reset)
+//   tcp    room   deny    any      any      yes             timeout   (the kernel filter drops the SYN)
+//   tcp    room   deny    any      any      no              reset     (accepted, checked in userland, reset)
+//   udp    room   allow   up       any      any             connected (the echoed datagram)
+//   udp    room   allow   down     raw      any             refused   (ICMP port unreachable)
+//   udp    room   allow   down     reset    any             timeout   (silence)
+//   udp    room   deny    any      any      any             timeout   (dropped in the kernel or in userland)
 
 import { isIP } from 'node:net';
 import { UsageError } from '../model/errors.js';
@@ -38,6 +43,7 @@ export interface DaemonStatus {
   listeners: ListenerInfo[];
   conntrackEntries: number;
   conntrackMax: number;
+  /** New flows dropped because the table was full (status.conntrack.overflows; the metric sgemu_conntrack_overflow_total). */
   conntrackOverflows: number;
   rssBytes: number;
   cpuUs: number;           // user + system since the daemon started
@@ -167,10 +173,23 @@ export function explainKey(q: ExplainQuery): string {
   return `${q.from}|${q.to}|${q.protocol}|${q.port}`;
 }
 
-/** The outcome the client must see, by the table at the top of this file. */
-export function expectedOutcome(l: ListenerInfo, refusal: DaemonStatus['refusal'], decision: ExplainAnswer['decision']): Outcome {
+/**
+ * The outcome the client must see, by the table at the top of this file.
+ * @param full  the daemon's conntrack table is full (entries ≥ max): new flows are dropped
+ */
+export function expectedOutcome(l: ListenerInfo, refusal: DaemonStatus['refusal'], decision: ExplainAnswer['decision'], full = false): Outcome {
+  if (full) return 'timeout';
+  if (l.protocol === 'udp') {
+    if (decision === 'deny') return 'timeout';
+    return l.backendUp ? 'connected' : refusal === 'raw' ? 'refused' : 'timeout';
+  }
   if (decision === 'allow') return l.backendUp ? 'connected' : refusal === 'raw' ? 'refused' : 'reset';
   return l.nativeFilter && l.exactFilter ? 'timeout' : 'reset';
+}
+
+/** Whether a status says the conntrack table is full (a max of 0: not reported, never full). */
+export function tableFull(s: Pick<DaemonStatus, 'conntrackEntries' | 'conntrackMax'>): boolean {
+  return s.conntrackMax > 0 && s.conntrackEntries >= s.conntrackMax;
 }
 
 /** The `--mix` class of a flow: allowed (to a live backend), refused (allowed, backend down), denied. */
@@ -191,6 +210,41 @@ export function parseMix(text: string): Record<MixClass, number> {
   }
   if (MIX_CLASSES.every((c) => out[c] === 0)) throw new UsageError(`--mix "${text}": every weight is 0; give at least one class a positive weight`);
   return out;
+}
+
+export const MAX_SOURCES = 65000;
+
+/**
+ * `--sources`: a count N (the first N of 127.77.0.1, 127.77.0.2, …) or a comma list of IPv4
+ * loopback addresses and CIDR blocks (/16 or longer; a block of more than 2 addresses leaves out
+ * its first and last), e.g. `127.0.0.1,127.0.0.5,127.77.1.0/28`. UsageError otherwise.
+ */
+export function parseSources(text: string): string[] {
+  const t = text.trim();
+  if (/^\d+$/.test(t)) {
+    const n = Number(t);
+    if (n < 1 || n > MAX_SOURCES) throw new UsageError(`--sources ${t}: a count must be 1..${MAX_SOURCES}; or give a list such as 127.0.0.1,127.77.1.0/28`);
+    return Array.from({ length: n }, (_, i) => sourceAddress(i));
+  }
+  const out = new Set<string>();
+  for (const part of t.split(',')) {
+    const m = /^\s*(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?\s*$/.exec(part);
+    const octets = m ? m.slice(1, 5).map(Number) : [];
+    const bits = m?.[5] === undefined ? 32 : Number(m[5]);
+    if (!m || octets.some((o) => o > 255) || octets[0] !== 127 || bits < 16 || bits > 32) {
+      throw new UsageError(`--sources "${text}": "${part}" is not an IPv4 loopback address or block (127.x.y.z or 127.x.y.z/16../32), nor a count; ` +
+        'e.g. 64 or 127.0.0.1,127.77.1.0/28');
+    }
+    const base = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
+    const size = 2 ** (32 - bits);
+    const net = base - (base % size);
+    const [first, last] = size > 2 ? [net + 1, net + size - 2] : [net, net + size - 1];
+    for (let a = first; a <= last; a++) {
+      out.add(`${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`);
+      if (out.size > MAX_SOURCES) throw new UsageError(`--sources "${text}": more than ${MAX_SOURCES} addresses; give smaller blocks`);
+    }
+  }
+  return [...out];
 }
 
 /** The i-th of `count` source addresses: 127.77.0.1, 127.77.0.2, … (i < 65534). */

@@ -2,7 +2,7 @@
 // self-contained HTML page (inline CSS and SVG; no script, no network resource of any kind).
 
 import type { Histogram } from './histogram.js';
-import type { LoadtestResult, TimelinePoint } from './run.js';
+import type { HoldReport, LoadtestResult, TimelinePoint } from './run.js';
 import { OUTCOMES, type Outcome } from './expect.js';
 
 const ms = (us: number) => Math.round(us) / 1000;
@@ -20,7 +20,7 @@ export function resultJson(r: LoadtestResult): Record<string, unknown> {
       rulePort: l.rulePort, flows: l.flows, outcomes: l.outcomes, mismatches: l.mismatches, connectLatency: latencyJson(l.latency),
       answerLatency: latencyJson(l.answerLatency),
     })),
-    mismatches: r.mismatches, timeline: r.timeline, daemon: r.daemon, daemonSummary: daemonSummary(r), notes: r.notes, settings: r.settings,
+    mismatches: r.mismatches, timeline: r.timeline, daemon: r.daemon, daemonSummary: daemonSummary(r), hold: r.hold, notes: r.notes, settings: r.settings,
   };
 }
 
@@ -32,6 +32,7 @@ function daemonSummary(r: LoadtestResult) {
     samples: d.length,
     conntrackMax: Math.max(...d.map((x) => x.conntrackEntries)),
     conntrackLimit: d[d.length - 1]!.conntrackMax,
+    overflowsDuringRun: d[d.length - 1]!.overflows - d[0]!.overflows,
     rssMaxBytes: Math.max(...d.map((x) => x.rssBytes)),
     cpuMeanPercent: cpu.length ? Math.round((cpu.reduce((a, b) => a + b, 0) / cpu.length) * 10) / 10 : 0,
     cpuMaxPercent: cpu.length ? Math.round(Math.max(...cpu) * 10) / 10 : 0,
@@ -58,17 +59,27 @@ export function formatText(r: LoadtestResult): string {
   out.push(`\n${r.flows} flows in ${r.elapsedS.toFixed(2)} s: ${r.throughputPerS.toFixed(1)} flows/s (latency: connect time of connected flows)`);
   const d = daemonSummary(r);
   if (d) out.push(`daemon: conntrack up to ${d.conntrackMax}${d.conntrackLimit ? ` of ${d.conntrackLimit}` : ''} entries, RSS up to ${mib(d.rssMaxBytes)}, CPU mean ${d.cpuMeanPercent}% max ${d.cpuMaxPercent}% (${d.samples} samples)`);
+  if (r.hold) out.push(holdText(r.hold));
   for (const n of r.notes) out.push(`note: ${n}`);
   if (r.mismatchCount > 0) {
     out.push(`\n${r.mismatchCount} mismatch(es)${r.mismatchCount > r.mismatches.length ? ` (first ${r.mismatches.length} listed)` : ''}:`);
     for (const m of r.mismatches.slice(0, 50)) {
-      out.push(`  ${m.atS.toFixed(2)}s ${m.source} → ${m.listener} (${m.instance} ${m.kind} ${m.query.protocol}/${m.rulePort}): expected ${m.expected}, got ${m.actual}${m.code ? ` (${m.code})` : ''}; explain --from ${m.query.from} --to ${m.query.to} --port ${m.query.port}: ${m.decision}${m.reason ? ` — ${m.reason}` : ''}`);
+      out.push(`  ${m.atS.toFixed(2)}s ${m.source} → ${m.listener} (${m.instance} ${m.kind} ${m.query.protocol}/${m.rulePort}): expected ${m.expected}, got ${m.actual}${m.code ? ` (${m.code})` : ''}; explain --from ${m.query.from} --to ${m.query.to} --protocol ${m.query.protocol} --port ${m.query.port}: ${m.decision}${m.reason ? ` — ${m.reason}` : ''}`);
     }
     if (r.mismatches.length > 50) out.push(`  … ${r.mismatchCount - 50} more (see --json or --report)`);
   } else {
     out.push('no mismatches: every flow matched the policy');
   }
   return out.join('\n');
+}
+
+/** The --hold summary: what was held, whether the table filled, what new flows saw, the overflow counter. */
+export function holdText(h: HoldReport): string {
+  const failed = OUTCOMES.filter((o) => h.failed[o] > 0).map((o) => `${h.failed[o]} ${o}`).join(', ');
+  return `hold: ${h.held} of ${h.requested} flows held open in ${h.holdS.toFixed(2)} s${failed ? ` (${failed}${h.firstErrorCode ? `, first error ${h.firstErrorCode}` : ''})` : ''}, ` +
+    `${h.openAtEnd} still open at the end; conntrack ${h.entriesAfterHold} of ${h.conntrackMax} entries after the hold: ${h.fullAfterHold ? 'FULL' : 'not full'}; ` +
+    `${h.flowsWhileFull} new flows launched while full, ${h.timeoutsWhileFull} timed out; ` +
+    `daemon overflow counter ${h.overflowsStart} → ${h.overflowsAfterHold} after the hold → ${h.overflowsEnd} at the end (+${h.overflowsEnd - h.overflowsStart})`;
 }
 
 export function escapeHtml(s: string): string {
@@ -125,7 +136,11 @@ export function renderHtml(r: LoadtestResult): string {
   ];
   if (r.daemon.length > 0) {
     charts.push(
-      svgChart('daemon conntrack entries', 'entries', [{ name: 'entries', color: '#8c564b', points: r.daemon.map((d) => [d.t, d.conntrackEntries]) }]),
+      svgChart('daemon conntrack entries', 'entries', [
+        { name: 'entries', color: '#8c564b', points: r.daemon.map((d) => [d.t, d.conntrackEntries]) },
+        ...(r.hold ? [{ name: 'max', color: '#7f7f7f', points: r.daemon.map((d): [number, number] => [d.t, d.conntrackMax]) },
+          { name: 'overflows', color: '#d62728', points: r.daemon.map((d): [number, number] => [d.t, d.overflows - r.daemon[0]!.overflows]) }] : []),
+      ]),
       svgChart('daemon RSS and CPU', 'MiB / %', [
         { name: 'RSS MiB', color: '#17becf', points: r.daemon.map((d) => [d.t, d.rssBytes / 1048576]) },
         { name: 'CPU %', color: '#e377c2', points: r.daemon.slice(1).map((d) => [d.t, d.cpuPercent]) },
@@ -154,10 +169,14 @@ svg .g{stroke:#e3e3e3}svg .l{font-size:11px;fill:#666}svg .k{font-size:11px}svg 
 <h1>sgemu loadtest</h1>
 <p>Daemon ${escapeHtml(r.api)}, started ${escapeHtml(r.startedAt)}: ${r.flows} flows in ${r.elapsedS.toFixed(2)} s
 (${r.throughputPerS.toFixed(1)} flows/s), concurrency ${r.settings.concurrency}, rate ${r.settings.ratePerS ?? 'unlimited'},
-timeout ${r.settings.timeoutMs} ms, ${r.settings.sources} sources.</p>
+timeout ${r.settings.timeoutMs} ms, ${r.settings.sources} sources${r.settings.hold ? `, ${r.settings.hold} flows held` : ''}.</p>
 ${verdict}
 <h2>Per listener</h2>
 <table>${th(['listener', 'instance', 'kind', 'rule', 'flows', ...OUTCOMES, 'mismatches', 'p50 ms', 'p99 ms', 'max ms'])}${listenerRows.join('')}</table>
+${r.hold ? `<h2>Conntrack pressure (--hold ${r.hold.requested})</h2>
+<p class="${r.hold.fullAfterHold ? 'ok' : 'bad'}">${escapeHtml(holdText(r.hold))}</p>
+<table>${th(['held', 'open at end', 'entries after hold', 'max', 'full', 'new flows while full', 'of them timed out', 'overflows +'])}${td([r.hold.held, r.hold.openAtEnd,
+  r.hold.entriesAfterHold, r.hold.conntrackMax, r.hold.fullAfterHold ? 'yes' : 'no', r.hold.flowsWhileFull, r.hold.timeoutsWhileFull, r.hold.overflowsEnd - r.hold.overflowsStart])}</table>` : ''}
 <h2>Over time</h2>
 ${charts.join('\n')}
 <h2>Mismatches</h2>

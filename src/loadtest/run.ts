@@ -1,17 +1,22 @@
 // The load generator: reads the daemon's listeners, asks the policy (explain, once per distinct
-// question) what every (source, listener) flow must see, then drives TCP flows at a rate and a
-// concurrency cap, classifies each on the wire and counts every difference as a mismatch.
+// question) what every (source, listener) flow must see, then drives TCP and UDP flows at a rate
+// and a concurrency cap, classifies each on the wire and counts every difference as a mismatch.
 // Always bounded: by --flows, or by --duration (and MAX_FLOWS in any case). Talks to the daemon
 // only through its JSON API (a `fetchJson` function), never imports control or the data plane.
 //
+// Conntrack pressure (--hold N): before the measured flows, N allowed TCP flows are opened and
+// held to the end of the run. Once the daemon's table is full (entries ≥ --conntrack-max, as
+// /v1/status says) every new flow must time out, as with a full kernel table; the hold phase, the
+// table's fill and the daemon's overflow counter are reported.
+//
 // Timers: one coarse launch tick (TICK_MS) fed by a token bucket, one 1 s tick for the timeline
-// and the daemon's figures (GET /v1/status), one connect timer per open flow.
+// and the daemon's figures (GET /v1/status), one connect (or reply) timer per open flow.
 
 import { Histogram } from './histogram.js';
 import { TokenBucket, burstFor } from './rate.js';
-import { runTcpFlow, type FlowResult } from './flow.js';
+import { runTcpFlow, runUdpFlow, holdTcpFlow, type FlowResult, type HeldFlow } from './flow.js';
 import {
-  explainKey, explainQuery, expectedOutcome, listenerKey, mixClass, parseExplain, parseOutbound, parseStatus, sourceAddress,
+  explainKey, explainQuery, expectedOutcome, listenerKey, mixClass, parseExplain, parseOutbound, parseStatus, sourceAddress, tableFull,
   WeightedPicker, MIX_CLASSES,
   type DaemonStatus, type ExplainAnswer, type ExplainQuery, type ListenerInfo, type MixClass, type Outcome, type OutboundInfo,
 } from './expect.js';
@@ -19,6 +24,7 @@ import { UsageError } from '../model/errors.js';
 
 export const MAX_FLOWS = 1_000_000;
 export const MAX_MISMATCHES_LISTED = 1000;
+export const MAX_HOLD = 1_000_000;
 const TICK_MS = 10;
 const PROGRESS_MS = 200;
 const EXPLAIN_PARALLEL = 16;
@@ -34,8 +40,11 @@ export interface LoadtestOptions {
   ratePerS: number;
   concurrency: number;
   timeoutMs: number;
-  sources: number;
+  /** A count of generated sources (127.77.0.1, …) or the addresses themselves (IPv4 loopback). */
+  sources: number | readonly string[];
   mix: Record<MixClass, number> | null;
+  /** Allowed TCP flows opened before the run and held to its end (conntrack pressure); 0: none. */
+  hold?: number;
   fetchJson: FetchJson;
   /** The daemon's figures are sampled this often (ms). */
   sampleMs?: number;
@@ -79,7 +88,31 @@ export interface Mismatch {
 }
 
 export interface TimelinePoint { t: number; started: number; done: number; mismatches: number; p50Ms: number; p99Ms: number; maxMs: number }
-export interface DaemonSample { t: number; conntrackEntries: number; conntrackMax: number; rssBytes: number; cpuPercent: number }
+export interface DaemonSample { t: number; conntrackEntries: number; conntrackMax: number; overflows: number; rssBytes: number; cpuPercent: number }
+
+/** What --hold did and what the daemon's table and overflow counter showed. */
+export interface HoldReport {
+  requested: number;
+  /** Hold flows that connected, and how many are still open at the end of the run. */
+  held: number;
+  openAtEnd: number;
+  /** Hold flows that did not connect, by outcome (with a full table: timeout). */
+  failed: Record<Outcome, number>;
+  /** The first errno seen by a failed hold flow that is not a plain outcome (e.g. EMFILE). */
+  firstErrorCode: string;
+  holdS: number;
+  conntrackMax: number;
+  /** Entries after the hold phase, and whether the table was full then. */
+  entriesAfterHold: number;
+  fullAfterHold: boolean;
+  /** The daemon's overflow counter at the start, after the hold phase and at the end. */
+  overflowsStart: number;
+  overflowsAfterHold: number;
+  overflowsEnd: number;
+  /** Measured flows launched while the table was full, and how many of them timed out. */
+  flowsWhileFull: number;
+  timeoutsWhileFull: number;
+}
 
 export interface LoadtestResult {
   api: string;
@@ -94,8 +127,12 @@ export interface LoadtestResult {
   latency: Histogram;
   timeline: TimelinePoint[];
   daemon: DaemonSample[];
+  hold: HoldReport | null;
   notes: string[];
-  settings: { flows: number | null; durationS: number; ratePerS: number | null; concurrency: number; timeoutMs: number; sources: number; mix: Record<MixClass, number> | null };
+  settings: {
+    flows: number | null; durationS: number; ratePerS: number | null; concurrency: number; timeoutMs: number; sources: number;
+    mix: Record<MixClass, number> | null; hold: number;
+  };
 }
 
 interface Pair { source: string; li: number; query: ExplainQuery; key: string }
@@ -126,13 +163,12 @@ async function explainAll(fetchJson: FetchJson, queries: Map<string, ExplainQuer
 export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   const notes: string[] = [];
   let status: DaemonStatus = parseStatus(await o.fetchJson('/v1/status'));
-  const udp = status.listeners.filter((l) => l.protocol === 'udp');
-  if (udp.length > 0) {
-    notes.push(`${udp.length} UDP listener(s) skipped (${udp.map(listenerKey).join(', ')}): this build drives TCP only; a silent UDP backend cannot be told from a drop`);
-  }
-  const listeners = status.listeners.filter((l) => l.protocol === 'tcp');
+  const listeners = status.listeners;
   if (listeners.length === 0) {
-    throw new UsageError(`the daemon at ${o.api} has no TCP listeners to drive (it has ${status.listeners.length} listener(s)); add an instance service or outbound entry to its config`, 'NothingToTest');
+    throw new UsageError(`the daemon at ${o.api} has no listeners to drive; add an instance service or outbound entry to its config`, 'NothingToTest');
+  }
+  if (listeners.some((l) => l.protocol === 'udp')) {
+    notes.push('UDP flows expect an echo: an allowed flow to a live backend counts as connected only when the same bytes come back');
   }
   let outbound: OutboundInfo[] = [];
   if (listeners.some((l) => l.kind === 'outbound')) {
@@ -142,7 +178,8 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   }
 
   // Every (source, listener) pair; IPv6 listeners have the one IPv6 loopback source.
-  const sources = Array.from({ length: o.sources }, (_, i) => sourceAddress(i));
+  const sources = typeof o.sources === 'number' ? Array.from({ length: o.sources }, (_, i) => sourceAddress(i)) : [...o.sources];
+  if (sources.length === 0) throw new UsageError('--sources: no source address given; give a count or a list such as 127.0.0.1,127.77.1.0/28');
   const pairs: Pair[] = [];
   const queries = new Map<string, ExplainQuery>();
   for (let si = 0; si < sources.length; si++) {
@@ -192,6 +229,93 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
     pick = () => pairs[i++ % pairs.length]!;
   }
 
+  const startedAt = new Date().toISOString();
+  const holdN = Math.min(o.hold ?? 0, MAX_HOLD);
+  const held: HeldFlow[] = [];
+  let hold: HoldReport | null = null;
+  try {
+    if (holdN > 0) {
+      const h = await holdPhase(o, holdN, pairs, listeners, cache, status, held);
+      status = h.status;
+      hold = h.report;
+      if (!hold.fullAfterHold) {
+        notes.push(`--hold ${holdN}: the table was not full after the hold phase (${hold.entriesAfterHold} of ${hold.conntrackMax} entries); new flows are not dropped — hold at least --conntrack-max flows to see a full table`);
+      }
+    }
+    const r = await measure(o, { notes, status, listeners, pick, cache, startedAt, hold });
+    if (hold) {
+      hold.openAtEnd = held.filter((h) => h.open).length;
+      if (hold.flowsWhileFull > 0 && hold.overflowsEnd === hold.overflowsStart) {
+        notes.push(`--hold: ${hold.flowsWhileFull} new flows met a full table but the daemon's overflow counter did not rise: its drop-all filter ` +
+          'drops them in the kernel before the daemon sees them (it counts only flows that slipped in before the filter swap)');
+      }
+      if (hold.openAtEnd < hold.held) notes.push(`--hold: ${hold.held - hold.openAtEnd} held flow(s) were closed by the other side during the run`);
+    }
+    return r;
+  } finally {
+    for (const h of held) h.release();
+  }
+}
+
+/** Opens `n` allowed TCP flows (round robin over the pairs expected to connect) and keeps them open in `held`. */
+async function holdPhase(o: LoadtestOptions, n: number, pairs: readonly Pair[], listeners: readonly ListenerInfo[], cache: Map<string, ExplainAnswer>,
+  status: DaemonStatus, held: HeldFlow[]): Promise<{ report: HoldReport; status: DaemonStatus }> {
+  const holdPairs = pairs.filter((p) => {
+    const l = listeners[p.li]!;
+    return l.protocol === 'tcp' && expectedOutcome(l, status.refusal, cache.get(p.key)!.decision, tableFull(status)) === 'connected';
+  });
+  if (holdPairs.length === 0) {
+    throw new UsageError(`--hold ${n}: the daemon at ${o.api} has no allowed TCP flow to a live backend to hold open (for these sources); ` +
+      'add one to its config or give --sources that its rules allow', 'NothingToTest');
+  }
+  const h0 = performance.now();
+  const before = status.conntrackEntries, overflowsStart = status.conntrackOverflows;
+  const failed = zeroOutcomes();
+  let firstErrorCode = '', next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const p = holdPairs[next++ % holdPairs.length]!;
+      const l = listeners[p.li]!;
+      const h = await holdTcpFlow(p.source, l.address, l.listenPort, o.timeoutMs);
+      if (h.outcome === 'connected') held.push(h);
+      else {
+        failed[h.outcome]++;
+        if (h.outcome === 'error' && firstErrorCode === '') firstErrorCode = h.code;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, n) }, worker));
+  // The client's connect completes in the kernel before the daemon accepts: give its table up to
+  // 1 s (20 polls) to show the held flows.
+  for (let i = 0; i < 20; i++) {
+    status = parseStatus(await o.fetchJson('/v1/status'));
+    if (tableFull(status) || status.conntrackEntries >= before + held.length) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    status,
+    report: {
+      requested: n, held: held.length, openAtEnd: 0, failed, firstErrorCode, holdS: round3((performance.now() - h0) / 1000),
+      conntrackMax: status.conntrackMax, entriesAfterHold: status.conntrackEntries, fullAfterHold: tableFull(status),
+      overflowsStart, overflowsAfterHold: status.conntrackOverflows, overflowsEnd: status.conntrackOverflows, flowsWhileFull: 0, timeoutsWhileFull: 0,
+    },
+  };
+}
+
+interface MeasureInput {
+  notes: string[];
+  status: DaemonStatus;
+  listeners: readonly ListenerInfo[];
+  pick: () => Pair;
+  cache: Map<string, ExplainAnswer>;
+  startedAt: string;
+  hold: HoldReport | null;
+}
+
+/** The measured run: flows at the rate and concurrency asked, each compared with its expectation. */
+async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestResult> {
+  const { notes, listeners, pick, cache, startedAt, hold } = m;
+  let status = m.status;
   const stats: ListenerStats[] = listeners.map((l) => ({
     key: listenerKey(l), kind: l.kind, instance: l.instance, protocol: l.protocol, address: l.address,
     listenPort: l.listenPort, rulePort: l.rulePort, flows: 0, outcomes: zeroOutcomes(), mismatches: 0, latency: new Histogram(), answerLatency: new Histogram(),
@@ -206,7 +330,6 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   let secStarted = 0, secDone = 0, secMismatch = 0;
 
   const limit = Math.min(o.flows ?? MAX_FLOWS, MAX_FLOWS);
-  const startedAt = new Date().toISOString();
   const t0 = performance.now();
   const deadline = o.flows === null ? t0 + o.durationS * 1000 : Infinity;
   const bucket = new TokenBucket(o.ratePerS, o.ratePerS === Infinity ? 1 : burstFor(o.ratePerS, TICK_MS), t0);
@@ -214,7 +337,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   // a daemon without an exact filter resets denied flows right after accept, but its event loop
   // may lag under load; 250 ms held ~60 ms of lag with room to spare in tests on a busy machine.
   const settleMs = Math.min(250, o.timeoutMs);
-  let started = 0, done = 0, inFlight = 0;
+  let started = 0, done = 0, inFlight = 0, edgeFlows = 0;
   const elapsedS = () => (performance.now() - t0) / 1000;
 
   // The latest status decides backend liveness and filter exactness at the time a flow ends.
@@ -225,7 +348,10 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
     const at = performance.now();
     const cpuPercent = at > lastCpu.at ? Math.max(0, ((s.cpuUs - lastCpu.us) / 1000 / (at - lastCpu.at)) * 100) : 0;
     lastCpu = { at, us: s.cpuUs };
-    daemon.push({ t: round3((at - t0) / 1000), conntrackEntries: s.conntrackEntries, conntrackMax: s.conntrackMax, rssBytes: s.rssBytes, cpuPercent: round3(cpuPercent) });
+    daemon.push({
+      t: round3((at - t0) / 1000), conntrackEntries: s.conntrackEntries, conntrackMax: s.conntrackMax, overflows: s.conntrackOverflows,
+      rssBytes: s.rssBytes, cpuPercent: round3(cpuPercent),
+    });
   };
   let sampling: Promise<void> | null = null;
   const fetchSample = () => {
@@ -242,15 +368,26 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
     second.reset(); secStarted = 0; secDone = 0; secMismatch = 0;
   };
 
-  const record = (p: Pair, r: FlowResult) => {
+  // A flow launched while the table was full must time out; one during which the table filled or
+  // emptied (the two status samples differ) may see either answer; and one launched while the
+  // table was within --concurrency entries of full may time out, as this run's own flows can fill
+  // it between two samples, or be reset: the daemon resets a flow whose handshake the kernel
+  // completed just before the table filled (src/dataplane/tcp.ts; a kernel table would drop it).
+  const nearFull = (s: DaemonStatus) => s.conntrackMax > 0 && s.conntrackEntries + o.concurrency >= s.conntrackMax;
+  const record = (p: Pair, r: FlowResult, fullAtLaunch: boolean, nearAtLaunch: boolean) => {
     const l = listeners[p.li]!;
     const st = stats[p.li]!;
     const answer = cache.get(p.key)!;
-    const expected = expectedOutcome(current(l), status.refusal, answer.decision);
+    const fullNow = tableFull(status);
+    const expected = expectedOutcome(current(l), status.refusal, answer.decision, fullNow);
+    const alsoOk = fullNow === fullAtLaunch ? expected : expectedOutcome(current(l), status.refusal, answer.decision, fullAtLaunch);
     st.flows++; st.outcomes[r.outcome]++; outcomes[r.outcome]++;
+    if (fullAtLaunch && hold) { hold.flowsWhileFull++; if (r.outcome === 'timeout') hold.timeoutsWhileFull++; }
     if (r.outcome === 'connected') { st.latency.record(r.latencyUs); total.record(r.latencyUs); second.record(r.latencyUs); }
     else if (r.outcome === 'refused' || r.outcome === 'reset') st.answerLatency.record(r.latencyUs);
-    if (r.outcome !== expected) {
+    const atEdge = r.outcome !== expected && r.outcome !== alsoOk && (r.outcome === 'timeout' || r.outcome === 'reset') && (nearAtLaunch || nearFull(status));
+    if (atEdge) edgeFlows++;
+    if (r.outcome !== expected && r.outcome !== alsoOk && !atEdge) {
       st.mismatches++; mismatchCount++; secMismatch++;
       if (mismatches.length < MAX_MISMATCHES_LISTED) {
         mismatches.push({
@@ -269,10 +406,13 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
       while (inFlight < o.concurrency && started < limit && now < deadline && bucket.take(now)) {
         const p = pick();
         const l = listeners[p.li]!;
+        const fullAtLaunch = tableFull(status), nearAtLaunch = nearFull(status);
         started++; inFlight++; secStarted++;
-        runTcpFlow(p.source, l.address, l.listenPort, o.timeoutMs, settleMs).then((r) => {
+        const flow = l.protocol === 'udp' ? runUdpFlow(p.source, l.address, l.listenPort, o.timeoutMs)
+          : runTcpFlow(p.source, l.address, l.listenPort, o.timeoutMs, settleMs);
+        flow.then((r) => {
           inFlight--; done++; secDone++;
-          record(p, r);
+          record(p, r, fullAtLaunch, nearAtLaunch);
           if (finishedLaunching() && inFlight === 0) stop();
         }, () => { inFlight--; done++; });
       }
@@ -299,13 +439,18 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestResult> {
   if (secDone > 0 || secStarted > 0) rollSecond();
   if (sampling) await sampling;
   try { status = parseStatus(await o.fetchJson('/v1/status')); sample(status); } catch { /* the run's figures stand */ }
+  if (hold) hold.overflowsEnd = status.conntrackOverflows;
+  if (edgeFlows > 0) {
+    notes.push(`${edgeFlows} flow(s) launched with the conntrack table within --concurrency (${o.concurrency}) entries of full timed out or were reset ` +
+      '(this run\'s own flows filled it; the daemon resets a flow whose handshake completed just before); not counted as mismatches');
+  }
 
   return {
     api: o.api, startedAt, elapsedS: round3(elapsed), flows: done, throughputPerS: round3(done / Math.max(elapsed, 1e-3)),
-    outcomes, mismatchCount, mismatches, listeners: stats, latency: total, timeline, daemon, notes,
+    outcomes, mismatchCount, mismatches, listeners: stats, latency: total, timeline, daemon, hold, notes,
     settings: {
       flows: o.flows, durationS: o.durationS, ratePerS: o.ratePerS === Infinity ? null : o.ratePerS, concurrency: o.concurrency,
-      timeoutMs: o.timeoutMs, sources: o.sources, mix: o.mix,
+      timeoutMs: o.timeoutMs, sources: typeof o.sources === 'number' ? o.sources : o.sources.length, mix: o.mix, hold: o.hold ?? 0,
     },
   };
 }

@@ -1,11 +1,14 @@
 // The runner and the command against a stand-in daemon: a small HTTP server answering
 // /v1/status and /v1/explain the way the real API does, in front of real loopback sockets — an
 // echo backend (connected), a closed port (refused) and an accept-then-reset server (what a
-// daemon without an exact kernel filter does to a denied flow). Runs without the real daemon.
+// daemon without an exact kernel filter does to a denied flow); for UDP an echo, a closed port
+// (the kernel's ICMP port unreachable: refused) and a gate that drops what it does not admit
+// (timeout). Runs without the real daemon.
 
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import http from 'node:http';
+import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runLoadtest } from '../../src/loadtest/run.js';
@@ -18,6 +21,22 @@ async function listen(t: Test, server: net.Server | http.Server, host = '127.0.0
   return (server.address() as net.AddressInfo).port;
 }
 
+async function udpServer(t: Test, admit: (addr: string) => boolean): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  s.on('message', (m, r) => { if (admit(r.address)) s.send(m, r.port, r.address); });
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => { s.close(() => r()); }));
+  return s.address().port;
+}
+
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
 async function freeClosedPort(): Promise<number> {
   const s = net.createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
@@ -26,7 +45,7 @@ async function freeClosedPort(): Promise<number> {
   return p;
 }
 
-/** A stand-in daemon: three listeners, explain answers from `decide`. */
+/** A stand-in daemon: three TCP and three UDP listeners, explain answers from `decide`. */
 async function fakeDaemon(t: Test) {
   const echo = net.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
   // The gate admits sources up to 127.77.0.8 and resets the others after accept, as a daemon
@@ -35,15 +54,16 @@ async function fakeDaemon(t: Test) {
   const resetter = net.createServer((c) => { c.on('error', () => {}); if (admitted(c.remoteAddress)) c.pipe(c); else c.resetAndDestroy(); });
   const echoPort = await listen(t, echo), resetPort = await listen(t, resetter);
   const closedPort = await freeClosedPort();
-  const listener = (instance: string, port: number, backendUp: boolean, exactFilter: boolean) => ({
-    kind: 'service', instance, protocol: 'tcp', address: '127.0.0.1', listenPort: port, rulePort: port, backend: `127.0.0.1:${port}`,
+  const udpEcho = await udpServer(t, () => true), udpGate = await udpServer(t, admitted), udpClosed = await freeUdpPort();
+  const listener = (instance: string, port: number, backendUp: boolean, exactFilter: boolean, protocol = 'tcp') => ({
+    kind: 'service', instance, protocol, address: '127.0.0.1', listenPort: port, rulePort: port, backend: `127.0.0.1:${port}`,
     backendUp, filter: 'rules', nativeFilter: true, exactFilter, flows: 0,
   });
   const state = {
     explains: 0,
     rejectDown: false,
     // instance → decision; "gate" denies sources above 127.77.0.8
-    decide: (q: { from: string; to: string }) => (q.to === 'gate' && !admitted(q.from) ? 'deny' : 'allow'),
+    decide: (q: { from: string; to: string }) => ((q.to === 'gate' || q.to === 'ugate') && !admitted(q.from) ? 'deny' : 'allow'),
   };
   const api = http.createServer((req, res) => {
     let body = '';
@@ -54,7 +74,7 @@ async function fakeDaemon(t: Test) {
         res.end(JSON.stringify({
           refusal: 'raw', nativeFilter: true, conntrack: { entries: 1, max: 1000, overflows: 0 }, rssBytes: 4e7, cpu: { user: 1000, system: 0 }, counters: {},
           listeners: [listener('web', echoPort, true, true), listener('down', closedPort, false, true), listener('gate', resetPort, true, false),
-            { ...listener('dns', 53, true, true), protocol: 'udp' }],
+            listener('uecho', udpEcho, true, true, 'udp'), listener('udown', udpClosed, false, true, 'udp'), listener('ugate', udpGate, true, true, 'udp')],
         }));
       } else if (req.url === '/v1/explain') {
         state.explains++;
@@ -86,10 +106,15 @@ t.test('runner: every outcome as expected, explain asked once per question', asy
   t.equal(r.flows, 150);
   t.equal(r.mismatchCount, 0, JSON.stringify(r.mismatches.slice(0, 3)));
   t.ok(r.outcomes.connected > 0 && r.outcomes.refused > 0 && r.outcomes.reset > 0, JSON.stringify(r.outcomes));
-  t.equal(d.state.explains, 16 * 3, 'one explain per (source, instance, port)');
-  t.match(r.notes.join('\n'), /1 UDP listener\(s\) skipped/);
+  t.equal(d.state.explains, 16 * 6, 'one explain per (source, instance, port)');
+  t.match(r.notes.join('\n'), /UDP flows expect an echo/);
   const web = r.listeners.find((l) => l.instance === 'web')!;
   t.equal(web.outcomes.connected, web.flows, 'echo listener: all connected');
+  const by = (i: string) => r.listeners.find((l) => l.instance === i)!;
+  t.ok(by('uecho').flows > 0 && by('uecho').outcomes.connected === by('uecho').flows, `UDP echo: connected ${JSON.stringify(by('uecho').outcomes)}`);
+  t.ok(by('udown').flows > 0 && by('udown').outcomes.refused === by('udown').flows, `UDP closed port: refused ${JSON.stringify(by('udown').outcomes)}`);
+  t.ok(by('ugate').outcomes.timeout > 0 && by('ugate').outcomes.connected > 0, `UDP gate: admitted echo, others time out ${JSON.stringify(by('ugate').outcomes)}`);
+  t.equal(by('uecho').latency.count, by('uecho').flows, 'UDP reply latency recorded');
   t.ok(web.latency.count === web.flows && web.latency.max > 0, 'connect latency recorded');
   t.ok(r.daemon.length >= 2, 'daemon figures sampled at start and end');
 });
@@ -102,7 +127,9 @@ t.test('runner: --mix shares and the rate cap', async (t) => {
   });
   // allowed = web + gate's allowed sources (connected), denied = gate's others (reset here), refused = down.
   t.equal(r.outcomes.refused, 10, 'refused share');
-  t.equal(r.listeners.find((l) => l.instance === 'down')!.flows, 10);
+  const down = r.listeners.find((l) => l.instance === 'down')!, udown = r.listeners.find((l) => l.instance === 'udown')!;
+  t.equal(down.flows + udown.flows, 10, 'refused flows go to the TCP and UDP listeners with a closed backend');
+  t.ok(down.flows > 0 && udown.flows > 0);
   t.equal(r.mismatchCount, 0);
   const t0 = performance.now();
   const slow = await runLoadtest({

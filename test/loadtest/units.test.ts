@@ -5,10 +5,10 @@ import t from 'tap';
 import { Histogram, bucketOf, bucketHigh, BUCKETS } from '../../src/loadtest/histogram.js';
 import { TokenBucket, burstFor } from '../../src/loadtest/rate.js';
 import {
-  expectedOutcome, explainQuery, explainKey, mixClass, parseMix, parseStatus, parseExplain, parseOutbound, sourceAddress,
+  expectedOutcome, explainQuery, explainKey, mixClass, parseMix, parseStatus, parseExplain, parseOutbound, sourceAddress, parseSources, tableFull,
   WeightedPicker, type ListenerInfo,
 } from '../../src/loadtest/expect.js';
-import { renderHtml, formatText, resultJson } from '../../src/loadtest/report.js';
+import { renderHtml, formatText, resultJson, holdText } from '../../src/loadtest/report.js';
 import type { LoadtestResult } from '../../src/loadtest/run.js';
 
 t.test('histogram buckets are contiguous and within 1/32 of the value', async (t) => {
@@ -75,6 +75,32 @@ t.test('expected outcome: the table of expect.ts', async (t) => {
   t.equal(mixClass(L(), 'allow'), 'allowed');
   t.equal(mixClass(L({ backendUp: false }), 'allow'), 'refused');
   t.equal(mixClass(L({ backendUp: false }), 'deny'), 'denied');
+});
+
+t.test('expected outcome: UDP rows and a full conntrack table', async (t) => {
+  const U = (over: Partial<ListenerInfo> = {}) => L({ protocol: 'udp', ...over });
+  t.equal(expectedOutcome(U(), 'raw', 'allow'), 'connected', 'the echo comes back');
+  t.equal(expectedOutcome(U({ backendUp: false }), 'raw', 'allow'), 'refused', 'ICMP port unreachable');
+  t.equal(expectedOutcome(U({ backendUp: false }), 'reset', 'allow'), 'timeout', 'no raw refusal: silence');
+  t.equal(expectedOutcome(U({ exactFilter: false }), 'reset', 'deny'), 'timeout', 'UDP is dropped in userland, never reset');
+  for (const l of [L(), L({ backendUp: false }), L({ exactFilter: false }), U()]) {
+    for (const d of ['allow', 'deny'] as const) t.equal(expectedOutcome(l, 'raw', d, true), 'timeout', `full table: ${l.protocol} ${d} → timeout`);
+  }
+  t.equal(tableFull({ conntrackEntries: 10, conntrackMax: 10 }), true);
+  t.equal(tableFull({ conntrackEntries: 9, conntrackMax: 10 }), false);
+  t.equal(tableFull({ conntrackEntries: 0, conntrackMax: 0 }), false, 'no max reported: never full');
+});
+
+t.test('--sources: a count or a list of loopback addresses and blocks', async (t) => {
+  t.same(parseSources('3'), ['127.77.0.1', '127.77.0.2', '127.77.0.3']);
+  t.same(parseSources('127.0.0.1, 127.0.0.5,127.0.0.1'), ['127.0.0.1', '127.0.0.5'], 'duplicates once');
+  t.same(parseSources('127.77.1.0/30'), ['127.77.1.1', '127.77.1.2'], 'a block without its first and last');
+  t.same(parseSources('127.77.1.6/31'), ['127.77.1.6', '127.77.1.7'], '/31: both');
+  t.equal(parseSources('127.78.0.0/17').length, 32766);
+  for (const bad of ['0', '65001', '10.0.0.1', '127.0.0.1/8', '127.0.0.300', 'web', '']) {
+    t.throws(() => parseSources(bad), { code: 'Usage' }, `"${bad}" is rejected`);
+  }
+  t.throws(() => parseSources('127.1.0.0/16,127.2.0.0/16'), { code: 'Usage', message: /more than 65000/ });
 });
 
 t.test('explain questions: service from the source, outbound from the instance to its target', async (t) => {
@@ -173,9 +199,10 @@ function fakeResult(): LoadtestResult {
     mismatches: [{ atS: 1.2, source: '127.77.0.1', listener: 'tcp 127.0.0.10:8080', instance: 'web', kind: 'service', rulePort: 80, expected: 'connected', actual: 'timeout', code: '', query: { from: '127.77.0.1', to: 'web', protocol: 'tcp', port: 80 }, decision: 'allow', reason: 'see https://example.com <b>' }],
     listeners, latency: lat,
     timeline: [{ t: 1, started: 2, done: 2, mismatches: 0, p50Ms: 0.8, p99Ms: 1.2, maxMs: 1.2 }, { t: 2, started: 1, done: 1, mismatches: 1, p50Ms: 0, p99Ms: 0, maxMs: 0 }],
-    daemon: [{ t: 0, conntrackEntries: 0, conntrackMax: 100, rssBytes: 5e7, cpuPercent: 0 }, { t: 1, conntrackEntries: 2, conntrackMax: 100, rssBytes: 6e7, cpuPercent: 12.5 }],
-    notes: ['1 UDP listener(s) skipped'],
-    settings: { flows: 3, durationS: 10, ratePerS: null, concurrency: 4, timeoutMs: 1000, sources: 2, mix: null },
+    daemon: [{ t: 0, conntrackEntries: 0, conntrackMax: 100, overflows: 3, rssBytes: 5e7, cpuPercent: 0 }, { t: 1, conntrackEntries: 2, conntrackMax: 100, overflows: 5, rssBytes: 6e7, cpuPercent: 12.5 }],
+    hold: null,
+    notes: ['a note'],
+    settings: { flows: 3, durationS: 10, ratePerS: null, concurrency: 4, timeoutMs: 1000, sources: 2, mix: null, hold: 0 },
   };
 }
 
@@ -189,6 +216,22 @@ t.test('HTML report is self-contained and escapes what it shows', async (t) => {
   t.match(html, /web&lt;script&gt;/, 'instance names are escaped');
   t.match(html, /&lt;b&gt;/, 'reasons are escaped');
   t.match(html, /1 mismatch/);
+});
+
+t.test('the --hold report in text, JSON and HTML', async (t) => {
+  const r = fakeResult();
+  r.hold = {
+    requested: 50, held: 40, openAtEnd: 40, failed: { connected: 0, refused: 0, timeout: 10, reset: 0, error: 0 }, firstErrorCode: '', holdS: 1.5,
+    conntrackMax: 40, entriesAfterHold: 40, fullAfterHold: true, overflowsStart: 3, overflowsAfterHold: 4, overflowsEnd: 9, flowsWhileFull: 12, timeoutsWhileFull: 12,
+  };
+  r.settings.hold = 50;
+  t.match(holdText(r.hold), /40 of 50 flows held open .*\(10 timeout\).*40 of 40 entries after the hold: FULL; 12 new flows launched while full, 12 timed out; daemon overflow counter 3 → 4 after the hold → 9 at the end \(\+6\)/);
+  t.match(formatText(r), /^hold: 40 of 50/m);
+  t.match(resultJson(r), { hold: { requested: 50, fullAfterHold: true, overflowsEnd: 9 } });
+  const html = renderHtml(r);
+  t.match(html, /Conntrack pressure \(--hold 50\)/);
+  t.match(html, /■ overflows/, 'the conntrack chart shows the overflow counter');
+  t.notMatch(html, /<script|\b(src|href)\s*=/i);
 });
 
 t.test('text and JSON forms', async (t) => {
