@@ -22,6 +22,7 @@ import { TickClock, type Clock } from '../dataplane/clock.js';
 import { Counters } from '../dataplane/counters.js';
 import { BackendMonitor } from '../dataplane/liveness.js';
 import { Refuser } from '../dataplane/refuse.js';
+import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { TcpListener } from '../dataplane/tcp.js';
 import { UdpListener } from '../dataplane/udp.js';
 import { MODE_NAMES, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
@@ -85,6 +86,15 @@ export class Daemon {
       onRefused: (l, src, sp, dst, dp) => {
         this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), src, dst, sp, dp, l.spec.protocol, 1, 60);
         this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), dst, src, dp, sp, l.spec.protocol, 1, 40);
+      },
+      onOverflow: () => { this.table.overflows++; },
+      isTracked: (l, src, srcPort) => {
+        const s = l.spec;
+        if (s.family === 4) return this.table.find4(s.protocol, parseIpv4(src), srcPort, parseIpv4(s.address), s.listenPort) !== null;
+        const w = new Uint32Array(8);
+        w.set(parseIpv6Words(src), 0);
+        w.set(parseIpv6Words(s.address), 4);
+        return this.table.find6(s.protocol, w, srcPort, w, s.listenPort, 0, 4) !== null;
       },
     });
     // A full table closes every listener to new flows (drop, as a full kernel table does), and

@@ -9,15 +9,19 @@
 // which are otherwise invisible to userland.
 // Without CAP_NET_RAW, libpcap or raw-socket: mode 'reset' — TCP listeners accept and reset,
 // UDP stays silent.
+// It also counts the new flows a full conntrack table dropped (listeners in FULL mode drop them in
+// the kernel, so userland would otherwise never know): sgemu_conntrack_overflow_total.
 // Cost: the capture filter names only the listeners whose backend is down (the ones that need an
-// answer), plus every listener when the flow log wants the kernel's REJECTs. A SYN flood against
-// a listener with a live backend and no flow log never wakes this process (scripts/bench/synflood.ts).
+// answer) or whose table is full, plus every listener when the flow log wants the kernel's
+// REJECTs. With nothing to watch no capture is open at all (src/native/pcap.ts). A SYN flood
+// against a listener with a live backend and no flow log never wakes this process
+// (scripts/bench/synflood.ts).
 
 import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
 import { RawSender } from '../native/raw.js';
 import { probeCapNetRaw } from '../native/probe.js';
 import { VERDICT_ALLOW } from '../policy/types.js';
-import { MODE_DOWN, type Listener } from './listener.js';
+import { MODE_DOWN, MODE_FULL, type Listener } from './listener.js';
 import type { Counters } from './counters.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
 
@@ -27,6 +31,10 @@ export interface RefuserHooks {
   /** A new flow the kernel filter dropped because the policy denies it (flow log REJECT). */
   onRejected?: (l: Listener, src: string, srcPort: number, dst: string, dstPort: number) => void;
   onRefused?: (l: Listener, src: string, srcPort: number, dst: string, dstPort: number) => void;
+  /** A new flow, allowed by the rules, that the kernel filter dropped because conntrack is full. */
+  onOverflow?: (l: Listener) => void;
+  /** Whether a datagram belongs to a flow conntrack already tracks (UDP in FULL mode: those pass). */
+  isTracked?: (l: Listener, src: string, srcPort: number) => boolean;
 }
 
 export class Refuser {
@@ -77,7 +85,7 @@ export class Refuser {
     const tcp: { address: string; port: number }[] = [];
     const udp: { address: string; port: number }[] = [];
     for (const l of this.all) {
-      if (!this.captureAll && !this.needsAnswers(l)) continue;
+      if (!this.captureAll && !this.needsAnswers(l) && l.mode !== MODE_FULL) continue;
       const target = { address: l.spec.address, port: l.spec.listenPort };
       if (l.spec.protocol === 6) { this.tcp.set(`${target.address}|${target.port}`, l); tcp.push(target); }
       else { this.udp.set(`${target.address}|${target.port}`, l); udp.push(target); }
@@ -95,7 +103,8 @@ export class Refuser {
       if (flowEvents.hasSubscribers) this.publish('reject', l, ev.src, ev.srcPort, 'kernel-filter');
       return;
     }
-    if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (full, closed)
+    if (l.mode === MODE_FULL) { this.overflow(l, ev.src, ev.srcPort); return; }
+    if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (closed)
     this.raw!.sendRstAck(ev.family, ev.dst, ev.dstPort, ev.src, ev.srcPort, (ev.seq + 1) >>> 0);
     this.counters.refusedRaw++;
     l.stats.refused++;
@@ -105,13 +114,25 @@ export class Refuser {
 
   private onUdp(ev: UdpEvent): void {
     const l = this.udp.get(`${ev.dst}|${ev.dstPort}`);
-    if (!l || l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
+    if (!l) return;
+    if (l.mode === MODE_FULL) {
+      // Live flows' datagrams pass a FULL program; the others are new flows the table dropped.
+      if (l.decide(ev.src) & VERDICT_ALLOW && !this.hooks.isTracked?.(l, ev.src, ev.srcPort)) this.overflow(l, ev.src, ev.srcPort);
+      return;
+    }
+    if (l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;
     l.stats.refused++;
     if (flowEvents.hasSubscribers) this.publish('refuse', l, ev.src, ev.srcPort, 'backend-down');
     this.hooks.onRefused?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
+  }
+
+  private overflow(l: Listener, src: string, srcPort: number): void {
+    this.counters.overflowDropped++;
+    this.hooks.onOverflow?.(l);
+    if (flowEvents.hasSubscribers) this.publish('reject', l, src, srcPort, 'conntrack-full');
   }
 
   private publish(type: 'reject' | 'refuse', l: Listener, src: string, srcPort: number, reason: string): void {

@@ -87,23 +87,33 @@ export class PacketWatch {
   private filter = '';
   private closed = false;
 
+  /** Opens and closes one handle to prove libpcap works here (throws otherwise); captures nothing
+   * until setTargets names something to watch. */
   constructor(private readonly onSyn: (e: SynEvent) => void, private readonly onUdp?: (e: UdpEvent) => void) {
-    this.handle = this.open(MATCH_NOTHING);
+    const probe = this.open(MATCH_NOTHING);
+    probe.cap.close();
+    retired.push(probe.cap);
     this.filter = MATCH_NOTHING;
   }
 
   /** Recompiles the capture filter. The new handle opens before the old closes (no gap; a
-   * packet seen twice in the overlap is answered twice, which is harmless for RST and ICMP). */
+   * packet seen twice in the overlap is answered twice, which is harmless for RST and ICMP).
+   * With no targets the handle is closed, not kept with an empty filter: while any packet socket
+   * is open on `lo` the kernel clones every loopback packet for it (dev_queue_xmit_nit) before
+   * its filter rejects it, which costs the whole data plane. */
   setTargets(tcp: { address: string; port: number }[], udp: { address: string; port: number }[]): void {
     if (this.closed) return;
     const f = captureFilter(tcp, udp);
     if (f === this.filter) return;
-    const next = this.open(f);
+    const next = f === MATCH_NOTHING ? null : this.open(f);
     const prev = this.handle;
     this.handle = next;
     this.filter = f;
     if (prev) { prev.cap.close(); retired.push(prev.cap); }
   }
+
+  /** Whether a capture handle is open now (false while there is nothing to watch). */
+  get capturing(): boolean { return this.handle !== null; }
 
   close(): void {
     if (this.closed) return;
