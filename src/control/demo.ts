@@ -56,7 +56,12 @@ export async function startDemoBackends(): Promise<() => Promise<void>> {
   });
   const echo = net.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
   await listen(web, DEMO_PORTS.http);
-  await listen(echo, DEMO_PORTS.echo);
+  try {
+    await listen(echo, DEMO_PORTS.echo);
+  } catch (e) {
+    await new Promise((r) => web.close(r));    // do not leave the first one listening
+    throw e;
+  }
   return async () => {
     web.closeAllConnections();
     await Promise.all([new Promise((r) => web.close(r)), new Promise((r) => echo.close(r))]);
