@@ -1,6 +1,7 @@
 // TCP end to end: bulk throughput, new connections/s and added latency, through the sgemu daemon,
 // through HAProxy (mode tcp, nbthread 1: the daemon is one Node thread) and direct to the backend,
-// in one run, samples taken in alternation (round i measures direct, haproxy, sgemu in turn).
+// in one run, samples taken in alternation (round i measures direct, haproxy, sgemu in turn,
+// starting from a different one each round).
 //
 // Run (from the repo root):
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/tcp.ts [--quick]
@@ -203,7 +204,10 @@ async function main(): Promise<void> {
     let sgemuConns = 0;
     const res0 = sgemu ? procResources(sgemu.proc.pid) : null;
     for (let r = 0; r < ROUNDS; r++) {
-      for (const t of targets) {
+      // Rotate who goes first: a target measured right after another inherits its TIME_WAIT
+      // sockets (haproxy and sgemu both connect 127.0.0.1 → the same backend port), which made the
+      // last target pay for the port search of the one before it in every round.
+      for (const t of targets.map((_, i) => targets[(i + r) % targets.length]!)) {
         const s = samples.get(t.name)!;
         if (want('bulk')) s.bulk.push(await bulk(t));
         if (want('conn')) {

@@ -10,21 +10,32 @@
 //   - the userland check after accept is the same decision; it only fires when the filter is
 //     missing (no addon) or coarsened to fit BPF_MAXINSNS, and then resets (logged once);
 //   - `this.policy` is read once per decision; swaps happen in `applyPolicy`.
+//   - two relays, same semantics: the native one (src/native/tcp-relay.ts: a thread of our addon
+//     accepts and splices, JS answers each accept and keeps conntrack and accounting) when the
+//     addon has it and the backend is a numeric address; otherwise (or SGEMU_RELAY=node) a
+//     net.Server and Node streams (TcpRelay).
 //   - filter modes (src/dataplane/listener.ts): while the backend is down and raw refusal is
 //     available the program drops every SYN and the Refuser answers allowed ones with RST|ACK
 //     (linux-techniques.md §3).
 
 import net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { INGRESS, EGRESS, PROTO_TCP } from '../model/types.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
 import { createTcpListener, nativeStatus } from '../native/sock-filter.js';
+import {
+  relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayListen, relayReset, relayUnlisten,
+  tcpRelayStatus, type RelayFlow, type RelayListener,
+} from '../native/tcp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
-import { ListenerBase, type ListenerEnv, type ListenerSpec } from './listener.js';
+import { ListenerBase, MODE_RULES, type ListenerEnv, type ListenerSpec } from './listener.js';
 export { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, MODE_NAMES } from './listener.js';
 
 export type TcpListenerSpec = ListenerSpec;
+
+const ECONNREFUSED = osConstants.errno.ECONNREFUSED;
 
 export interface DataplaneEnv extends ListenerEnv {
   /** Called once per flow when it ends (flow log). */
@@ -32,9 +43,16 @@ export interface DataplaneEnv extends ListenerEnv {
   ctTimeoutMs: (instName: string) => number;
 }
 
-export class TcpListener extends ListenerBase {
+export class TcpListener extends ListenerBase implements RelayListener {
   private server: net.Server | null = null;
-  readonly relays = new Set<TcpRelay>();
+  /** The native relay's id for our listening fd, -1 when Node serves it. */
+  private lid = -1;
+  private closing = false;
+  /** NativeRelay.connect failed once (logged once). */
+  warnedConnect = false;
+  /** What the relay thread was last told to connect to at accept ('' = off). */
+  private autoTarget = '';
+  readonly relays = new Set<FlowBase>();
 
   constructor(id: number, spec: TcpListenerSpec, readonly env: DataplaneEnv) {
     super(id, spec, env);
@@ -48,6 +66,28 @@ export class TcpListener extends ListenerBase {
     this.watchBackend();
     this.bindPolicy(policy);
     const program = this.program();
+    if (this.nativeRelayFits()) {
+      this.fd = createTcpListener({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, backlog: 511, program });
+      try {
+        this.lid = relayListen(this.fd, this);
+      } catch (e) {
+        this.env.log(`listener ${this.describe()}: native relay unavailable (${e instanceof Error ? e.message : String(e)}); relaying with Node streams`);
+        this.lid = -1;
+      }
+      if (this.lid >= 0) { this.updateAutoConnect(); return; }
+      const fd = this.fd;
+      this.fd = -1;
+      await new Promise<void>((resolve, reject) => {
+        const s = net.createServer({ allowHalfOpen: true }, (c) => this.onConnection(c));
+        s.maxConnections = Infinity;
+        this.server = s;
+        s.once('error', reject);
+        s.listen({ fd }, () => { s.off('error', reject); resolve(); });
+      });
+      this.fd = fd;
+      this.server!.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
+      return;
+    }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (c) => this.onConnection(c));
     server.maxConnections = Infinity;
     this.server = server;
@@ -66,44 +106,98 @@ export class TcpListener extends ListenerBase {
     server.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
   }
 
+  /** The native relay needs the addon and numeric addresses (it does no name lookups). */
+  private nativeRelayFits(): boolean {
+    const s = this.spec;
+    return nativeStatus().loaded && tcpRelayStatus().available && net.isIP(s.backendHost) !== 0 &&
+      (s.localAddress === null || net.isIP(s.localAddress) !== 0);
+  }
+
+  /** Whether flows go through the native relay (for doctor and tests). */
+  get nativeRelay(): boolean { return this.lid >= 0; }
+
+  /** After the base class swapped the filter: the native relay connects at accept only while
+   * the kernel filter alone is the whole decision (exact program, RULES mode, table not full). */
+  override refreshFilter(force = false): void {
+    super.refreshFilter(force);
+    this.updateAutoConnect();
+  }
+
+  private updateAutoConnect(): void {
+    if (this.lid < 0 || this.closing) return;
+    const s = this.spec;
+    // (a reload may have changed the backend to a name: the thread does no lookups, JS connects
+    // and fails each flow then, see NativeRelay.connect)
+    const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.full &&
+      net.isIP(s.backendHost) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
+    const target = on ? `${s.backendHost}|${s.backendPort}|${s.localAddress ?? ''}` : '';
+    if (target === this.autoTarget) return;
+    try {
+      relayAutoConnect(this.lid, on, s.backendHost, s.backendPort, s.localAddress);
+      this.autoTarget = target;
+    } catch (e) {
+      // Never throw into a timer or reload: without auto-connect JS connects each flow itself.
+      this.env.log(`listener ${this.describe()}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
   protected recheckFlows(): void {
     for (const r of [...this.relays]) r.recheck();
   }
 
-  private onConnection(client: net.Socket): void {
+  /**
+   * The userland half of the decision for an accepted connection, and its conntrack entry.
+   * null: denied (only without an exact kernel filter) or the table is full; the caller resets.
+   */
+  private admit(remote: string, remotePort: number): FlowEntry | null {
     const env = this.env;
-    const remote = client.remoteAddress;
-    if (remote === undefined || this.policy === null) { client.destroy(); return; }
     const verdict = this.decide(remote);
     if (!(verdict & VERDICT_ALLOW)) {
       // Only reachable without an exact kernel filter: the closest honest answer is a reset.
       env.counters.rejectedUser++;
       this.stats.rejected++;
-      if (flowEvents.hasSubscribers) this.publish('reject', remote, client.remotePort ?? 0, 'userland-reset');
-      client.resetAndDestroy();
-      return;
+      if (flowEvents.hasSubscribers) this.publish('reject', remote, remotePort, 'userland-reset');
+      return null;
     }
     const spec = this.spec;
     const entry = env.table.open({
       proto: PROTO_TCP, family: spec.family, inst: this.inst, dir: spec.kind === 'service' ? INGRESS : EGRESS,
       listener: this.id, tracked: !(verdict & VERDICT_UNTRACKED), state: ST_SYN_SENT,
-      src: remote, srcPort: client.remotePort ?? 0, dst: spec.address, dstPort: spec.listenPort,
+      src: remote, srcPort: remotePort, dst: spec.address, dstPort: spec.listenPort,
       rulePort: spec.rulePort, timeoutMs: env.ctTimeoutMs(spec.instName), owner: NO_OWNER,
     });
     if (entry === null) {
       // The table filled between the last filter swap and this SYN (the daemon swaps every
       // listener to drop-all when it fills); the handshake is done, so all that is left is a reset.
       env.counters.overflowDropped++;
-      client.resetAndDestroy();
-      return;
+      return null;
     }
     env.counters.accepted++;
     this.stats.accepted++;
-    if (flowEvents.hasSubscribers) this.publish('open', remote, entry.srcPort, undefined, entry.tracked);
+    if (flowEvents.hasSubscribers) this.publish('open', remote, remotePort, undefined, entry.tracked);
+    return entry;
+  }
+
+  private onConnection(client: net.Socket): void {
+    const remote = client.remoteAddress;
+    if (remote === undefined || this.policy === null) { client.destroy(); return; }
+    const entry = this.admit(remote, client.remotePort ?? 0);
+    if (entry === null) { client.resetAndDestroy(); return; }
     const relay = new TcpRelay(this, client, entry);
     entry.owner = relay;
     this.relays.add(relay);
     relay.connect();
+  }
+
+  /** The native relay accepted a connection (RelayListener): connect it or reset it. */
+  onAccept(id: number, addr: string, port: number, connecting: boolean): RelayFlow | null {
+    const entry = this.closing || this.policy === null ? null : this.admit(addr, port);
+    if (entry === null) { relayReset(id); return null; }
+    const relay = new NativeRelay(this, id, entry);
+    entry.owner = relay;
+    this.relays.add(relay);
+    if (!connecting) relay.connect();
+    return relay;
   }
 
   publish(type: 'open' | 'close' | 'reject' | 'refuse' | 'cut' | 'expire', src: string, srcPort: number, reason?: string, tracked?: boolean, e?: FlowEntry): void {
@@ -116,7 +210,12 @@ export class TcpListener extends ListenerBase {
   async close(drainMs = 0): Promise<void> {
     const server = this.server;
     this.server = null;
-    this.fd = -1;             // Node owns the fd and closes it with the server
+    this.closing = true;
+    if (this.lid >= 0) {
+      try { relayUnlisten(this.lid); } catch (e) { this.env.log(`listener ${this.describe()}: ${e instanceof Error ? e.message : String(e)}`); }
+      this.lid = -1;
+    }
+    this.fd = -1;             // Node (or the native relay) owns the fd and has closed it or will
     // server.close() waits for every accepted connection to end: start it, drain, then destroy.
     const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     if (drainMs > 0 && this.relays.size > 0) {
@@ -136,18 +235,166 @@ export class TcpListener extends ListenerBase {
 const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
 
 /**
+ * What both relays share: the AWS rules for a live flow after a policy swap (recheck) and when
+ * the table drops its entry (expire). Subclasses move the bytes.
+ */
+abstract class FlowBase implements FlowOwner {
+  protected blackholed = false;
+  constructor(readonly listener: TcpListener, public entry: FlowEntry) {}
+
+  abstract sample(e: FlowEntry): void;
+  /** Closes both sockets at once (shutdown). */
+  abstract destroy(): void;
+  /** Stop relaying both ways; keep both sockets open and unread until a peer gives up. */
+  protected abstract blackhole(): void;
+
+  /** After a policy swap: AWS cuts untracked flows whose rule is gone; tracked ones live on. */
+  recheck(): void {
+    const e = this.entry;
+    if (!e.live || this.blackholed) return;
+    const v = this.listener.decide(e.src);
+    if (v & VERDICT_ALLOW) {
+      e.tracked = !(v & VERDICT_UNTRACKED);
+      return;
+    }
+    if (!e.tracked) {
+      this.listener.env.counters.untrackedCut++;
+      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
+      this.listener.env.table.drop(e, EXPIRE_CUT);
+    }
+  }
+
+  expire(e: FlowEntry, reason: number): void {
+    const env = this.listener.env;
+    if (reason === EXPIRE_SHUTDOWN) { this.destroy(); return; }
+    if (reason === EXPIRE_IDLE) {
+      env.counters.idleExpired++;
+      // AWS: once the entry is gone, the next packet is judged as new traffic. If the rules still
+      // allow it, it is tracked again; otherwise it is dropped from now on.
+      const v = this.listener.decide(e.src);
+      if (v & VERDICT_ALLOW) {
+        const again = env.table.open({
+          proto: e.proto, family: e.family as 4 | 6, inst: e.inst, dir: e.dir, listener: e.listener,
+          tracked: !(v & VERDICT_UNTRACKED), state: e.state, src: e.src, srcPort: e.srcPort, dst: e.dst,
+          dstPort: e.dstPort, rulePort: e.rulePort, timeoutMs: e.timeoutMs, owner: this,
+        });
+        if (again) {
+          this.entry = again;
+          return;
+        }
+      }
+    }
+    this.blackholed = true;
+    this.blackhole();
+  }
+
+  /** The flow is over: final counters, flow log, conntrack close. */
+  protected finish(): void {
+    const env = this.listener.env;
+    const e = this.entry;
+    if (e.live) {
+      this.sample(e);
+      env.counters.bytesIn += e.bytesIn;
+      env.counters.bytesOut += e.bytesOut;
+      env.onFlowEnd?.(e);
+      if (flowEvents.hasSubscribers) this.listener.publish('close', e.src, e.srcPort, undefined, e.tracked, e);
+      env.table.close(e);
+    }
+    this.listener.relays.delete(this);
+  }
+}
+
+/**
+ * One flow relayed by the native thread (src/native/tcp-relay.ts): the bytes never enter JS; the
+ * counters are read from the relay's shared array when conntrack samples.
+ */
+export class NativeRelay extends FlowBase implements RelayFlow {
+  private done = false;
+  private bytesIn = 0;
+  private bytesOut = 0;
+
+  constructor(listener: TcpListener, readonly id: number, entry: FlowEntry) { super(listener, entry); }
+
+  connect(): void {
+    const spec = this.listener.spec;
+    try {
+      relayConnect(this.id, spec.backendHost, spec.backendPort, spec.localAddress);
+    } catch (e) {
+      // Only a backend that is not a numeric address after a reload (start() picks the Node
+      // relay for those): the flow cannot go anywhere, so the client gets the reset it would
+      // get from a refused backend.
+      relayReset(this.id);
+      if (!this.listener.warnedConnect) {
+        this.listener.warnedConnect = true;     // logged once, counted always (STYLE: no log per flow)
+        this.listener.env.log(`listener ${this.listener.describe()}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      this.done = true;
+      this.listener.env.counters.refusedReset++;
+      this.listener.stats.refused++;
+      this.finish();
+    }
+  }
+
+  onConnected(): void { if (this.entry.state === ST_SYN_SENT) this.entry.state = ST_ESTABLISHED; }
+
+  onFin(): void { if (this.entry.state === ST_ESTABLISHED) this.entry.state = ST_FIN_WAIT; }
+
+  onFailed(errno: number): void {
+    const l = this.listener, env = l.env;
+    this.done = true;
+    // The backend refused (or is unreachable): it is down now. The client was already accepted,
+    // so the relay reset it (raw refusal handles the next SYNs).
+    if (errno === ECONNREFUSED) {
+      env.monitor.markDown(l.backendKey);
+      l.refreshFilter();
+    }
+    env.counters.refusedReset++;
+    l.stats.refused++;
+    this.finish();
+  }
+
+  onClosed(reset: boolean, _errno: number, bytesIn: number, bytesOut: number): void {
+    this.done = true;
+    this.bytesIn = bytesIn;
+    this.bytesOut = bytesOut;
+    if (reset && !this.blackholed) this.listener.env.counters.resets++;
+    this.finish();
+  }
+
+  sample(e: FlowEntry): void {
+    if (this.done) { e.bytesIn = this.bytesIn; e.bytesOut = this.bytesOut; return; }
+    e.bytesIn = relayBytesIn(this.id);
+    e.bytesOut = relayBytesOut(this.id);
+    // Bytes only move once the backend is connected; the relay books "connected" up to 1 ms
+    // late (batched, tcp_relay.c signal_js), a listing in between must not say SYN_SENT.
+    if (e.state === ST_SYN_SENT && e.bytesIn + e.bytesOut > 0) e.state = ST_ESTABLISHED;
+  }
+
+  destroy(): void {
+    if (!this.done) {
+      this.sample(this.entry);
+      this.done = true;
+      relayClose(this.id);
+    }
+    this.listener.relays.delete(this);
+  }
+
+  protected blackhole(): void {
+    if (!relayBlackhole(this.id)) this.listener.relays.delete(this);
+  }
+}
+
+/**
  * One relayed connection: client ↔ backend with Node's pipe (honours backpressure: a false
  * write() pauses the reader), allowHalfOpen so a FIN in one direction is forwarded as a FIN and
  * the other direction goes on, and an RST on one side turned into an RST on the other.
  */
-export class TcpRelay implements FlowOwner {
+export class TcpRelay extends FlowBase {
   backend: net.Socket | null = null;
   private connected = false;
   private closedSides = 0;
-  private blackholed = false;
 
-  constructor(readonly listener: TcpListener, readonly client: net.Socket, public entry: FlowEntry) {}
-
+  constructor(listener: TcpListener, readonly client: net.Socket, entry: FlowEntry) { super(listener, entry); }
   connect(): void {
     const spec = this.listener.spec;
     const client = this.client;
@@ -197,20 +444,6 @@ export class TcpRelay implements FlowOwner {
     this.finish();
   }
 
-  private finish(): void {
-    const env = this.listener.env;
-    const e = this.entry;
-    if (e.live) {
-      this.sample(e);
-      env.counters.bytesIn += e.bytesIn;
-      env.counters.bytesOut += e.bytesOut;
-      env.onFlowEnd?.(e);
-      if (flowEvents.hasSubscribers) this.listener.publish('close', e.src, e.srcPort, undefined, e.tracked, e);
-      env.table.close(e);
-    }
-    this.listener.relays.delete(this);
-  }
-
   /** Closes both sockets at once (shutdown). */
   destroy(): void {
     this.client.destroy();
@@ -223,52 +456,12 @@ export class TcpRelay implements FlowOwner {
     e.bytesOut = this.client.bytesWritten;
   }
 
-  /** After a policy swap: AWS cuts untracked flows whose rule is gone; tracked ones live on. */
-  recheck(): void {
-    const e = this.entry;
-    if (!e.live || this.blackholed) return;
-    const v = this.listener.decide(e.src);
-    if (v & VERDICT_ALLOW) {
-      e.tracked = !(v & VERDICT_UNTRACKED);
-      return;
-    }
-    if (!e.tracked) {
-      this.listener.env.counters.untrackedCut++;
-      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
-      this.listener.env.table.drop(e, EXPIRE_CUT);
-    }
-  }
-
-  expire(e: FlowEntry, reason: number): void {
-    const env = this.listener.env;
-    if (reason === EXPIRE_SHUTDOWN) { this.destroy(); return; }
-    if (reason === EXPIRE_IDLE) {
-      env.counters.idleExpired++;
-      // AWS: once the entry is gone, the next packet is judged as new traffic. If the rules still
-      // allow it, it is tracked again; otherwise it is dropped from now on.
-      const v = this.listener.decide(e.src);
-      if (v & VERDICT_ALLOW) {
-        const again = env.table.open({
-          proto: e.proto, family: e.family as 4 | 6, inst: e.inst, dir: e.dir, listener: e.listener,
-          tracked: !(v & VERDICT_UNTRACKED), state: e.state, src: e.src, srcPort: e.srcPort, dst: e.dst,
-          dstPort: e.dstPort, rulePort: e.rulePort, timeoutMs: e.timeoutMs, owner: this,
-        });
-        if (again) {
-          this.entry = again;
-          return;
-        }
-      }
-    }
-    this.blackhole();
-  }
-
   /**
    * Packets of this flow are dropped from now on (AWS drops, it does not reset): stop relaying in
    * both directions and keep both sockets open and unread, so each peer sees its data go
    * unanswered until its own timeout. When either peer gives up, the other socket is closed.
    */
-  private blackhole(): void {
-    this.blackholed = true;
+  protected blackhole(): void {
     const b = this.backend;
     this.client.unpipe();
     b?.unpipe();

@@ -1,11 +1,827 @@
 /*
- * TCP relay of established flows (splice through a pipe on a native thread).
- * Registers its functions on the addon's exports; see src/native/tcp-relay.ts.
+ * TCP relay of established flows: one native thread (epoll) that accepts on the listening sockets
+ * it is handed, connects backends when JS says so, and moves bytes with splice(2) through a pipe
+ * per direction, as HAProxy does. See src/native/tcp-relay.ts and native-notes/splice-relay.md.
+ *
+ * Owns: the relay thread, accepted client fds, backend fds, the pipe pool, per-flow byte counters
+ * (written into a Float64Array JS handed us: [slot*2] client->backend, [slot*2+1] backend->client).
+ * Must not: decide anything. Policy, conntrack, accounting and logs stay in TypeScript: this file
+ * reports ACCEPT (peer address) and waits for connect/reset; it never connects on its own.
+ * Invariants:
+ *   - one mutex (R.mu) guards every table; the thread holds it while it handles a batch of epoll
+ *     events, JS entry points hold it for their call. Nothing blocks while holding it (all fds
+ *     are O_NONBLOCK; napi_call_threadsafe_function is called nonblocking).
+ *   - a flow id is slot | generation << SLOT_BITS, so a stale id (a flow that ended while JS was
+ *     still holding its id) never touches the slot's next flow: such calls return ENOENT.
+ *   - events reach JS in the order they happened, in batches, through one threadsafe function.
+ *   - a pipe is taken from the pool only while a direction has bytes in flight and given back
+ *     empty, so an idle flow holds 2 fds (its sockets) and no pipe.
+ *
+ *   epoll data (u64):  TAG_WAKE | 0            the eventfd that wakes the thread (stop)
+ *                      TAG_LISTEN | lid        a listening socket (level triggered)
+ *                      slot << 1 | side        a flow's client (0) or backend (1) socket (edge triggered)
+ *
+ *   events to JS: records [type, id, a, b, x, y] in the Float64Array JS handed to relayInit,
+ *   with their count and an array of peer address strings
+ *     EV_ACCEPT    id, lid, peerPort, family, connecting (one string per ACCEPT, in order;
+ *                  connecting = 1: relayAutoConnect was on, the backend connect is in flight)
+ *     EV_CONNECTED id
+ *     EV_FAILED    id, errno                          (backend connect failed; client already reset)
+ *     EV_FIN       id, side that sent the first FIN
+ *     EV_CLOSED    id, reset(0/1), errno, bytesIn, bytesOut
  */
+#define _GNU_SOURCE
 #include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "result.h"
+
+#define SLOT_BITS 17
+#define MAX_FLOWS (1u << SLOT_BITS)
+#define SLOT_MASK (MAX_FLOWS - 1)
+#define MAX_LISTENERS 4096
+#define PIPE_SIZE (256 * 1024)
+#define POOL_MAX 256
+#define ACCEPT_BATCH 64
+#define TAG_WAKE (1ull << 62)
+#define TAG_LISTEN (1ull << 61)
+
+enum { F_FREE = 0, F_ACCEPTED, F_CONNECTING, F_RELAY, F_BLACKHOLE };
+enum { EV_ACCEPT = 1, EV_CONNECTED, EV_FAILED, EV_FIN, EV_CLOSED };
+#define REC 6
+
+struct dir { int pr, pw; size_t pending; uint8_t eof, shut, bulk; };
+struct flow {
+  uint32_t id;
+  int cfd, bfd;
+  uint8_t state, fin_seen;
+  uint32_t early;             /* client socket events seen while connecting (epoll flags) */
+  struct dir d[2];            /* d[0]: client -> backend, d[1]: backend -> client */
+};
+struct target { struct sockaddr_storage to, from; socklen_t to_len, from_len; };
+struct listener { int fd; int active; int autoconnect; struct target t; };
+struct event { double v[REC]; char addr[INET6_ADDRSTRLEN]; };
+struct queue { struct event *ev; size_t n, cap; };
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_t thread;
+  int running, stop, epfd, wakefd;
+  napi_threadsafe_function tsfn;
+  int tsfn_refd, call_pending;
+  int urgent;                 /* a queued event JS must see now (see signal_js) */
+  int64_t q_first_us;         /* when the oldest queued event was queued */
+  napi_ref counters_ref, events_ref;
+  double *counters;           /* 2 per slot */
+  double *events;             /* REC per record, events_cap records: the batch handed to JS */
+  size_t events_cap;
+  struct flow *flows;
+  uint32_t *free_slots;
+  uint32_t free_n;
+  uint16_t *gen;
+  struct listener listeners[MAX_LISTENERS];
+  int listeners_active;
+  int pool[POOL_MAX][2];
+  int pool_n, pipes_out;
+  struct queue q, spare;
+  double overflow;            /* accepted while every slot was taken: reset at once */
+  uint32_t flows_live;
+} R = { .mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1 };
+
+/* ---- helpers (R.mu held) ---- */
+
+static int64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static struct event *push_event(int type, uint32_t id, double a, double b, double x, double y) {
+  struct queue *q = &R.q;
+  if (q->n == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 256;
+    struct event *ev = realloc(q->ev, cap * sizeof(*ev));
+    if (!ev) return NULL;     /* out of memory: the event is lost, the flow lives on */
+    q->ev = ev;
+    q->cap = cap;
+  }
+  if (q->n == 0) R.q_first_us = now_us();
+  if (type == EV_FAILED) R.urgent = 1;   /* the backend is down: JS swaps the filter at once */
+  struct event *e = &q->ev[q->n++];
+  e->v[0] = type; e->v[1] = id; e->v[2] = a; e->v[3] = b; e->v[4] = x; e->v[5] = y;
+  e->addr[0] = 0;
+  return e;
+}
+
+/*
+ * Wakes the JS thread for the queued events. Events JS must act on at once (an accept: answer it,
+ * or open its conntrack entry while its first bytes move; a failed backend) go at once; the rest
+ * (connected, FIN, closed: JS only books them) wait up to BATCH_US or BATCH_N events, so under
+ * load one wake-up of the event loop carries many flows. The relay loop's epoll timeout enforces
+ * the deadline.
+ */
+#define BATCH_US 1000
+#define BATCH_N 128
+static void signal_js_now(void) {
+  if (R.q.n == 0 || R.call_pending || !R.tsfn) return;
+  if (napi_call_threadsafe_function(R.tsfn, NULL, napi_tsfn_nonblocking) == napi_ok) { R.call_pending = 1; R.urgent = 0; }
+}
+
+static void signal_js(void) {
+  if (R.q.n == 0 || R.call_pending) return;
+  if (R.urgent || R.q.n >= BATCH_N || now_us() - R.q_first_us >= BATCH_US) signal_js_now();
+}
+
+static int pipe_get(struct dir *d) {
+  if (d->pr >= 0) return 0;
+  if (R.pool_n > 0) {
+    R.pool_n--;
+    d->pr = R.pool[R.pool_n][0];
+    d->pw = R.pool[R.pool_n][1];
+  } else {
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    (void)fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE);   /* best effort: default 64 KiB still works */
+    d->pr = p[0];
+    d->pw = p[1];
+  }
+  R.pipes_out++;
+  return 0;
+}
+
+/* Gives an empty pipe back to the pool; a pipe still holding bytes is closed. */
+static void pipe_put(struct dir *d) {
+  if (d->pr < 0) return;
+  if (d->pending == 0 && R.pool_n < POOL_MAX) {
+    R.pool[R.pool_n][0] = d->pr;
+    R.pool[R.pool_n][1] = d->pw;
+    R.pool_n++;
+  } else {
+    close(d->pr);
+    close(d->pw);
+  }
+  R.pipes_out--;
+  d->pr = d->pw = -1;
+  d->pending = 0;
+}
+
+static void set_linger0(int fd) {
+  struct linger l = { 1, 0 };
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
+static struct flow *flow_by_id(uint32_t id) {
+  uint32_t slot = id & SLOT_MASK;
+  if (!R.flows || slot >= MAX_FLOWS) return NULL;
+  struct flow *f = &R.flows[slot];
+  return f->state != F_FREE && f->id == id ? f : NULL;
+}
+
+/* Closes both sockets (reset: SO_LINGER 0 first, so each peer gets an RST) and frees the slot. */
+static void flow_free(struct flow *f, int reset) {
+  uint32_t slot = f->id & SLOT_MASK;
+  for (int i = 0; i < 2; i++) pipe_put(&f->d[i]);
+  if (f->cfd >= 0) { if (reset) set_linger0(f->cfd); close(f->cfd); }
+  if (f->bfd >= 0) { if (reset) set_linger0(f->bfd); close(f->bfd); }
+  f->cfd = f->bfd = -1;
+  f->state = F_FREE;
+  f->id = 0;
+  R.gen[slot]++;
+  R.free_slots[R.free_n++] = slot;
+  R.flows_live--;
+}
+
+static void flow_closed(struct flow *f, int reset, int err) {
+  uint32_t slot = f->id & SLOT_MASK;
+  push_event(EV_CLOSED, f->id, reset, err, R.counters[slot * 2], R.counters[slot * 2 + 1]);
+  flow_free(f, reset);
+}
+
+static int sock_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+  return err;
+}
+
+/*
+ * Moves what is readable from src to dst until the kernel says EAGAIN (or, for a short recv, until
+ * the receive queue is known empty). Two ways, per direction:
+ *   small   recv into one thread buffer and send; whatever send does not take is written into the
+ *           direction's pipe (empty, so it fits) and flushed with splice on EPOLLOUT. Short
+ *           messages never touch a pipe: 2 syscalls per message, as a recv/send proxy.
+ *   bulk    after a recv filled the whole buffer: splice src -> pipe -> dst, no copy to user space.
+ * A read is only tried on an empty pipe, so EAGAIN from splice always means "src is empty" (never
+ * "pipe full"), which keeps edge triggering exact. A recv shorter than asked drained the queue
+ * (tcp_recvmsg copies all that is queued up to len), so newer bytes raise a new edge; unless a
+ * FIN is already queued behind the bytes (EPOLLRDHUP in the same event: drain = 1, read to 0).
+ * Returns 0, or an errno (the caller resets the flow).
+ */
+#define SMALL_BUF 16384
+static char small_buf[SMALL_BUF];   /* relay thread only */
+
+static int pump(struct flow *f, int side, int drain) {
+  struct dir *d = &f->d[side];
+  int src = side == 0 ? f->cfd : f->bfd, dst = side == 0 ? f->bfd : f->cfd;
+  double *ctr = &R.counters[(f->id & SLOT_MASK) * 2 + side];
+  for (;;) {
+    if (d->pending > 0) {
+      ssize_t n = splice(d->pr, NULL, dst, NULL, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        d->pending -= (size_t)n;
+        if (side == 1) *ctr += (double)n;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return 0;   /* dst full: EPOLLOUT on dst resumes */
+      return n < 0 ? errno : EPIPE;
+    }
+    if (d->eof) {
+      pipe_put(d);
+      /* FIN forwarded as FIN. When the other way is shut already the flow is over and settle()
+       * closes both sockets; all their input was read, so close sends that FIN itself. */
+      if (!d->shut) { d->shut = 1; if (!f->d[1 - side].shut) (void)shutdown(dst, SHUT_WR); }
+      return 0;
+    }
+    ssize_t n;
+    if (!d->bulk) {
+      n = recv(src, small_buf, SMALL_BUF, 0);
+      if (n > 0) {
+        if (side == 0) *ctr += (double)n;
+        ssize_t w = send(dst, small_buf, (size_t)n, MSG_NOSIGNAL);
+        if (w < 0) {
+          if (errno != EAGAIN && errno != EINTR) return errno;
+          w = 0;
+        }
+        if (side == 1) *ctr += (double)w;
+        if (w < n) {
+          if (pipe_get(d) != 0) return errno;
+          ssize_t p = write(d->pw, small_buf + w, (size_t)(n - w));
+          if (p != n - w) return p < 0 ? errno : EIO;
+          d->pending = (size_t)p;
+        }
+        if (n == SMALL_BUF) d->bulk = 1;        /* a full buffer: bulk transfer, splice from now on */
+        else if (d->pending == 0 && !drain) return 0;   /* queue drained (and no FIN seen queued) */
+        continue;
+      }
+    } else {
+      if (pipe_get(d) != 0) return errno;
+      n = splice(src, NULL, d->pw, NULL, PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        d->pending = (size_t)n;
+        if (side == 0) *ctr += (double)n;
+        continue;
+      }
+    }
+    if (n == 0) {
+      d->eof = 1;
+      if (!f->fin_seen) { f->fin_seen = 1; push_event(EV_FIN, f->id, side, 0, 0, 0); }
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) { pipe_put(d); return 0; }
+    return errno;
+  }
+}
+
+static void settle(struct flow *f, int err) {
+  if (err) { flow_closed(f, 1, err); return; }   /* an RST (or error) on one side: RST the other */
+  if (f->d[0].shut && f->d[1].shut) flow_closed(f, 0, 0);
+}
+
+/* Edge-triggered event on one socket of a flow: read from it if readable, flush towards it if it
+ * became writable with bytes waiting, nothing else (no speculative syscalls). */
+static void on_flow_event(uint64_t tag, uint32_t events) {
+  struct flow *f = &R.flows[tag >> 1];
+  int side = (int)(tag & 1);
+  if (f->state == F_RELAY) {
+    int err = 0;
+    if (events & EPOLLERR) err = sock_error(side == 0 ? f->cfd : f->bfd);
+    if (!err && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) err = pump(f, side, (events & (EPOLLRDHUP | EPOLLHUP)) != 0);
+    if (!err && (events & EPOLLOUT) && f->d[1 - side].pending > 0) err = pump(f, 1 - side, 1);
+    settle(f, err);
+  } else if (f->state == F_CONNECTING && side == 0) {
+    f->early |= events;       /* bytes or FIN from the client before the backend answered */
+  } else if (f->state == F_CONNECTING && side == 1) {
+    int err = (events & (EPOLLERR | EPOLLHUP)) ? sock_error(f->bfd) : 0;
+    if (!err && !(events & EPOLLOUT)) return;
+    if (err == 0 && (events & EPOLLHUP)) err = ECONNREFUSED;
+    if (err) {
+      push_event(EV_FAILED, f->id, err, 0, 0, 0);
+      flow_free(f, 1);        /* the client was accepted already: the closest answer is an RST */
+      return;
+    }
+    f->state = F_RELAY;
+    push_event(EV_CONNECTED, f->id, 0, 0, 0, 0);
+    /* Only what epoll reported (EPOLL_CTL_ADD reports the state at registration too): no
+     * speculative reads. A side with a FIN queued is read to the end. */
+    uint32_t ce = f->early;
+    if (ce & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) err = pump(f, 0, (ce & (EPOLLRDHUP | EPOLLHUP)) != 0);
+    if (!err && (events & (EPOLLIN | EPOLLRDHUP))) err = pump(f, 1, (events & EPOLLRDHUP) != 0);
+    settle(f, err);
+  } else if (f->state == F_BLACKHOLE) {
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) flow_closed(f, 0, 0);
+  }
+}
+
+static socklen_t make_addr(int family, const char *text, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof(*ss));
+  if (family == 4) {
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((unsigned short)port);
+    return inet_pton(AF_INET, text, &a->sin_addr) == 1 ? sizeof(*a) : 0;
+  }
+  struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+  a->sin6_family = AF_INET6;
+  a->sin6_port = htons((unsigned short)port);
+  return inet_pton(AF_INET6, text, &a->sin6_addr) == 1 ? sizeof(*a) : 0;
+}
+
+/* Fills a target from numeric text (local "" = no bind); 0 on success. */
+static int make_target(const char *host, int port, const char *local, struct target *t) {
+  t->to_len = make_addr(strchr(host, ':') ? 6 : 4, host, port, &t->to);
+  t->from_len = 0;
+  if (t->to_len == 0) return -1;
+  if (local[0] && (t->from_len = make_addr(strchr(local, ':') ? 6 : 4, local, 0, &t->from)) == 0) return -1;
+  return 0;
+}
+
+/* socket, TCP_NODELAY, [bind], non-blocking connect → fd in *out, or an errno. */
+static int dial(const struct target *t, int *out) {
+  int one = 1, err = 0;
+  int fd = socket(t->to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  *out = fd;
+  if (fd < 0) return errno;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  /* port chosen at connect, per 4-tuple: many short flows from one address need no more ports */
+  if (t->from_len > 0 && t->from.ss_family == AF_INET) (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+  if (t->from_len > 0 && bind(fd, (const struct sockaddr *)&t->from, t->from_len) != 0) err = errno;
+  else if (connect(fd, (const struct sockaddr *)&t->to, t->to_len) != 0 && errno != EINPROGRESS) err = errno;
+  return err;
+}
+
+/* Both sockets of a connecting flow into epoll (edge triggered); 0 or an errno. */
+static int watch_flow(struct flow *f) {
+  struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
+  ev.data.u64 = (uint64_t)(f->id & SLOT_MASK) << 1;
+  if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, f->cfd, &ev) != 0) return errno;
+  ev.data.u64 |= 1;
+  if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, f->bfd, &ev) != 0) return errno;
+  return 0;
+}
+
+/* Dotted quad into out (≥ 16 bytes): inet_ntop goes through sprintf, once per accept. */
+static void fmt_ipv4(uint32_t a, char *out) {
+  for (int i = 3; i >= 0; i--) {
+    unsigned v = (a >> (i * 8)) & 255;
+    if (v >= 100) *out++ = (char)('0' + v / 100);
+    if (v >= 10) *out++ = (char)('0' + v / 10 % 10);
+    *out++ = (char)('0' + v % 10);
+    if (i) *out++ = '.';
+  }
+  *out = 0;
+}
+
+static void on_accept(int lid) {
+  struct listener *l = &R.listeners[lid];
+  for (int i = 0; i < ACCEPT_BATCH && l->active; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;                 /* EAGAIN, or EMFILE & co: level triggered, we come back */
+    }
+    if (R.free_n == 0) { set_linger0(fd); close(fd); R.overflow++; continue; }
+    uint32_t slot = R.free_slots[--R.free_n];
+    struct flow *f = &R.flows[slot];
+    f->id = slot | ((uint32_t)R.gen[slot] << SLOT_BITS);
+    if (f->id == 0) { R.gen[slot]++; f->id = slot | ((uint32_t)R.gen[slot] << SLOT_BITS); }
+    f->cfd = fd;
+    f->bfd = -1;
+    f->state = F_ACCEPTED;
+    f->fin_seen = 0;
+    f->early = 0;
+    for (int s = 0; s < 2; s++) { f->d[s].pr = f->d[s].pw = -1; f->d[s].pending = 0; f->d[s].eof = f->d[s].shut = f->d[s].bulk = 0; }
+    R.counters[slot * 2] = 0;
+    R.counters[slot * 2 + 1] = 0;
+    R.flows_live++;
+    int port, family;
+    struct event *e;
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      port = ntohs(a->sin_port); family = 4;
+      e = push_event(EV_ACCEPT, f->id, lid, port, family, 0);
+      if (e) fmt_ipv4(ntohl(a->sin_addr.s_addr), e->addr);
+    } else {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      port = ntohs(a->sin6_port); family = 6;
+      e = push_event(EV_ACCEPT, f->id, lid, port, family, 0);
+      if (e) inet_ntop(AF_INET6, &a->sin6_addr, e->addr, sizeof(e->addr));
+    }
+    if (!e) { flow_free(f, 1); continue; }
+    /* JS answers it (or books it in conntrack while its first bytes move): at once */
+    R.urgent = 1;
+    if (l->autoconnect) {
+      /* The listener's kernel filter is exact and its policy admits every SYN it passes: connect
+       * now, without waiting for JS (which still opens the conntrack entry and may reset). */
+      e->v[5] = 1;
+      f->state = F_CONNECTING;
+      int err = dial(&l->t, &f->bfd);
+      if (!err) err = watch_flow(f);
+      if (err) { push_event(EV_FAILED, f->id, err, 0, 0, 0); flow_free(f, 1); }
+    }
+  }
+}
+
+static void *relay_main(void *arg) {
+  (void)arg;
+  struct epoll_event evs[256];
+  for (;;) {
+    int timeout = -1;
+    pthread_mutex_lock(&R.mu);
+    if (R.q.n > 0 && !R.call_pending) {
+      int64_t left = BATCH_US - (now_us() - R.q_first_us);
+      timeout = left <= 0 ? 0 : (int)((left + 999) / 1000);
+    }
+    pthread_mutex_unlock(&R.mu);
+    int n = epoll_wait(R.epfd, evs, 256, timeout);
+    pthread_mutex_lock(&R.mu);
+    if (R.stop) { pthread_mutex_unlock(&R.mu); break; }
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = evs[i].data.u64;
+      if (tag & TAG_WAKE) { uint64_t v; (void)!read(R.wakefd, &v, sizeof(v)); continue; }
+      if (tag & TAG_LISTEN) { int lid = (int)(tag & 0xffff); if (R.listeners[lid].active) on_accept(lid); continue; }
+      on_flow_event(tag, evs[i].events);
+    }
+    signal_js();
+    pthread_mutex_unlock(&R.mu);
+  }
+  return NULL;
+}
+
+/* ---- JS side ---- */
+
+static void update_ref(napi_env env);
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  (void)context; (void)data;
+  if (env == NULL || cb == NULL) return;
+  pthread_mutex_lock(&R.mu);
+  struct queue q = R.q;       /* take the queue; the thread fills the spare buffer meanwhile */
+  R.q = R.spare;
+  R.q.n = 0;
+  R.spare = (struct queue){ 0 };
+  R.call_pending = 0;
+  pthread_mutex_unlock(&R.mu);
+  /* records go into the Float64Array JS handed to relayInit (no allocation per batch), in
+   * chunks of its capacity; one array of peer address strings per chunk */
+  for (size_t off = 0; off < q.n && R.events; ) {
+    size_t n = q.n - off < R.events_cap ? q.n - off : R.events_cap;
+    napi_value strs, argv[2], undef;
+    uint32_t ns = 0;
+    if (napi_create_array(env, &strs) != napi_ok || napi_get_undefined(env, &undef) != napi_ok ||
+        napi_create_uint32(env, (uint32_t)n, &argv[0]) != napi_ok) break;
+    for (size_t i = 0; i < n; i++) {
+      const struct event *ev = &q.ev[off + i];
+      memcpy(R.events + i * REC, ev->v, sizeof(ev->v));
+      if (ev->v[0] == EV_ACCEPT) {
+        napi_value str;
+        if (napi_create_string_latin1(env, ev->addr, NAPI_AUTO_LENGTH, &str) == napi_ok) napi_set_element(env, strs, ns, str);
+        ns++;
+      }
+    }
+    argv[1] = strs;
+    napi_call_function(env, undef, cb, 2, argv, NULL);   /* the JS side catches its own errors */
+    off += n;
+  }
+  pthread_mutex_lock(&R.mu);
+  q.n = 0;
+  if (R.spare.ev == NULL) R.spare = q;
+  else free(q.ev);
+  if (R.tsfn) update_ref(env);
+  signal_js_now();            /* events queued while JS ran: the thread may sleep without a deadline */
+  pthread_mutex_unlock(&R.mu);
+}
+
+static int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
+}
+
+static napi_value num(napi_env env, double v) {
+  napi_value out;
+  if (napi_create_double(env, v, &out) != napi_ok) return NULL;
+  return out;
+}
+
+static napi_value type_error(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+/* Stops the thread and closes every fd we own. Called by relayStop and at env teardown. */
+static void stop_all(int release) {
+  pthread_mutex_lock(&R.mu);
+  if (!R.running) { pthread_mutex_unlock(&R.mu); return; }
+  R.stop = 1;
+  uint64_t one = 1;
+  (void)!write(R.wakefd, &one, sizeof(one));
+  pthread_mutex_unlock(&R.mu);
+  pthread_join(R.thread, NULL);
+  pthread_mutex_lock(&R.mu);
+  for (uint32_t i = 0; i < MAX_FLOWS; i++) if (R.flows[i].state != F_FREE) flow_free(&R.flows[i], 0);
+  for (int i = 0; i < MAX_LISTENERS; i++) if (R.listeners[i].active) { close(R.listeners[i].fd); R.listeners[i].active = 0; }
+  R.listeners_active = 0;
+  for (int i = 0; i < R.pool_n; i++) { close(R.pool[i][0]); close(R.pool[i][1]); }
+  R.pool_n = 0;
+  close(R.epfd); close(R.wakefd);
+  R.epfd = R.wakefd = -1;
+  R.running = 0;
+  R.stop = 0;
+  R.q.n = 0;
+  napi_threadsafe_function tsfn = R.tsfn;
+  R.tsfn = NULL;
+  R.call_pending = 0;
+  pthread_mutex_unlock(&R.mu);
+  /* at env teardown Node finalizes threadsafe functions itself */
+  if (tsfn && release) napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+}
+
+static void cleanup_hook(void *arg) { (void)arg; stop_all(0); }
+
+/* relayInit(onEvents(count, string[]), counters: Float64Array(2 * MAX_FLOWS), events: Float64Array(6 * n)) → MAX_FLOWS */
+static napi_value relay_init(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], name;
+  napi_typedarray_type tt, et;
+  size_t len, elen;
+  void *data, *edata;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) return type_error(env, "sgemu_native: relayInit(onEvents, counters, events)");
+  if (napi_get_typedarray_info(env, argv[1], &tt, &len, &data, NULL, NULL) != napi_ok ||
+      tt != napi_float64_array || len < 2 * MAX_FLOWS)
+    return type_error(env, "sgemu_native: relayInit counters must be a Float64Array of 2 * relayMaxFlows");
+  if (napi_get_typedarray_info(env, argv[2], &et, &elen, &edata, NULL, NULL) != napi_ok ||
+      et != napi_float64_array || elen < REC)
+    return type_error(env, "sgemu_native: relayInit events must be a Float64Array of 6 * records");
+  if (R.running) return num(env, MAX_FLOWS);
+  if (!R.flows) {
+    R.flows = calloc(MAX_FLOWS, sizeof(*R.flows));
+    R.free_slots = calloc(MAX_FLOWS, sizeof(*R.free_slots));
+    R.gen = calloc(MAX_FLOWS, sizeof(*R.gen));
+    if (!R.flows || !R.free_slots || !R.gen) return make_failure(env, ENOMEM, "calloc");
+    for (uint32_t i = 0; i < MAX_FLOWS; i++) { R.free_slots[i] = MAX_FLOWS - 1 - i; R.gen[i] = 1; }
+    R.free_n = MAX_FLOWS;
+    napi_add_env_cleanup_hook(env, cleanup_hook, NULL);
+  }
+  if (R.counters_ref) napi_delete_reference(env, R.counters_ref);
+  CHECK(napi_create_reference(env, argv[1], 1, &R.counters_ref));
+  R.counters = data;
+  if (R.events_ref) napi_delete_reference(env, R.events_ref);
+  CHECK(napi_create_reference(env, argv[2], 1, &R.events_ref));
+  R.events = edata;
+  R.events_cap = elen / REC;
+  R.epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (R.epfd < 0) return make_failure(env, errno, "epoll_create1");
+  R.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (R.wakefd < 0) { int e = errno; close(R.epfd); R.epfd = -1; return make_failure(env, e, "eventfd"); }
+  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
+  epoll_ctl(R.epfd, EPOLL_CTL_ADD, R.wakefd, &ev);
+  CHECK(napi_create_string_utf8(env, "sgemu-tcp-relay", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &R.tsfn));
+  CHECK(napi_unref_threadsafe_function(env, R.tsfn));
+  R.tsfn_refd = 0;
+  R.running = 1;
+  int rc = pthread_create(&R.thread, NULL, relay_main, NULL);
+  if (rc != 0) {
+    R.running = 0;
+    close(R.epfd); close(R.wakefd);
+    R.epfd = R.wakefd = -1;
+    napi_release_threadsafe_function(R.tsfn, napi_tsfn_abort);
+    R.tsfn = NULL;
+    return make_failure(env, rc, "pthread_create");
+  }
+  (void)pthread_setname_np(R.thread, "sgemu-tcp-relay");   /* shows in top -H, perf, /proc */
+  return num(env, MAX_FLOWS);
+}
+
+static void update_ref(napi_env env) {
+  if (!R.tsfn) return;
+  int want = R.listeners_active > 0 || R.flows_live > 0;
+  if (want && !R.tsfn_refd) { napi_ref_threadsafe_function(env, R.tsfn); R.tsfn_refd = 1; }
+  else if (!want && R.tsfn_refd) { napi_unref_threadsafe_function(env, R.tsfn); R.tsfn_refd = 0; }
+}
+
+/* relayListen(fd) → lid. The thread accepts on fd from now on (the fd stays a listener whose
+ * socket filter attachFilter can still swap). */
+static napi_value relay_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || get_u32(env, argv[0], &fd) != 0) return type_error(env, "sgemu_native: relayListen(fd)");
+  pthread_mutex_lock(&R.mu);
+  /* round robin, so a listener id is not reused while accepts of its last owner may still be
+   * queued for JS (the wrapper resets those: the id has no listener) */
+  static int next_lid = 0;
+  int lid = -1;
+  for (int i = 0; i < MAX_LISTENERS; i++) {
+    int c = (next_lid + i) % MAX_LISTENERS;
+    if (!R.listeners[c].active) { lid = c; next_lid = (c + 1) % MAX_LISTENERS; break; }
+  }
+  napi_value out;
+  if (!R.running) out = make_failure(env, ENOTCONN, "relayListen");
+  else if (lid < 0) out = make_failure(env, ENFILE, "relayListen");
+  else {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN | (uint64_t)lid };
+    int one = 1;
+    /* accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per listener, not per flow */
+    if (setsockopt((int)fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) out = make_failure(env, errno, "setsockopt");
+    else if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, (int)fd, &ev) != 0) out = make_failure(env, errno, "epoll_ctl");
+    else {
+      R.listeners[lid].fd = (int)fd;
+      R.listeners[lid].active = 1;
+      R.listeners[lid].autoconnect = 0;
+      R.listeners_active++;
+      update_ref(env);
+      out = num(env, lid);
+    }
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+/* relayUnlisten(lid): stops accepting and closes the listening fd. */
+static napi_value relay_unlisten(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t lid;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || get_u32(env, argv[0], &lid) != 0 || lid >= MAX_LISTENERS) return type_error(env, "sgemu_native: relayUnlisten(lid)");
+  pthread_mutex_lock(&R.mu);
+  napi_value out;
+  if (!R.listeners[lid].active) out = make_failure(env, ENOENT, "relayUnlisten");
+  else {
+    epoll_ctl(R.epfd, EPOLL_CTL_DEL, R.listeners[lid].fd, NULL);
+    close(R.listeners[lid].fd);
+    R.listeners[lid].active = 0;
+    R.listeners_active--;
+    update_ref(env);
+    out = num(env, 0);
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+
+/*
+ * relayConnect(id, host, port, localHost) → 0: non-blocking connect to the backend (bound first
+ * to localHost when it is not ""), then relaying once connected. The outcome arrives as
+ * EV_CONNECTED or EV_FAILED; a failure before the connect is in flight also arrives as EV_FAILED.
+ */
+static napi_value relay_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  uint32_t id, port;
+  char host[64], local[64];
+  size_t hl, ll;
+  struct target t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4 || get_u32(env, argv[0], &id) != 0 || get_u32(env, argv[2], &port) != 0 || port > 65535 ||
+      napi_get_value_string_utf8(env, argv[1], host, sizeof(host), &hl) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[3], local, sizeof(local), &ll) != napi_ok)
+    return type_error(env, "sgemu_native: relayConnect(id, host, port, localHost)");
+  if (make_target(host, (int)port, local, &t) != 0) return make_failure(env, EINVAL, "inet_pton");
+  /* dial runs outside the lock (a loopback connect does the whole handshake in this call): the
+   * thread never touches an F_CONNECTING flow before its fds are in epoll. */
+  pthread_mutex_lock(&R.mu);
+  struct flow *f = flow_by_id(id);
+  int ok = f && f->state == F_ACCEPTED;
+  if (ok) f->state = F_CONNECTING;
+  pthread_mutex_unlock(&R.mu);
+  if (!ok) return make_failure(env, ENOENT, "relayConnect");
+  int fd;
+  int err = dial(&t, &fd);
+  pthread_mutex_lock(&R.mu);
+  f->bfd = fd;
+  if (!err) err = watch_flow(f);
+  if (err) {
+    push_event(EV_FAILED, f->id, err, 0, 0, 0);
+    flow_free(f, 1);
+    signal_js_now();
+  }
+  update_ref(env);
+  pthread_mutex_unlock(&R.mu);
+  return num(env, 0);
+}
+
+/*
+ * relayAutoConnect(lid, on, host, port, localHost) → 0: while on, the thread connects each
+ * accepted flow of this listener to host:port at once (EV_ACCEPT then carries 1 in its last
+ * field) instead of waiting for relayConnect. JS turns it on only while the listener's kernel
+ * filter is exact and in RULES mode, so every SYN that gets through is one the policy admits.
+ */
+static napi_value relay_auto_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  uint32_t lid, port;
+  bool on;
+  char host[64], local[64];
+  size_t hl, ll;
+  struct target t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5 || get_u32(env, argv[0], &lid) != 0 || lid >= MAX_LISTENERS || napi_get_value_bool(env, argv[1], &on) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[2], host, sizeof(host), &hl) != napi_ok || get_u32(env, argv[3], &port) != 0 ||
+      port > 65535 || napi_get_value_string_utf8(env, argv[4], local, sizeof(local), &ll) != napi_ok)
+    return type_error(env, "sgemu_native: relayAutoConnect(lid, on, host, port, localHost)");
+  if (on && make_target(host, (int)port, local, &t) != 0) return make_failure(env, EINVAL, "inet_pton");
+  pthread_mutex_lock(&R.mu);
+  napi_value out;
+  if (!R.listeners[lid].active) out = make_failure(env, ENOENT, "relayAutoConnect");
+  else {
+    if (on) R.listeners[lid].t = t;
+    R.listeners[lid].autoconnect = on;
+    out = num(env, 0);
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+enum { OP_RESET = 0, OP_CLOSE, OP_BLACKHOLE };
+
+/* relayOp(id, op): reset (RST both), close (FIN both), blackhole (stop relaying, keep both
+ * sockets open and unread; both close when either peer goes: EV_CLOSED then) → 0, or 1 when a
+ * flow not yet relaying was reset instead. No event for reset/close: JS finishes the flow
+ * itself. ENOENT for a flow that already ended. */
+static napi_value relay_op(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t id, op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || get_u32(env, argv[0], &id) != 0 || get_u32(env, argv[1], &op) != 0 || op > OP_BLACKHOLE)
+    return type_error(env, "sgemu_native: relayOp(id, 0 reset | 1 close | 2 blackhole)");
+  pthread_mutex_lock(&R.mu);
+  struct flow *f = flow_by_id(id);
+  napi_value out;
+  if (!f) out = make_failure(env, ENOENT, "relayOp");
+  else {
+    int r = 0;
+    if (op == OP_BLACKHOLE && f->state == F_RELAY) {
+      f->state = F_BLACKHOLE;
+      for (int i = 0; i < 2; i++) pipe_put(&f->d[i]);   /* bytes in flight are dropped with the pipe */
+    } else {
+      r = op == OP_BLACKHOLE;   /* not relaying yet: nothing to keep open, reset instead (returns 1) */
+      flow_free(f, op != OP_CLOSE);
+    }
+    update_ref(env);
+    out = num(env, r);
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+/* relayStats() → [live flows, pipes in use, pipes pooled, accepts reset for want of a slot, listeners] */
+static napi_value relay_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 5, &arr));
+  pthread_mutex_lock(&R.mu);
+  double v[5] = { R.flows_live, R.pipes_out, R.pool_n, R.overflow, R.listeners_active };
+  pthread_mutex_unlock(&R.mu);
+  for (uint32_t i = 0; i < 5; i++) CHECK(napi_set_element(env, arr, i, num(env, v[i])));
+  return arr;
+}
+
+static napi_value relay_stop(napi_env env, napi_callback_info info) {
+  (void)info;
+  stop_all(1);
+  return num(env, 0);
+}
 
 napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports) {
-  (void)env;
-  (void)exports;
-  return napi_ok;
+  napi_property_descriptor props[] = {
+    { "relayInit", NULL, relay_init, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayListen", NULL, relay_listen, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayUnlisten", NULL, relay_unlisten, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayConnect", NULL, relay_connect, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayAutoConnect", NULL, relay_auto_connect, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayOp", NULL, relay_op, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayStats", NULL, relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayStop", NULL, relay_stop, NULL, NULL, NULL, napi_enumerable, NULL },
+  };
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

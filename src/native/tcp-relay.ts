@@ -1,0 +1,200 @@
+// Native TCP relay (src/native/addon/tcp_relay.c, native-notes/splice-relay.md): a thread of our
+// addon accepts on the listening sockets it is handed and moves the bytes of established flows
+// with splice(2) through pipes, so Node creates no stream object and no Buffer per flow or chunk.
+//
+// Owns: the addon's relay calls, the shared byte counters, routing of event batches to their flow.
+// Must not: decide anything. The listener (src/dataplane/tcp.ts) answers every accept with
+// connect or reset, and keeps conntrack, counters, flow events and the flow log.
+// Invariants: ids are slot | generation << 17, so a call with the id of a flow that already ended
+// does nothing (returns false); events of one flow arrive in order; a flow's handler is dropped
+// after its last event (failed, closed) or when JS resets or closes it.
+
+import { addonHandle, errnoName } from './sock-filter.js';
+import { NativeError } from '../model/errors.js';
+
+type Failure = { errno: number; syscall: string };
+interface RelayAddon {
+  relayInit(onEvents: (count: number, addrs: string[]) => void, counters: Float64Array, events: Float64Array): number | Failure;
+  relayListen(fd: number): number | Failure;
+  relayUnlisten(lid: number): number | Failure;
+  relayConnect(id: number, host: string, port: number, localHost: string): number | Failure;
+  relayAutoConnect(lid: number, on: boolean, host: string, port: number, localHost: string): number | Failure;
+  relayOp(id: number, op: number): number | Failure;
+  relayStats(): number[];
+  relayStop(): number;
+}
+
+const EV_ACCEPT = 1, EV_CONNECTED = 2, EV_FAILED = 3, EV_FIN = 4, EV_CLOSED = 5;
+const REC = 6;
+const OP_RESET = 0, OP_CLOSE = 1, OP_BLACKHOLE = 2;
+const SLOT_BITS = 17;
+const SLOT_MASK = (1 << SLOT_BITS) - 1;
+const MAX_FLOWS = 1 << SLOT_BITS;
+
+/** One relayed flow's events, after its listener answered the accept. */
+export interface RelayFlow {
+  /** Backend connected; bytes flow both ways from now on. */
+  onConnected(): void;
+  /** Backend connect failed with errno (ECONNREFUSED…); the client was reset. Last event. */
+  onFailed(errno: number): void;
+  /** First FIN of the flow; side 0 = the client's, 1 = the backend's. */
+  onFin(side: number): void;
+  /** Both sockets closed (reset: an RST was propagated). Last event; final byte totals. */
+  onClosed(reset: boolean, errno: number, bytesIn: number, bytesOut: number): void;
+}
+
+/** A listening socket handed to the relay. */
+export interface RelayListener {
+  /** A connection was accepted from addr:port. Answer with relayConnect (and return the flow's
+   * handler) or relayReset (and return null). connecting: relayAutoConnect was on and the
+   * backend connect is already in flight (do not call relayConnect; reset still works). */
+  onAccept(id: number, addr: string, port: number, connecting: boolean): RelayFlow | null;
+}
+
+let addon: RelayAddon | null = null;
+let counters: Float64Array | null = null;
+/** Event records [type, id, a, b, x, y] the addon fills before each onEvents call. */
+const events = new Float64Array(REC * 4096);
+const listeners: (RelayListener | null)[] = [];
+const flows: (RelayFlow | null)[] = [];
+const flowIds = new Float64Array(MAX_FLOWS);
+let errorsWarned = false;
+
+function relayAddon(): RelayAddon | null {
+  const a = addonHandle();
+  return a && typeof a['relayInit'] === 'function' ? (a as unknown as RelayAddon) : null;
+}
+
+/**
+ * Whether listeners should use the native relay: the addon is loaded and has it, and the
+ * environment does not ask for the Node streams path (SGEMU_RELAY=node, for comparison).
+ */
+export function tcpRelayStatus(): { available: boolean; reason: string | null } {
+  if (process.env['SGEMU_RELAY'] === 'node') return { available: false, reason: 'SGEMU_RELAY=node' };
+  if (!relayAddon()) return { available: false, reason: 'native addon not loaded or built without the TCP relay' };
+  return { available: true, reason: null };
+}
+
+function check(r: number | Failure, what: string): number {
+  if (typeof r === 'number') return r;
+  const code = errnoName(r.errno);
+  throw new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
+}
+
+function need(): RelayAddon {
+  if (addon) return addon;
+  const a = relayAddon();
+  if (!a) throw new NativeError('dlopen', 0, 'NativeUnavailable', 'sgemu native TCP relay not available: ' + (tcpRelayStatus().reason ?? '') + '; use the Node relay');
+  const c = counters ?? new Float64Array(2 * MAX_FLOWS);
+  check(a.relayInit(onEvents, c, events), 'start the TCP relay thread');
+  counters = c;
+  addon = a;
+  return a;
+}
+
+/** Event batches from the relay thread, in order. Never throws into the addon. */
+function onEvents(count: number, addrs: string[]): void {
+  const ev = events;
+  let s = 0;
+  for (let i = 0; i < count * REC; i += REC) {
+    const type = ev[i]!, id = ev[i + 1]!, slot = id & SLOT_MASK;
+    try {
+      if (type === EV_ACCEPT) {
+        const addr = addrs[s++]!;
+        const l = listeners[ev[i + 2]!];
+        const f = l ? l.onAccept(id, addr, ev[i + 3]!, ev[i + 5] === 1) : null;
+        if (!l) addon?.relayOp(id, OP_RESET);
+        if (f) { flows[slot] = f; flowIds[slot] = id; }
+        continue;
+      }
+      if (flowIds[slot] !== id) continue;        // a flow JS already finished
+      const f = flows[slot]!;
+      if (type === EV_CONNECTED) f.onConnected();
+      else if (type === EV_FIN) f.onFin(ev[i + 2]!);
+      else if (type === EV_FAILED) { forget(id); f.onFailed(ev[i + 2]!); }
+      else if (type === EV_CLOSED) { forget(id); f.onClosed(ev[i + 2] === 1, ev[i + 3]!, ev[i + 4]!, ev[i + 5]!); }
+    } catch (e) {
+      if (!errorsWarned) {
+        errorsWarned = true;
+        process.emitWarning(`sgemu TCP relay: event handler failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+      }
+    }
+  }
+}
+
+function forget(id: number): void {
+  const slot = id & SLOT_MASK;
+  if (flowIds[slot] === id) { flowIds[slot] = 0; flows[slot] = null; }
+}
+
+/** Hands a listening fd (from createTcpListener) to the relay thread → listener id. The relay
+ * owns the fd from now on and closes it in relayUnlisten. Throws NativeError. */
+export function relayListen(fd: number, l: RelayListener): number {
+  const lid = check(need().relayListen(fd), `relay accepts on fd ${fd}`);
+  listeners[lid] = l;
+  return lid;
+}
+
+/** Stops accepting and closes the listening fd. Accepts still queued are reset. */
+export function relayUnlisten(lid: number): void {
+  listeners[lid] = null;
+  if (addon) check(addon.relayUnlisten(lid), `relay stops accepting on listener ${lid}`);
+}
+
+/** Connects flow `id` to host:port (numeric), from localHost when not null; the outcome comes
+ * as onConnected or onFailed. false when the flow is gone. */
+export function relayConnect(id: number, host: string, port: number, localHost: string | null): boolean {
+  const r = addon!.relayConnect(id, host, port, localHost ?? '');
+  if (typeof r === 'number') return true;
+  if (r.errno === 2) return false;   // ENOENT: already ended
+  return check(r, `relay connect to ${host}:${port}`) === 0;
+}
+
+/**
+ * While on, the relay thread connects every flow accepted on `lid` to host:port at once (one
+ * thread hand-off less per connection). Only for a listener whose kernel filter is exact and in
+ * RULES mode: every SYN it lets through is one the policy admits, so JS would connect anyway.
+ */
+export function relayAutoConnect(lid: number, on: boolean, host: string, port: number, localHost: string | null): void {
+  check(need().relayAutoConnect(lid, on, host, port, localHost ?? ''), `relay auto-connect on listener ${lid} to ${host}:${port}`);
+}
+
+function op(id: number, o: number): boolean {
+  forget(id);
+  return typeof addon?.relayOp(id, o) === 'number';
+}
+
+/** RST to both peers (SO_LINGER 0) and forget the flow; no further event. */
+export function relayReset(id: number): boolean { return op(id, OP_RESET); }
+/** Close both sockets (FIN) and forget the flow; no further event. */
+export function relayClose(id: number): boolean { return op(id, OP_CLOSE); }
+/** Stop relaying both ways, keep both sockets open and unread; onClosed when a peer goes.
+ * false when the flow was not relaying yet (it was reset; no further event) or is gone. */
+export function relayBlackhole(id: number): boolean {
+  const r = addon?.relayOp(id, OP_BLACKHOLE);
+  if (r === 0) return true;
+  forget(id);                 // reset instead (not relaying yet) or already gone: no more events
+  return false;
+}
+
+/** Bytes client → backend so far (read from the client). Valid while the flow lives. */
+export function relayBytesIn(id: number): number { return counters![(id & SLOT_MASK) * 2]!; }
+/** Bytes backend → client so far (written to the client). */
+export function relayBytesOut(id: number): number { return counters![(id & SLOT_MASK) * 2 + 1]!; }
+
+/** For tests and `doctor`: what the relay holds now (null when never started). */
+export function relayStats(): { flows: number; pipesInUse: number; pipesPooled: number; overflowResets: number; listeners: number } | null {
+  if (!addon) return null;
+  const [flows, pipesInUse, pipesPooled, overflowResets, listeners] = addon.relayStats() as [number, number, number, number, number];
+  return { flows, pipesInUse, pipesPooled, overflowResets, listeners };
+}
+
+/** Joins the relay thread and closes every socket and pipe it holds (tests; exit does it too). */
+export function relayStop(): void {
+  if (!addon) return;
+  addon.relayStop();
+  addon = null;
+  listeners.length = 0;
+  flows.length = 0;
+  flowIds.fill(0);
+}
