@@ -10,7 +10,7 @@
 //              costs ~3 s of CPU per daemon start), else from src/; test/loadtest/bench-quick.test.ts runs it
 //   --json     print {date, command, machine, results: [...]} on stdout; progress goes to stderr
 //   --dist     run the daemon from dist/ (after `npm run build`) instead of src/ via the TS loader
-//   --only     a subset, by name: matcher, conntrack, tcp, udp, synflood, reload
+//   --only     a subset, by name: matcher, conntrack, tcp, udp, synflood, reload, leak
 //   --no-save  do not append to bench-results/ (also: SGEMU_BENCH_NO_SAVE=1; tests use both)
 
 import { spawn } from 'node:child_process';
@@ -34,6 +34,7 @@ const SUITE = [
   { name: 'udp', file: 'udp.ts', daemon: true },
   { name: 'synflood', file: 'synflood.ts', daemon: true },
   { name: 'reload', file: 'reload.ts', daemon: true },
+  { name: 'leak', file: 'leak.ts', daemon: true },
 ];
 if (ONLY) {
   const unknown = ONLY.filter((n) => !SUITE.some((s) => s.name === n));
@@ -151,7 +152,7 @@ if (QUICK) {
   // A smoke run: three lanes at once (figures are noise anyway), outputs printed as each ends.
   // Balanced by wall time on 2 busy cores (2026-11-25): matcher ~14 s of CPU-bound work alone,
   // conntrack 10 + reload 6, tcp 6 + udp 6 + synflood 7 (daemon from dist/).
-  const lanes = [['matcher'], ['conntrack', 'reload'], ['tcp', 'udp', 'synflood']];
+  const lanes = [['matcher', 'leak'], ['conntrack', 'reload'], ['tcp', 'udp', 'synflood']];
   const done = await Promise.all(lanes.map(async (lane) => {
     const out = [];
     for (const b of chosen.filter((x) => lane.includes(x.name))) {

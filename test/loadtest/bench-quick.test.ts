@@ -49,7 +49,7 @@ t.test('bench --quick: every script runs, exit 0, nothing written to bench-resul
   t.equal(code, 0, `exit 0 (stderr tail: ${err.slice(-1500)})`);
   const j = JSON.parse(out) as BenchJson;
   t.equal(j.quick, true);
-  t.same(j.benchmarks.map((b) => b.name).sort(), ['conntrack', 'matcher', 'reload', 'synflood', 'tcp', 'udp'], 'every benchmark ran');
+  t.same(j.benchmarks.map((b) => b.name).sort(), ['conntrack', 'leak', 'matcher', 'reload', 'synflood', 'tcp', 'udp'], 'every benchmark ran');
   for (const b of j.benchmarks) t.equal(b.exitCode, 0, `${b.name} exit 0 (${b.seconds.toFixed(1)} s)`);
   t.ok(j.results.length >= 10, `${j.results.length} result lines`);
   for (const r of j.results.filter((x) => !(x.n > 0))) t.match(r.detail, /^skipped: ./, `${r.name}: skipped with its reason`);
