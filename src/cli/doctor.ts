@@ -2,12 +2,16 @@
 // Exit 0 when every technique is available, 1 when sgemu runs in a fallback mode.
 
 import { nativeStatus } from '../native/sock-filter.js';
+import { tcpRelayStatus } from '../native/tcp-relay.js';
+import { udpRelayAvailable } from '../native/udp-relay.js';
 import { probeCapNetRaw, probeLoopback, probePcap, probeRaw, probeSocketFilter } from '../native/probe.js';
 import { COMMON_OPTIONS, EXIT_NEGATIVE, EXIT_OK, parseCommandArgs, printJson, type Command } from './command.js';
 
 interface Check { name: string; ok: boolean; detail: string; fix: string }
 
-export function runChecks(): { checks: Check[]; refusalMode: 'raw' | 'reset'; timeoutMode: 'kernel' | 'userland-reset' } {
+type RelayMode = 'native' | 'node';
+
+export function runChecks(): { checks: Check[]; refusalMode: 'raw' | 'reset'; timeoutMode: 'kernel' | 'userland-reset'; relay: { tcp: RelayMode; udp: RelayMode } } {
   const checks: Check[] = [];
   const native = nativeStatus();
   checks.push({ name: 'native addon', ok: native.loaded, detail: native.loaded ? 'build/Release/sgemu_native.node loaded' : (native.error ?? 'not built'),
@@ -31,7 +35,9 @@ export function runChecks(): { checks: Check[]; refusalMode: 'raw' | 'reset'; ti
     fix: 'sysctl -w net.ipv6.conf.lo.disable_ipv6=0' });
   const refusalMode = cap && pcap.ok && raw.ok ? 'raw' : 'reset';
   const timeoutMode = filter.ok ? 'kernel' : 'userland-reset';
-  return { checks, refusalMode, timeoutMode };
+  // Speed, not semantics: without the native relays flows go through Node streams / node:dgram.
+  const relay = { tcp: tcpRelayStatus().available ? 'native' as const : 'node' as const, udp: udpRelayAvailable() ? 'native' as const : 'node' as const };
+  return { checks, refusalMode, timeoutMode, relay };
 }
 
 const doctor: Command = {
@@ -41,14 +47,15 @@ const doctor: Command = {
 
 Checks what sgemu can do here: the native addon and kernel socket filters (denied = timeout),
 CAP_NET_RAW, libpcap and raw sockets (allowed + backend down = ECONNREFUSED), loopback
-addresses, IPv6. Prints what to do about each missing piece.
+addresses, IPv6. Prints what to do about each missing piece, and which relay carries established
+flows (native threads, or Node when the addon is missing; SGEMU_RELAY=node forces Node).
 Exit 0 when everything is available, 1 when sgemu would run in a fallback mode.`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, COMMON_OPTIONS);
     const r = runChecks();
     const allOk = r.checks.every((c) => c.ok);
     if (values.json) {
-      printJson({ ok: allOk, timeoutMode: r.timeoutMode, refusalMode: r.refusalMode, node: process.version, platform: process.platform, checks: r.checks });
+      printJson({ ok: allOk, timeoutMode: r.timeoutMode, refusalMode: r.refusalMode, relay: r.relay, node: process.version, platform: process.platform, checks: r.checks });
       return allOk ? EXIT_OK : EXIT_NEGATIVE;
     }
     for (const c of r.checks) {
@@ -57,6 +64,9 @@ Exit 0 when everything is available, 1 when sgemu would run in a fallback mode.`
     }
     process.stdout.write(`\ndenied flows:            ${r.timeoutMode === 'kernel' ? 'dropped in the kernel (clients time out, as in AWS)' : 'FALLBACK: accepted then reset (clients see ECONNRESET, not a timeout)'}\n`);
     process.stdout.write(`allowed, backend down:   ${r.refusalMode === 'raw' ? 'RST|ACK / ICMP port unreachable (clients see ECONNREFUSED)' : 'FALLBACK: accept-then-reset for TCP, silence for UDP'}\n`);
+    const relayText = (m: RelayMode, native: string) => m === 'native' ? native : 'Node (slower: no native addon, or SGEMU_RELAY=node)';
+    process.stdout.write(`tcp relay:               ${relayText(r.relay.tcp, 'native thread (accept, splice)')}\n`);
+    process.stdout.write(`udp relay:               ${relayText(r.relay.udp, 'native thread per listener (recvmmsg/sendmmsg)')}\n`);
     return allOk ? EXIT_OK : EXIT_NEGATIVE;
   },
 };

@@ -105,7 +105,9 @@ t.test('sgemu doctor --json reports every check', async (t) => {
   t.ok(r.status === 0 || r.status === 1, `exit ${r.status}`);
   const j = JSON.parse(r.stdout) as { checks: { name: string }[]; refusalMode: string; timeoutMode: string };
   t.ok(j.checks.length >= 6);
-  t.match(j, { refusalMode: /^(raw|reset)$/, timeoutMode: /^(kernel|userland-reset)$/ });
+  t.match(j, { refusalMode: /^(raw|reset)$/, timeoutMode: /^(kernel|userland-reset)$/, relay: { tcp: /^(native|node)$/, udp: /^(native|node)$/ } });
+  const forced = spawnSync(process.execPath, [CLI, 'doctor', '--json'], { encoding: 'utf8', env: { ...process.env, SGEMU_RELAY: 'node' } });
+  t.same((JSON.parse(forced.stdout) as { relay: unknown }).relay, { tcp: 'node', udp: 'node' }, 'SGEMU_RELAY=node: both relays in Node');
 });
 
 t.test('sgemu run --watch: saving the file applies the rules', async (t) => {
