@@ -1,25 +1,36 @@
 // Soak: no fd or memory growth over 100k short TCP connections through the daemon (issue 4).
 //
-// Run (from the repo root):
+// Run (from the repo root; needs --expose-gc, which the script adds by re-running itself):
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/leak.ts [--quick]
 //     [--dist] [--results FILE] [--connections N]
 //
-// The daemon runs in its own process (`sgemu run`, as in real use) in front of the bench echo
-// backend. C workers loop connect / 16 B / 16 B / close from 127.0.2.1-250 until N connections
-// are done (bounded: the run stops after RUN_LIMIT_MS whatever the count). Every STEP connections
-// the workers stop, wait 200 ms for the daemon to see the last closes, and the daemon's open fds
-// (/proc/PID/fd) and RSS (/proc/PID/status VmRSS) are read. --quick is a smoke run: it judges
-// fds only (2000 connections are too few for a slope).
+// The daemon runs in this process (the Daemon class of src/control/daemon.ts, or of dist/ with
+// --dist: the same code `sgemu run` runs, native relay included) in front of an echo backend in
+// this process too, so that a full garbage collection can be forced before every reading: the
+// RSS of a separate daemon is dominated by when V8 happens to collect (it climbs for tens of
+// thousands of connections, then drops), which hides or fakes a slow leak. C workers loop
+// connect / 16 B / 16 B / close from 127.0.2.1-250 until N connections are done (bounded: the run
+// stops after RUN_LIMIT_MS whatever the count). Every STEP connections the workers stop, 200 ms
+// pass for the last closes, gc() runs twice, and the process's open fds (/proc/self/fd), JS heap
+// used, external memory and RSS are read.
 //
-// Results: fd growth = fds at the end − fds after the warm-up (target 0); RSS growth = the slope
-// of RSS over the second half of the run in KiB per 1000 connections (a leak of one small object
-// per connection shows as a steady slope; a warm heap is flat within GC noise). RSS is read as it
-// is, so GC timing adds noise to each reading; the least-squares slope over many readings is what
-// is judged, and a leak of even 100 bytes per connection (100 KiB per 1000) cannot hide in it.
+// Results: fd growth = fds at the end − fds after the warm-up (target 0); heap growth = the
+// least-squares slope of heapUsed after GC over the readings after the warm-up, in bytes per
+// connection (a leak of one small object per connection is ≥ 50 B; target < 10 B); RSS after GC
+// is reported beside it (it also covers the native relay's memory). --quick is a smoke run: 2000
+// connections, nothing judged.
 
-import { readFileSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { QUICK, header, report, runMain, skip, sleep, startBackends, startSgemu, freePort } from './lib.js';
+import path from 'node:path';
+import { QUICK, ROOT, USE_DIST, header, report, runMain, skip, sleep, freePort, tmpDir } from './lib.js';
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) {
+  const r = spawnSync(process.execPath, ['--expose-gc', ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: process.env });
+  process.exit(r.status ?? 1);
+}
 
 const argv = process.argv.slice(2);
 const nAt = argv.indexOf('--connections');
@@ -33,12 +44,6 @@ const ADDR = '127.0.0.51';
 if (!(Number.isInteger(TOTAL) && TOTAL >= 2 * STEP)) {
   console.error(`leak: --connections must be an integer ≥ ${2 * STEP}, got ${argv[nAt + 1]}`);
   process.exit(2);
-}
-
-function fdCount(pid: number): number { return readdirSync(`/proc/${pid}/fd`).length; }
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
 }
 
 let srcIdx = 0;
@@ -67,12 +72,18 @@ function slope(xs: number[], ys: number[]): number {
   return den === 0 ? 0 : num / den;
 }
 
+const MiB = (b: number): string => (b / 1048576).toFixed(1);
+
 async function main(): Promise<void> {
-  header('soak: fds and RSS over many short TCP connections');
-  console.log(`# ${TOTAL} connections, C=${CONCURRENCY}, readings every ${STEP} after a ${WARMUP} warm-up; clients from 127.0.2.1-250`);
-  const be = await startBackends();
+  header('soak: fds and memory over many short TCP connections (daemon in-process, GC forced before each reading)');
+  console.log(`# ${TOTAL} connections, C=${CONCURRENCY}, readings every ${STEP} after a ${WARMUP} warm-up; clients from 127.0.2.1-250; daemon from ${USE_DIST ? 'dist/' : 'src/'}`);
+  const { Daemon } = await import(path.join(ROOT, USE_DIST ? 'dist/control/daemon.js' : 'src/control/daemon.js')) as typeof import('../../src/control/daemon.js');
+  const echo = net.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+  const echoPort = (echo.address() as net.AddressInfo).port;
   const port = await freePort(ADDR);
-  const yaml = `securityGroups:
+  const configPath = path.join(tmpDir(), 'sgemu.yaml');
+  writeFileSync(configPath, `securityGroups:
   - id: sg-soak
     ingress: [ { protocol: tcp, ports: all, cidr: 127.0.0.0/8 } ]
 instances:
@@ -80,20 +91,22 @@ instances:
     address: ${ADDR}
     securityGroups: [sg-soak]
     services:
-      - { protocol: tcp, port: ${port}, backend: "127.0.0.1:${be.tcpEcho}" }
-`;
-  let sgemu;
+      - { protocol: tcp, port: ${port}, backend: "127.0.0.1:${echoPort}" }
+`);
+  const daemon = new Daemon({
+    configPath, api: null, flowLog: null, flowLogIntervalS: 60, statePath: null, resetState: false,
+    watch: false, conntrackMax: 10_000, log: () => {},
+  });
   try {
-    sgemu = await startSgemu(yaml);
+    await daemon.start();
   } catch (e) {
-    skip('soak fd growth', `sgemu did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, '0 fds');
-    await be.proc.stop();
+    skip('soak fd growth', `the daemon did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, '0 fds');
+    echo.close();
     return;
   }
-  const pid = sgemu.proc.pid;
   const t0 = Date.now();
   let done = 0, failed = 0;
-  const xs: number[] = [], rss: number[] = [], fds: number[] = [];
+  const xs: number[] = [], heap: number[] = [], rssAfter: number[] = [], fds: number[] = [];
   let fdAfterWarmup = -1;
   try {
     while (done + failed < TOTAL && Date.now() - t0 < RUN_LIMIT_MS) {
@@ -104,30 +117,35 @@ instances:
         }
       }));
       await sleep(200);    // let the daemon see the last closes
+      gc!(); gc!();
       const n = done + failed;
-      const f = fdCount(pid), r = rssKiB(pid);
-      if (n >= WARMUP && fdAfterWarmup < 0) fdAfterWarmup = f;
-      if (n >= TOTAL / 2) { xs.push(n / 1000); rss.push(r); }
+      const m = process.memoryUsage();
+      const f = readdirSync('/proc/self/fd').length;
+      if (n >= WARMUP) {
+        if (fdAfterWarmup < 0) fdAfterWarmup = f;
+        xs.push(n); heap.push(m.heapUsed); rssAfter.push(m.rss);
+      }
       fds.push(f);
-      console.log(`#   ${String(n).padStart(7)} connections (${failed} failed): ${f} fds, ${(r / 1024).toFixed(1)} MiB RSS, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      console.log(`#   ${String(n).padStart(7)} connections (${failed} failed): ${f} fds, heap ${MiB(m.heapUsed)} MiB, external ${MiB(m.external)} MiB, RSS ${MiB(m.rss)} MiB, conntrack ${daemon.table.count}, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
   } finally {
-    await sgemu.proc.stop();
-    await be.proc.stop();
+    await daemon.stop(0);
+    await new Promise((r) => echo.close(r));
   }
   const n = done + failed;
+  const judged = n >= TOTAL && !QUICK;
   const growth = fds[fds.length - 1]! - fdAfterWarmup;
   const secs = (Date.now() - t0) / 1000;
   report({
     name: 'soak fd growth', value: growth, unit: 'fds', n: fds.length, spreadPct: 0,
     detail: `${n} connections in ${secs.toFixed(0)} s (${(n / secs).toFixed(0)}/s), ${failed} failed; fds ${fdAfterWarmup} after warm-up → ${fds[fds.length - 1]} at the end`,
-    target: '0 fds after 100k', met: n >= TOTAL ? growth <= 0 : null,
+    target: '0 fds after 100k', met: judged ? growth <= 0 : null,
   });
-  const s = xs.length >= 3 ? slope(xs, rss) : NaN;
+  const s = xs.length >= 3 ? slope(xs, heap) : NaN;
   report({
-    name: 'soak RSS slope', value: s, unit: 'KiB/1000 conns', n: xs.length, spreadPct: 0,
-    detail: `RSS ${(Math.min(...rss) / 1024).toFixed(1)}-${(Math.max(...rss) / 1024).toFixed(1)} MiB over the second half`,
-    target: '< 100 KiB per 1000 (no per-connection leak)', met: Number.isFinite(s) && n >= TOTAL && !QUICK ? s < 100 : null,
+    name: 'soak heap growth after GC', value: s, unit: 'B/connection', n: xs.length, spreadPct: 0,
+    detail: `heap ${MiB(Math.min(...heap))}-${MiB(Math.max(...heap))} MiB, RSS after GC ${MiB(Math.min(...rssAfter))}-${MiB(Math.max(...rssAfter))} MiB after the warm-up`,
+    target: '< 10 B per connection (no per-connection leak)', met: judged && Number.isFinite(s) ? s < 10 : null,
   });
 }
 
