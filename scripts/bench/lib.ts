@@ -13,7 +13,7 @@
 //   --cpu-prof DIR   run the daemon under `node --cpu-prof` and write its profile to DIR
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -311,6 +311,28 @@ export function cpuMs(pid: number): number {
   return (ticks * 1000) / CLK_TCK;
 }
 const CLK_TCK = 100;   // sysconf(_SC_CLK_TCK) on Linux is 100 on every mainstream architecture
+
+/** CPU of every process in process group `pgid` (socat's children per flow), in milliseconds. */
+export function groupCpuMs(pgid: number): number {
+  let ms = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[2]) === pgid) ms += ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+    } catch { /* exited meanwhile */ }
+  }
+  return ms;
+}
+
+/** The machine's busy and total CPU time so far (all cores, ms), from /proc/stat. */
+export function machineCpuMs(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = f[3]! + f[4]!;
+  return { busy: ((total - idle) * 1000) / CLK_TCK, total: (total * 1000) / CLK_TCK };
+}
 
 /** Runs `main`, prints a failure instead of a stack for known problems, writes --results. */
 export function runMain(main: () => Promise<void>): void {

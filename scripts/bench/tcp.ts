@@ -20,8 +20,9 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import {
-  QUICK, fmtNum, header, median, pairedRatio, percentile, report, runMain, skip, sleep, spreadPct,
+  QUICK, cpuMs, fmtNum, header, machineCpuMs, median, pairedRatio, percentile, report, runMain, skip, sleep, spreadPct,
   startBackends, startHaproxy, startSgemu, freePort, type Proc, type Sgemu,
 } from './lib.js';
 
@@ -202,6 +203,14 @@ async function main(): Promise<void> {
     const samples = new Map<string, { bulk: number[]; conn: number[]; connErr: number; p50: number[]; p99: number[]; c50: number[]; c99: number[] }>();
     for (const t of targets) samples.set(t.name, { bulk: [], conn: [], connErr: 0, p50: [], p99: [], c50: [], c99: [] });
     let sgemuConns = 0;
+    // CPU while conn/s runs: this process (the clients), the backends, the proxy, the machine.
+    type ConnCpu = { done: number; client: number; backend: number; proxy: number; busy: number; total: number };
+    const connCpu = new Map<string, ConnCpu>();
+    const proxyPid = (t: Target): number | null => t.name === 'haproxy' ? haproxy!.pid : t.name === 'sgemu' ? sgemu!.proc.pid : null;
+    const connCpuNow = (t: Target, done: number): ConnCpu => {
+      const m = machineCpuMs(), p = proxyPid(t);
+      return { done, client: cpuMs(process.pid), backend: cpuMs(be.proc.pid), proxy: p === null ? 0 : cpuMs(p), busy: m.busy, total: m.total };
+    };
     const res0 = sgemu ? procResources(sgemu.proc.pid) : null;
     for (let r = 0; r < ROUNDS; r++) {
       // Rotate who goes first: a target measured right after another inherits its TIME_WAIT
@@ -211,7 +220,12 @@ async function main(): Promise<void> {
         const s = samples.get(t.name)!;
         if (want('bulk')) s.bulk.push(await bulk(t));
         if (want('conn')) {
+          const c0 = connCpuNow(t, 0);
           const c = await connRate(t);
+          const c1 = connCpuNow(t, c.done);
+          const acc = connCpu.get(t.name) ?? { done: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 };
+          for (const k of Object.keys(acc) as (keyof ConnCpu)[]) acc[k] += c1[k] - c0[k];
+          connCpu.set(t.name, acc);
           s.conn.push(c.rate); s.connErr += c.errors;
           if (t.name === 'sgemu') sgemuConns += c.done;
         }
@@ -249,6 +263,13 @@ async function main(): Promise<void> {
         await sleep(500);
         const res1 = procResources(sgemu.proc.pid);
         console.log(`# sgemu after ${sgemuConns} short connections (and the other tests): open fds ${res0.fds} → ${res1.fds}, RSS ${(res0.rss / 1e6).toFixed(0)} → ${(res1.rss / 1e6).toFixed(0)} MB`);
+      }
+      // On a machine with few cores the clients, the backend and the proxy share them: the proxy
+      // with the lower CPU per connection leaves more to the others and wins the rate.
+      console.log(`# conn/s CPU per connection (${os.availableParallelism()} cores): µs of the clients / backend / proxy (all its threads); machine busy`);
+      for (const [name, c] of connCpu) {
+        const us = (ms: number): string => c.done > 0 ? (ms * 1000 / c.done).toFixed(1) : '-';
+        console.log(`#   ${name.padEnd(8)} ${us(c.client)} / ${us(c.backend)} / ${name === 'direct' ? '-' : us(c.proxy)} µs; busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%`);
       }
       const errs = [...samples].filter(([, v]) => v.connErr > 0).map(([k, v]) => `${k} ${v.connErr}`);
       if (errs.length) console.log(`# conn/s: connections that failed or timed out: ${errs.join(', ')}`);

@@ -15,8 +15,9 @@
 // Rate = replies / s. Targets (issue 5): ≥ 0.7x direct and ≥ 1.5x socat.
 
 import dgram from 'node:dgram';
+import os from 'node:os';
 import {
-  QUICK, fmtNum, header, median, pairedRatio, report, runMain, skip, sleep,
+  QUICK, cpuMs, fmtNum, groupCpuMs, header, machineCpuMs, median, pairedRatio, report, runMain, skip, sleep,
   startBackends, startSgemu, startSocatUdp, freePort, type Proc, type Sgemu,
 } from './lib.js';
 
@@ -32,7 +33,22 @@ const NODE_RELAY = process.argv.includes('--node-relay');
 const NODE_ADDR = '127.0.0.51';
 
 interface Flow { sock: dgram.Socket; inflight: number; lastReply: number }
-interface Target { name: string; host: string; port: number; flows: Flow[]; replies: number; lost: number; running: boolean }
+/** CPU while measuring (ms, summed over rounds): this process (the clients), the echo backend,
+ * the relay in between (its process group), the whole machine (busy / total over all cores). */
+interface Cpu { replies: number; client: number; backend: number; proxy: number; busy: number; total: number }
+interface Target {
+  name: string; host: string; port: number; flows: Flow[]; replies: number; lost: number; running: boolean;
+  proxyPgid: number | null; cpu: Cpu;
+}
+let backendPid = 0;
+
+function cpuNow(t: Target): Cpu {
+  const m = machineCpuMs();
+  return {
+    replies: t.replies, client: cpuMs(process.pid), backend: cpuMs(backendPid),
+    proxy: t.proxyPgid === null ? 0 : groupCpuMs(t.proxyPgid), busy: m.busy, total: m.total,
+  };
+}
 
 async function openFlows(t: Target): Promise<void> {
   for (let i = 0; i < FLOWS; i++) {
@@ -66,9 +82,12 @@ async function measure(t: Target, warmMs: number, ms: number): Promise<number> {
   }, 25);
   for (const f of t.flows) { f.inflight = WINDOW; f.lastReply = performance.now(); for (let i = 0; i < WINDOW; i++) f.sock.send(MSG); }
   await sleep(warmMs);
+  const c0 = cpuNow(t);
   const r0 = t.replies, t0 = performance.now();
   await sleep(ms);
   const rate = (t.replies - r0) / ((performance.now() - t0) / 1000);
+  const c1 = cpuNow(t);
+  for (const k of Object.keys(c0) as (keyof Cpu)[]) t.cpu[k] += c1[k] - c0[k];
   t.running = false;
   clearInterval(refill);
   await sleep(60);   // let the in-flight requests drain before the next target runs
@@ -93,18 +112,22 @@ async function main(): Promise<void> {
   console.log(`# rounds=${ROUNDS}; ${FLOWS} flows × ${WINDOW} in flight, 64 B, ${SAMPLE_MS} ms per sample; socat: UDP4-LISTEN fork`);
   const be = await startBackends();
   const targets: Target[] = [];
-  const mk = (name: string, host: string, port: number): Target => ({ name, host, port, flows: [], replies: 0, lost: 0, running: false });
-  targets.push(mk('direct', '127.0.0.1', be.udpEcho));
+  backendPid = be.proc.pid;
+  const mk = (name: string, host: string, port: number, proxyPgid: number | null): Target => ({
+    name, host, port, flows: [], replies: 0, lost: 0, running: false, proxyPgid,
+    cpu: { replies: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 },
+  });
+  targets.push(mk('direct', '127.0.0.1', be.udpEcho, null));
   let socat: Proc | null = null;
   const socatPort = await freePort(SOCAT_ADDR);
   socat = await startSocatUdp(SOCAT_ADDR, socatPort, be.udpEcho);
-  if (socat) targets.push(mk('socat', SOCAT_ADDR, socatPort));
+  if (socat) targets.push(mk('socat', SOCAT_ADDR, socatPort, socat.pid));
   else console.log('# socat not installed (apt-get install -y socat): socat baseline skipped');
   let sgemu: Sgemu | null = null;
   const sPort = await freePort(SGEMU_ADDR);
   try {
     sgemu = await startSgemu(sgemuConfig(sPort, be.udpEcho));
-    targets.push(mk('sgemu', SGEMU_ADDR, sPort));
+    targets.push(mk('sgemu', SGEMU_ADDR, sPort, sgemu.proc.pid));
   } catch (e) {
     console.log(`# sgemu did not start: ${e instanceof Error ? e.message.split('\n').slice(0, 6).join(' | ') : String(e)}`);
   }
@@ -115,7 +138,7 @@ async function main(): Promise<void> {
     process.env.SGEMU_RELAY = 'node';
     try {
       sgemuNode = await startSgemu(sgemuConfig(nPort, be.udpEcho).replace(SGEMU_ADDR, NODE_ADDR));
-      targets.push(mk('sgemu-node', NODE_ADDR, nPort));
+      targets.push(mk('sgemu-node', NODE_ADDR, nPort, sgemuNode.proc.pid));
     } catch (e) {
       console.log(`# sgemu (SGEMU_RELAY=node) did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
     } finally {
@@ -126,6 +149,16 @@ async function main(): Promise<void> {
     for (const t of targets) await openFlows(t);
     const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
     for (let r = 0; r < ROUNDS; r++) for (const t of targets) samples.get(t.name)!.push(await measure(t, WARM_MS, SAMPLE_MS));
+    // Where the CPU goes: on a machine with few cores the clients, the backend and the relay share
+    // them, so a relay's rate is bounded by cores / (CPU per request of all three), not by the relay.
+    const ncpu = os.availableParallelism();
+    console.log(`# CPU per request while measuring (${ncpu} cores): µs of the clients / backend / relay; machine busy`);
+    for (const t of targets) {
+      const c = t.cpu, us = (ms: number): string => c.replies > 0 ? (ms * 1000 / c.replies).toFixed(1) : '-';
+      const sum = c.replies > 0 ? (c.client + c.backend + c.proxy) * 1000 / c.replies : NaN;
+      console.log(`#   ${t.name.padEnd(10)} ${us(c.client)} / ${us(c.backend)} / ${t.proxyPgid === null ? '-' : us(c.proxy)} µs = ${sum.toFixed(1)} µs; ` +
+        `busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%; ${ncpu} cores / that = ${fmtNum(ncpu * 1e6 / sum)}/s`);
+    }
     const detail = [...samples].map(([k, v]) => `${k} ${fmtNum(median(v))}/s`).join(', ')
       + '; lost ' + targets.map((t) => `${t.name} ${t.lost}`).join(', ');
     const d = samples.get('direct')!, s = samples.get('socat'), g = samples.get('sgemu');
