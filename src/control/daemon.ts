@@ -27,6 +27,7 @@ import { TcpListener } from '../dataplane/tcp.js';
 import { UdpListener } from '../dataplane/udp.js';
 import { MODE_NAMES, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
 import { nativeStatus } from '../native/sock-filter.js';
+import { relayDrain } from '../native/tcp-relay.js';
 import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
 import { listenerSpecs } from './listeners.js';
 import { ApiServer } from './api/server.js';
@@ -100,6 +101,7 @@ export class Daemon {
     // A full table closes every listener to new flows (drop, as a full kernel table does), and
     // room again reopens them.
     this.table.onFullChange = () => { for (const l of this.listeners.values()) l.refreshFilter(); this.refuser.refresh(); };
+    this.table.onNearFullChange = () => { for (const l of this.listeners.values()) l.tableNearFullChanged?.(); };
   }
 
   get model(): Model { return this.policy.model; }
@@ -182,6 +184,10 @@ export class Daemon {
   /** Installs `policy`: updates, opens and closes listeners to match its model. */
   private async swap(policy: CompiledPolicy): Promise<void> {
     const log = this.opts.log;
+    // Flows the native relay accepted under the old rules but has not reported yet are booked
+    // now, under the old policy, so that the new one treats them as existing connections
+    // (tracked ones live on, untracked ones are cut) rather than as new ones.
+    relayDrain();
     this.policy = policy;
     this.ctTimeoutMs = new Map(policy.model.instances.map((i) => [i.name, i.connectionTracking.tcpEstablishedTimeoutS * 1000]));
     this.udpTimeoutsMs = new Map(policy.model.instances.map((i) => [i.name,
@@ -293,7 +299,12 @@ export class Daemon {
     this.opts.log(`watching ${file} for changes`);
   }
 
+  /** Books the flows the native relay has not reported yet (its events travel in batches of up
+   * to a few ms), so that what the API shows next is exact. */
+  settle(): void { relayDrain(); }
+
   conntrack(): ConntrackJson[] {
+    this.settle();
     const now = (this.clock as TickClock).refresh?.() ?? this.clock.nowMs();
     const out: ConntrackJson[] = [];
     for (const e of this.table.live()) {
@@ -304,6 +315,7 @@ export class Daemon {
   }
 
   status(): Record<string, unknown> {
+    this.settle();
     return {
       policyVersion: this.policy.version,
       nativeFilter: nativeStatus().loaded,
@@ -326,6 +338,7 @@ export class Daemon {
   /** Stops accepting, lets open flows finish for up to drainMs, then closes everything. */
   async stop(drainMs = 2000): Promise<void> {
     this.table.onFullChange = null;
+    this.table.onNearFullChange = null;
     this.watcher?.close();
     if (this.watchTimer) clearTimeout(this.watchTimer);
     if (this.sweeper) clearInterval(this.sweeper);

@@ -58,6 +58,8 @@ export interface Listener {
   start(policy: CompiledPolicy): Promise<void>;
   applyPolicy(policy: CompiledPolicy, spec?: ListenerSpec): void;
   refreshFilter(force?: boolean): void;
+  /** The conntrack table crossed its near-full mark (ConnTable.onNearFullChange). */
+  tableNearFullChanged?(): void;
   decide(remote: string): number;
   describe(): string;
   close(drainMs?: number): Promise<void>;

@@ -117,18 +117,22 @@ export class TcpListener extends ListenerBase implements RelayListener {
   get nativeRelay(): boolean { return this.lid >= 0; }
 
   /** After the base class swapped the filter: the native relay connects at accept only while
-   * the kernel filter alone is the whole decision (exact program, RULES mode, table not full). */
+   * the kernel filter alone is the whole decision (exact program, RULES mode, table not near full). */
   override refreshFilter(force = false): void {
     super.refreshFilter(force);
     this.updateAutoConnect();
   }
 
+  tableNearFullChanged(): void { this.updateAutoConnect(); }
+
   private updateAutoConnect(): void {
     if (this.lid < 0 || this.closing) return;
     const s = this.spec;
     // (a reload may have changed the backend to a name: the thread does no lookups, JS connects
-    // and fails each flow then, see NativeRelay.connect)
-    const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.full &&
+    // and fails each flow then, see NativeRelay.connect). Off near a full table: auto-connected
+    // accepts reach JS in batches (up to a few ms later), and the flow that fills the table must
+    // be seen at once so that the ones after it are dropped by the filter rather than reset.
+    const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.nearFull &&
       net.isIP(s.backendHost) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
     const target = on ? `${s.backendHost}|${s.backendPort}|${s.localAddress ?? ''}` : '';
     if (target === this.autoTarget) return;

@@ -21,6 +21,7 @@ interface RelayAddon {
   relayAutoConnect(lid: number, on: boolean, host: string, port: number, localHost: string): number | Failure;
   relayOp(id: number, op: number): number | Failure;
   relayStats(): number[];
+  relayDrain(onEvents: (count: number, addrs: string[]) => void): boolean;
   relayStop(): number;
 }
 
@@ -181,6 +182,16 @@ export function relayBlackhole(id: number): boolean {
 export function relayBytesIn(id: number): number { return counters![(id & SLOT_MASK) * 2]!; }
 /** Bytes backend → client so far (written to the client). */
 export function relayBytesOut(id: number): number { return counters![(id & SLOT_MASK) * 2 + 1]!; }
+
+/**
+ * Hands the relay's queued events (accepts on auto-connect listeners, connected, FIN, closed wait
+ * up to a few ms to travel in batches) to their flows now. Before a policy swap, so that every
+ * flow accepted under the old filter is in conntrack when the new rules are applied to the live
+ * flows; before listing conntrack, so that the view is exact. No-op inside an event handler.
+ */
+export function relayDrain(): void {
+  if (addon && typeof addon.relayDrain === 'function') addon.relayDrain(onEvents);
+}
 
 /** For tests and `doctor`: what the relay holds now (null when never started). */
 export function relayStats(): { flows: number; pipesInUse: number; pipesPooled: number; overflowResets: number; listeners: number } | null {

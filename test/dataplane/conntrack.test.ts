@@ -216,6 +216,30 @@ t.test('full table: open refuses and counts, find still answers, onFullChange on
   table.close(es[1]!);
   t.same(edges, [true, false]);
   t.equal(table.capacity, 3);
+
+t.test('near full: max/8 headroom (at most 256), once up at the mark, once down below it with hysteresis', async (t) => {
+  const table = new ConnTable(64, new ManualClock());         // headroom 8: near full at 56, off at ≤ 51
+  t.equal(table.nearFullAt, 56);
+  const edges: boolean[] = [];
+  table.onNearFullChange = (near) => edges.push(near);
+  const o = owner();
+  const es: FlowEntry[] = [];
+  for (let i = 0; i < 55; i++) es.push(table.open(v4(o, '127.0.1.1', 1000 + i))!);
+  t.same(edges, [], 'below the mark');
+  t.notOk(table.nearFull);
+  es.push(table.open(v4(o, '127.0.1.1', 2000))!);
+  t.same(edges, [true], 'at the mark');
+  t.ok(table.nearFull);
+  table.close(es.pop()!);
+  es.push(table.open(v4(o, '127.0.1.1', 2001))!);
+  t.same(edges, [true], 'wavering at the mark does not toggle');
+  for (let i = 0; i < 4; i++) table.close(es.pop()!);
+  t.same(edges, [true], 'still near full at 52');
+  table.close(es.pop()!);
+  t.same(edges, [true, false], 'off at 51');
+  t.equal(new ConnTable(1_000_000, new ManualClock()).nearFullAt, 1_000_000 - 256, 'headroom capped at 256');
+  t.equal(new ConnTable(5, new ManualClock()).nearFullAt, 5, 'tiny tables: near full = full');
+});
 });
 
 t.test('sweep removes expired flows from the index and keeps the live ones findable', async (t) => {

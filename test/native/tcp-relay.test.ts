@@ -7,7 +7,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { createTcpListener, nativeStatus } from '../../src/native/sock-filter.js';
 import {
@@ -303,6 +303,62 @@ instances:
     await new Promise((r) => c2.once('data', r));
     t.ok(relayStats()!.flows <= before, 'SGEMU_RELAY=node: the flow is not in the native relay');
     c2.destroy();
+  });
+
+  t.test('a rule revoked right after the handshake, before the relay reported the accept: the flow is an existing one', async (t) => {
+    // Auto-connect accepts reach JS in batches (up to 4 ms). The swap books them first, under the
+    // old rules, so AWS's rule for existing connections applies: tracked lives on, untracked is cut.
+    const addr = freshAddr(), src = freshAddr();
+    const port = await freePort(addr);
+    const echo = await echoServer(t);
+    const yaml = (rules: string): string => `
+securityGroups:
+  - id: sg-app
+    egress: [ { protocol: -1, cidr: 0.0.0.0/0 }, { protocol: -1, cidr: ::/0 } ]
+    ingress: [${rules}]
+instances:
+  - name: app
+    address: ${addr}
+    securityGroups: [sg-app]
+    services:
+      - { protocol: tcp, port: ${port}, backend: "127.0.0.1:${echo.port}" }
+`;
+    for (const [label, rules, alive] of [
+      ['tracked (a /32 rule)', `{ protocol: tcp, ports: ${port}, cidr: ${src}/32 }`, true],
+      ['untracked (all traffic from 0.0.0.0/0 and ::/0)', `{ protocol: -1, cidr: 0.0.0.0/0 }, { protocol: -1, cidr: ::/0 }`, false],
+    ] as const) {
+      const { daemon, configPath } = await startDaemon(t, yaml(rules));
+      const c = await connect(addr, port, src);
+      // No await between the handshake and the swap: the accept is still in the relay's batch.
+      writeFileSync(configPath, yaml(''));
+      t.ok(await daemon.reload(), `${label}: reloaded to no ingress rule`);
+      const ct = daemon.conntrack().filter((x) => x.srcPort === c.localPort);
+      if (alive) {
+        t.equal(ct.length, 1, `${label}: in conntrack after the swap`);
+        c.write('still here');
+        const got = await new Promise<string>((res) => { c.once('data', (b) => res(b.toString())); c.once('close', () => res('closed')); });
+        t.equal(got, 'still here', `${label}: the flow lives on after the revoke`);
+      } else {
+        t.equal(ct.length, 0, `${label}: cut from conntrack`);
+        c.on('error', () => {});
+        const reply = await new Promise<string>((res) => {
+          const timer = setTimeout(() => res('silence'), 400);
+          c.once('data', (d) => { clearTimeout(timer); res(d.toString()); });
+          c.write('x');
+        });
+        t.equal(reply, 'silence', `${label}: cut, no byte passes any more`);
+      }
+      const c2 = new net.Socket();
+      const second = await new Promise<string>((res) => {
+        const timer = setTimeout(() => { c2.destroy(); res('timeout'); }, 400);
+        c2.once('connect', () => { clearTimeout(timer); c2.destroy(); res('connected'); });
+        c2.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); res(e.code ?? 'error'); });
+        c2.connect({ host: addr, port, localAddress: src });
+      });
+      t.equal(second, 'timeout', `${label}: a new connection times out`);
+      c.destroy();
+      await daemon.stop(0);
+    }
   });
 
   t.test('1000 short flows leave no fd, pipe or slot behind', async (t) => {

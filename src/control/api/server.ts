@@ -128,6 +128,7 @@ export class ApiServer {
       case 'GET /v1/instances': return sendJson(res, 200, instancesJson(d));
       case 'GET /v1/security-groups': return sendJson(res, 200, groupsJson(d.model));
       case 'GET /metrics': {
+        d.settle();
         const text = await this.metrics.text();
         res.writeHead(200, { 'content-type': this.metrics.contentType, 'content-length': Buffer.byteLength(text) });
         res.end(text);

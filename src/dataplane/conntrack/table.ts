@@ -410,14 +410,29 @@ export class ConnTable {
   private cursor = 0;
   /** Called when the table becomes full and when it has room again (listeners swap filters). */
   onFullChange: ((full: boolean) => void) | null = null;
+  /**
+   * Near full: count ≥ nearFullAt (max less a headroom of max/8, at most 256). Listeners whose
+   * flows JS books in batches (the native relay's auto-connect) stop batching near full, so that
+   * the flow that fills the table is seen at once and the next ones are dropped by the filter, not
+   * accepted and reset. Called on the way up at nearFullAt and on the way down at nearFullAt − 1 −
+   * hysteresis (half the headroom), so a count wavering at the edge does not toggle it per flow.
+   */
+  onNearFullChange: ((nearFull: boolean) => void) | null = null;
+  readonly nearFullAt: number;
+  private readonly nearFullOffAt: number;
+  private nearFullNow = false;
 
   constructor(max: number, private readonly clock: Clock) {
     if (!(max >= 1)) throw new RangeError(`conntrack max must be ≥ 1, got ${max}`);
     this.max = max;
+    const headroom = Math.min(256, Math.floor(max / 8));
+    this.nearFullAt = max - headroom;
+    this.nearFullOffAt = this.nearFullAt - 1 - (headroom >> 1);
     this.st = new Store(max);
   }
 
   get full(): boolean { return this.count >= this.max; }
+  get nearFull(): boolean { return this.nearFullNow; }
 
   /** Returns the entry, or null when the table is full (the caller drops the flow, as the kernel does). */
   open(f: OpenFlow): FlowEntry | null {
@@ -444,6 +459,7 @@ export class ConnTable {
     key[k + K_META] |= M_LIVE;
     st.insert(s);
     this.count++;
+    if (this.count >= this.nearFullAt && !this.nearFullNow) { this.nearFullNow = true; this.onNearFullChange?.(true); }
     if (this.count === this.max) this.onFullChange?.(true);
     return e;
   }
@@ -462,6 +478,7 @@ export class ConnTable {
     }
     this.free[this.freeTop++] = s;
     if (this.count === this.max - 1) this.onFullChange?.(false);
+    if (this.count <= this.nearFullOffAt && this.nearFullNow) { this.nearFullNow = false; this.onNearFullChange?.(false); }
   }
 
   /**
