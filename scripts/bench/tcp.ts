@@ -206,6 +206,7 @@ async function main(): Promise<void> {
     // CPU while conn/s runs: this process (the clients), the backends, the proxy, the machine.
     type ConnCpu = { done: number; client: number; backend: number; proxy: number; busy: number; total: number };
     const connCpu = new Map<string, ConnCpu>();
+    const bulkCpu = new Map<string, ConnCpu>();    // done = MB moved
     const proxyPid = (t: Target): number | null => t.name === 'haproxy' ? haproxy!.pid : t.name === 'sgemu' ? sgemu!.proc.pid : null;
     const connCpuNow = (t: Target, done: number): ConnCpu => {
       const m = machineCpuMs(), p = proxyPid(t);
@@ -218,7 +219,14 @@ async function main(): Promise<void> {
       // last target pay for the port search of the one before it in every round.
       for (const t of targets.map((_, i) => targets[(i + r) % targets.length]!)) {
         const s = samples.get(t.name)!;
-        if (want('bulk')) s.bulk.push(await bulk(t));
+        if (want('bulk')) {
+          const c0 = connCpuNow(t, 0);
+          s.bulk.push(await bulk(t));
+          const c1 = connCpuNow(t, BULK_STREAMS * BULK_BYTES / 1e6);
+          const acc = bulkCpu.get(t.name) ?? { done: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 };
+          for (const k of Object.keys(acc) as (keyof ConnCpu)[]) acc[k] += c1[k] - c0[k];
+          bulkCpu.set(t.name, acc);
+        }
         if (want('conn')) {
           const c0 = connCpuNow(t, 0);
           const c = await connRate(t);
@@ -256,7 +264,14 @@ async function main(): Promise<void> {
         report({ name: `${name} haproxy/direct`, value: hd.value, unit: 'x direct', n: hd.n, spreadPct: hd.spreadPct, detail, target: '', met: null });
       }
     };
-    if (want('bulk')) ratioLines(`tcp bulk ${BULK_STREAMS}×${BULK_BYTES >> 20}MiB`, (x) => x.bulk, ' MB/s', '≥ 1.0x haproxy');
+    if (want('bulk')) {
+      ratioLines(`tcp bulk ${BULK_STREAMS}×${BULK_BYTES >> 20}MiB`, (x) => x.bulk, ' MB/s', '≥ 1.0x haproxy');
+      console.log(`# bulk CPU per MB moved (${os.availableParallelism()} cores): µs of the clients / sink / proxy (all its threads); machine busy`);
+      for (const [name, c] of bulkCpu) {
+        const us = (ms: number): string => c.done > 0 ? (ms * 1000 / c.done).toFixed(0) : '-';
+        console.log(`#   ${name.padEnd(8)} ${us(c.client)} / ${us(c.backend)} / ${name === 'direct' ? '-' : us(c.proxy)} µs; busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%`);
+      }
+    }
     if (want('conn')) {
       ratioLines(`tcp conn/s C=${CONN_CONCURRENCY}`, (x) => x.conn, '/s', '≥ 1.0x haproxy');
       if (sgemu && res0) {
