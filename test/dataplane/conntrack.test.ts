@@ -216,30 +216,42 @@ t.test('full table: open refuses and counts, find still answers, onFullChange on
   table.close(es[1]!);
   t.same(edges, [true, false]);
   t.equal(table.capacity, 3);
+});
 
-t.test('near full: max/8 headroom (at most 256), once up at the mark, once down below it with hysteresis', async (t) => {
-  const table = new ConnTable(64, new ManualClock());         // headroom 8: near full at 56, off at ≤ 51
-  t.equal(table.nearFullAt, 56);
+t.test('near full: a headroom of 256, once up at the mark, once down below it with hysteresis; small tables always', async (t) => {
+  const table = new ConnTable(1024, new ManualClock());       // near full at 768, off again at ≤ 639
+  t.equal(table.nearFullAt, 768);
   const edges: boolean[] = [];
   table.onNearFullChange = (near) => edges.push(near);
   const o = owner();
   const es: FlowEntry[] = [];
-  for (let i = 0; i < 55; i++) es.push(table.open(v4(o, '127.0.1.1', 1000 + i))!);
+  for (let i = 0; i < 767; i++) es.push(table.open(v4(o, '127.0.1.1', 1000 + i))!);
   t.same(edges, [], 'below the mark');
   t.notOk(table.nearFull);
-  es.push(table.open(v4(o, '127.0.1.1', 2000))!);
+  es.push(table.open(v4(o, '127.0.1.1', 9000))!);
   t.same(edges, [true], 'at the mark');
   t.ok(table.nearFull);
   table.close(es.pop()!);
-  es.push(table.open(v4(o, '127.0.1.1', 2001))!);
+  es.push(table.open(v4(o, '127.0.1.1', 9001))!);
   t.same(edges, [true], 'wavering at the mark does not toggle');
-  for (let i = 0; i < 4; i++) table.close(es.pop()!);
-  t.same(edges, [true], 'still near full at 52');
+  while (es.length > 640) table.close(es.pop()!);
+  t.same(edges, [true], 'still near full at 640');
   table.close(es.pop()!);
-  t.same(edges, [true, false], 'off at 51');
-  t.equal(new ConnTable(1_000_000, new ManualClock()).nearFullAt, 1_000_000 - 256, 'headroom capped at 256');
-  t.equal(new ConnTable(5, new ManualClock()).nearFullAt, 5, 'tiny tables: near full = full');
-});
+  t.same(edges, [true, false], 'off at 639');
+  t.equal(new ConnTable(1_000_000, new ManualClock()).nearFullAt, 1_000_000 - 256, 'headroom 256 in a large table');
+  const mid = new ConnTable(300, new ManualClock());          // near full at 44, off again at ≤ 21
+  const me: FlowEntry[] = [];
+  for (let i = 0; i < 44; i++) me.push(mid.open(v4(o, '127.0.1.2', 1000 + i))!);
+  t.ok(mid.nearFull, '300: near full at 44');
+  while (me.length > 22) mid.close(me.pop()!);
+  t.ok(mid.nearFull, '300: still at 22');
+  mid.close(me.pop()!);
+  t.notOk(mid.nearFull, '300: off again at 21 (the hysteresis never goes below 0)');
+  const small = new ConnTable(64, new ManualClock());
+  t.equal(small.nearFullAt, 0);
+  t.ok(small.nearFull, 'a table of ≤ 256 entries is always near full (no batching: every accept is seen at once)');
+  small.close(small.open(v4(o, '127.0.1.3', 1))!);
+  t.ok(small.nearFull, 'and stays so when empty');
 });
 
 t.test('sweep removes expired flows from the index and keeps the live ones findable', async (t) => {

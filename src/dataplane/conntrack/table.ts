@@ -411,11 +411,12 @@ export class ConnTable {
   /** Called when the table becomes full and when it has room again (listeners swap filters). */
   onFullChange: ((full: boolean) => void) | null = null;
   /**
-   * Near full: count ≥ nearFullAt (max less a headroom of max/8, at most 256). Listeners whose
-   * flows JS books in batches (the native relay's auto-connect) stop batching near full, so that
-   * the flow that fills the table is seen at once and the next ones are dropped by the filter, not
-   * accepted and reset. Called on the way up at nearFullAt and on the way down at nearFullAt − 1 −
-   * hysteresis (half the headroom), so a count wavering at the edge does not toggle it per flow.
+   * Near full: count ≥ nearFullAt (max less a headroom of 256, twice the relay's event batch;
+   * a table of ≤ 256 entries is always near full). Listeners whose flows JS books in batches (the
+   * native relay's auto-connect) stop batching near full, so that the flow that fills the table is
+   * seen at once and the next ones are dropped by the filter, not accepted and reset. Called on
+   * the way up at nearFullAt and on the way down at nearFullAt − 1 − hysteresis (half the
+   * headroom), so a count wavering at the edge does not toggle it per flow.
    */
   onNearFullChange: ((nearFull: boolean) => void) | null = null;
   readonly nearFullAt: number;
@@ -425,9 +426,10 @@ export class ConnTable {
   constructor(max: number, private readonly clock: Clock) {
     if (!(max >= 1)) throw new RangeError(`conntrack max must be ≥ 1, got ${max}`);
     this.max = max;
-    const headroom = Math.min(256, Math.floor(max / 8));
+    const headroom = Math.min(256, max);
     this.nearFullAt = max - headroom;
-    this.nearFullOffAt = this.nearFullAt - 1 - (headroom >> 1);
+    this.nearFullOffAt = this.nearFullAt - 1 - Math.min(headroom >> 1, this.nearFullAt >> 1);
+    this.nearFullNow = this.nearFullAt === 0;
     this.st = new Store(max);
   }
 

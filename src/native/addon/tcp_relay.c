@@ -487,15 +487,18 @@ static void update_ref(napi_env env);
 static napi_value type_error(napi_env env, const char *msg);
 static int in_dispatch;        /* JS thread only: a batch is being handed to JS right now */
 
-/* Hands every queued event to cb, in order (JS thread). */
-static void deliver(napi_env env, napi_value cb) {
+/* Hands every queued event to cb, in order (JS thread). from_tsfn: called by the threadsafe
+ * function (which clears call_pending); a drain leaves a queued call pending (it will find the
+ * queue empty or newer) so the thread does not queue a second one. */
+static void deliver(napi_env env, napi_value cb, int from_tsfn) {
   in_dispatch = 1;
   pthread_mutex_lock(&R.mu);
   struct queue q = R.q;       /* take the queue; the thread fills the spare buffer meanwhile */
   R.q = R.spare;
   R.q.n = 0;
   R.spare = (struct queue){ 0 };
-  R.call_pending = 0;
+  if (from_tsfn) R.call_pending = 0;
+  R.urgent = 0;
   pthread_mutex_unlock(&R.mu);
   /* records go into the Float64Array JS handed to relayInit (no allocation per batch), in
    * chunks of its capacity; one array of peer address strings per chunk */
@@ -531,22 +534,29 @@ static void deliver(napi_env env, napi_value cb) {
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)context; (void)data;
   if (env == NULL || cb == NULL) return;
-  deliver(env, cb);
+  deliver(env, cb, 1);
 }
 
 /*
- * relayDrain(onEvents) → whether it delivered: hands the events queued so far to onEvents now,
- * synchronously, instead of at the next batch. JS calls it before a policy swap (so every flow
- * accepted under the old filter is booked under the old policy, as AWS treats connections that
- * exist when a rule changes) and before listing conntrack (so the view is exact). Not while a
- * batch is being delivered (a handler that drained would see later events before earlier ones).
+ * relayDrain(onEvents) → whether it delivered: accepts the connections waiting in every listener's
+ * backlog (their handshake is done: they exist), then hands the events queued so far to onEvents
+ * now, synchronously, instead of at the next batch. JS calls it before a policy swap (so every
+ * connection the old filter let through is booked under the old policy, as AWS treats
+ * connections that exist when a rule changes) and before listing conntrack (so the view is
+ * exact). Not while a batch is being delivered (a handler that drained would see later events
+ * before earlier ones).
  */
 static napi_value relay_drain(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return type_error(env, "relayDrain(onEvents)");
   int ok = R.running && !in_dispatch;
-  if (ok) deliver(env, argv[0]);
+  if (ok) {
+    pthread_mutex_lock(&R.mu);
+    for (int lid = 0; lid < MAX_LISTENERS; lid++) if (R.listeners[lid].active) on_accept(lid);
+    pthread_mutex_unlock(&R.mu);
+    deliver(env, argv[0], 0);
+  }
   napi_get_boolean(env, ok, &out);
   return out;
 }
