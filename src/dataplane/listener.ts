@@ -93,6 +93,8 @@ export abstract class ListenerBase implements Listener {
   protected policy: CompiledPolicy | null = null;
   protected inst = -1;
   protected outboundVerdict = 0;   // outbound: the same for every client
+  /** The policy before the last swap (decidePrevious). */
+  private prev: { policy: CompiledPolicy; inst: number; outboundVerdict: number } | null = null;
   mode = MODE_RULES;
   filterExact = true;
   backendKey = '';
@@ -144,6 +146,7 @@ export abstract class ListenerBase implements Listener {
   }
 
   protected bindPolicy(policy: CompiledPolicy): void {
+    if (this.policy !== null) this.prev = { policy: this.policy, inst: this.inst, outboundVerdict: this.outboundVerdict };
     this.policy = policy;
     this.inst = policy.instanceIndex.get(this.spec.instName) ?? -1;
     if (this.spec.kind === 'outbound') this.outboundVerdict = this.decideOutbound(policy);
@@ -193,14 +196,27 @@ export abstract class ListenerBase implements Listener {
 
   /** The verdict for a new flow from a local source address (the real socket peer). */
   decide(remote: string): number {
-    const p = this.policy!;
-    if (this.inst < 0) return 0;
-    if (this.spec.kind === 'outbound') return this.outboundVerdict;
+    return this.verdictUnder(this.policy!, this.inst, this.outboundVerdict, remote);
+  }
+
+  /**
+   * The verdict of the policy before the last swap (0 before any). A connection that the
+   * current, exact filter would have dropped and that the kernel still let through had its SYN
+   * judged by the filter before the swap: it is a connection that existed when the rules changed.
+   */
+  decidePrevious(remote: string): number {
+    const p = this.prev;
+    return p === null ? 0 : this.verdictUnder(p.policy, p.inst, p.outboundVerdict, remote);
+  }
+
+  private verdictUnder(p: CompiledPolicy, inst: number, outboundVerdict: number, remote: string): number {
+    if (inst < 0) return 0;
+    if (this.spec.kind === 'outbound') return outboundVerdict;
     const proto = this.spec.protocol;
-    if (this.spec.family === 4) return p.decide4(this.inst, INGRESS, proto, p.appear4(parseIpv4(remote)), this.spec.rulePort);
+    if (this.spec.family === 4) return p.decide4(inst, INGRESS, proto, p.appear4(parseIpv4(remote)), this.spec.rulePort);
     const w = parseIpv6Words(remote);
     const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
-    return p.decide6(this.inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
+    return p.decide6(inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
   }
 
   /** Egress of the instance to the destination the rules see, and the target instance's ingress. */

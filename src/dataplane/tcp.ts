@@ -155,7 +155,17 @@ export class TcpListener extends ListenerBase implements RelayListener {
    */
   private admit(remote: string, remotePort: number): FlowEntry | null {
     const env = this.env;
-    const verdict = this.decide(remote);
+    let verdict = this.decide(remote);
+    let existing = false;
+    this.admittedExisting = false;
+    if (!(verdict & VERDICT_ALLOW) && this.filterExact && this.mode === MODE_RULES) {
+      // The exact filter in force would have dropped this SYN, yet the kernel completed the
+      // handshake: the filter before the last swap let it through (during the swap, after the
+      // relay was drained). AWS keeps such a connection as one that existed when the rules
+      // changed: book it under the old verdict, then judge it as every live flow was at the swap.
+      const old = this.decidePrevious(remote);
+      if (old & VERDICT_ALLOW) { verdict = old; existing = true; }
+    }
     if (!(verdict & VERDICT_ALLOW)) {
       // Only reachable without an exact kernel filter: the closest honest answer is a reset.
       env.counters.rejectedUser++;
@@ -179,7 +189,18 @@ export class TcpListener extends ListenerBase implements RelayListener {
     env.counters.accepted++;
     this.stats.accepted++;
     if (flowEvents.hasSubscribers) this.publish('open', remote, remotePort, undefined, entry.tracked);
+    this.admittedExisting = existing;
     return entry;
+  }
+
+  /** The last admit booked a connection under the previous policy: its relay, once made,
+   * rechecks it against the current one (tracked lives on, untracked is cut). */
+  private admittedExisting = false;
+
+  private recheckIfExisting(relay: FlowBase): void {
+    if (!this.admittedExisting) return;
+    this.admittedExisting = false;
+    relay.recheck();
   }
 
   private onConnection(client: net.Socket): void {
@@ -191,6 +212,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
     entry.owner = relay;
     this.relays.add(relay);
     relay.connect();
+    this.recheckIfExisting(relay);
   }
 
   /** The native relay accepted a connection (RelayListener): connect it or reset it. */
@@ -201,6 +223,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
     entry.owner = relay;
     this.relays.add(relay);
     if (!connecting) relay.connect();
+    this.recheckIfExisting(relay);
     return relay;
   }
 

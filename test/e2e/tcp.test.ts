@@ -5,6 +5,7 @@
 
 import t from 'tap';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { freshAddr, freePort, echoServer, probe, isRoot, startDaemon, write, sleep } from './helpers.js';
 
@@ -262,4 +263,51 @@ t.test('a full conntrack table makes new flows time out, like a full kernel tabl
   held.destroy();
   await sleep(60);
   t.equal(await probe(freshAddr(), addr, port), 'allowed', 'with room again, new flows pass');
+});
+
+t.test('a connection whose handshake completed before a revoke but that is accepted after it is an existing (tracked) flow', async (t) => {
+  // The kernel completes handshakes on its own; the daemon accepts them later. A rule revoked in
+  // between must not turn a connection that existed at the change into a new, denied one. Made
+  // deterministic with the Node relay (SGEMU_RELAY=node: libuv accepts only when the event loop
+  // polls): the loop is held while a client in another process connects, the swap runs inside the
+  // same synchronous block, and only then can the daemon accept. The exact filter in force would
+  // have dropped that SYN, so the daemon books the connection under the previous policy. (The
+  // native relay accepts on its own thread; its swap drains: test/native/tcp-relay.test.ts.)
+  process.env['SGEMU_RELAY'] = 'node';
+  t.teardown(() => { delete process.env['SGEMU_RELAY']; });
+  const addr = freshAddr(), src = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const allow = config(addr, port, echo.port, `      - { protocol: tcp, ports: ${port}, cidr: ${src}/32 }`);
+  const none = config(addr, port, echo.port, `      - { protocol: tcp, ports: 1, cidr: ${src}/32 }`);
+  const { daemon, configPath } = await startDaemon(t, allow);
+  const client = spawn(process.execPath, ['-e', `
+    const net = require('node:net');
+    process.stdin.once('data', () => {
+      const s = net.connect({ host: '${addr}', port: ${port}, localAddress: '${src}' });
+      s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
+      s.on('connect', () => setTimeout(() => s.write('still'), 600));
+      s.on('data', (d) => { console.log('reply ' + d); process.exit(0); });
+      s.on('close', () => { console.log('closed'); process.exit(0); });
+      setTimeout(() => { console.log('silence'); process.exit(0); }, 3000);
+    });
+    console.log('ready');
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => { client.kill(); });
+  let out = '';
+  client.stdout!.on('data', (d) => { out += d; });
+  while (!out.includes('ready')) await sleep(10);
+  const accepted0 = daemon.counters.accepted;
+  client.stdin!.write('go\n');
+  const t0 = Date.now();
+  while (Date.now() - t0 < 400) { /* hold the loop: the client's handshake completes in the kernel */ }
+  write(configPath, none);
+  const reloaded = daemon.reload();      // its swap runs now, before the loop can accept
+  t.equal(daemon.counters.accepted, accepted0, 'not accepted yet when the rules changed');
+  t.ok(await reloaded, 'reloaded to a rule that no longer admits the client');
+  await new Promise((r) => client.once('exit', r));
+  t.equal(out.trim().split('\n').pop(), 'reply still', 'the connection that existed at the change lives on (tracked)');
+  const ct = daemon.conntrack();
+  t.equal(daemon.counters.accepted, accepted0 + 1, 'accepted once, after the swap');
+  t.ok(ct.length <= 1, 'conntrack holds at most that flow');
 });
