@@ -302,15 +302,16 @@ export async function startSocatUdp(host: string, port: number, backendPort: num
   return p;
 }
 
-/** utime + stime of a process in milliseconds, from /proc/PID/stat. */
-export function cpuMs(pid: number): number {
+/** The fields of /proc/PID/stat after the command (state is [0], pgrp [2], utime [11], stime [12]). */
+function statFields(pid: number | string): string[] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // fields after the command: state is f[0]; utime and stime are fields 14 and 15 of the file
-  const ticks = Number(f[11]) + Number(f[12]);
-  return (ticks * 1000) / CLK_TCK;
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
+const ticksMs = (f: string[]): number => ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
 const CLK_TCK = 100;   // sysconf(_SC_CLK_TCK) on Linux is 100 on every mainstream architecture
+
+/** utime + stime of a process in milliseconds, from /proc/PID/stat. */
+export function cpuMs(pid: number): number { return ticksMs(statFields(pid)); }
 
 /** CPU of every process in process group `pgid` (socat's children per flow), in milliseconds. */
 export function groupCpuMs(pgid: number): number {
@@ -318,9 +319,8 @@ export function groupCpuMs(pgid: number): number {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(f[2]) === pgid) ms += ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+      const f = statFields(d);
+      if (Number(f[2]) === pgid) ms += ticksMs(f);
     } catch { /* exited meanwhile */ }
   }
   return ms;
@@ -332,6 +332,34 @@ export function machineCpuMs(): { busy: number; total: number } {
   const total = f.reduce((a, b) => a + b, 0);
   const idle = f[3]! + f[4]!;
   return { busy: ((total - idle) * 1000) / CLK_TCK, total: (total * 1000) / CLK_TCK };
+}
+
+/**
+ * CPU spent while a load ran, summed over samples (ms): this process (the clients), the backend,
+ * the proxy, and the machine's busy and total time; `done` is the work it bought (requests,
+ * connections, MB). On a machine with few cores the three share them, so this says where a gap
+ * between two proxies comes from.
+ */
+export interface CpuTally { done: number; client: number; backend: number; proxy: number; busy: number; total: number }
+export const cpuTally = (): CpuTally => ({ done: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 });
+
+/** A reading now; `proxyMs` is the proxy's CPU so far (0 without one). */
+export function cpuReading(done: number, backendPid: number, proxyMs: number): CpuTally {
+  const m = machineCpuMs();
+  return { done, client: cpuMs(process.pid), backend: cpuMs(backendPid), proxy: proxyMs, busy: m.busy, total: m.total };
+}
+
+/** Adds what happened between two readings to `into`. */
+export function addCpu(into: CpuTally, from: CpuTally, to: CpuTally): void {
+  for (const k of Object.keys(into) as (keyof CpuTally)[]) into[k] += to[k] - from[k];
+}
+
+/** "µs per unit of work" of one column, and the machine's busy share, for the bench lines. */
+export function cpuPer(c: CpuTally, ms: number, digits: number): string {
+  return c.done > 0 ? (ms * 1000 / c.done).toFixed(digits) : '-';
+}
+export function busyPct(c: CpuTally): string {
+  return c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-';
 }
 
 /** Runs `main`, prints a failure instead of a stack for known problems, writes --results. */

@@ -22,8 +22,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import {
-  QUICK, cpuMs, fmtNum, header, machineCpuMs, median, pairedRatio, percentile, report, runMain, skip, sleep, spreadPct,
-  startBackends, startHaproxy, startSgemu, freePort, type Proc, type Sgemu,
+  QUICK, addCpu, busyPct, cpuMs, cpuPer, cpuReading, cpuTally, fmtNum, header, median, pairedRatio, percentile, report, runMain, skip, sleep, spreadPct,
+  startBackends, startHaproxy, startSgemu, freePort, type CpuTally, type Proc, type Sgemu,
 } from './lib.js';
 
 const argv = process.argv.slice(2);
@@ -203,14 +203,23 @@ async function main(): Promise<void> {
     const samples = new Map<string, { bulk: number[]; conn: number[]; connErr: number; p50: number[]; p99: number[]; c50: number[]; c99: number[] }>();
     for (const t of targets) samples.set(t.name, { bulk: [], conn: [], connErr: 0, p50: [], p99: [], c50: [], c99: [] });
     let sgemuConns = 0;
-    // CPU while conn/s runs: this process (the clients), the backends, the proxy, the machine.
-    type ConnCpu = { done: number; client: number; backend: number; proxy: number; busy: number; total: number };
-    const connCpu = new Map<string, ConnCpu>();
-    const bulkCpu = new Map<string, ConnCpu>();    // done = MB moved
+    // CPU while bulk (done = MB moved) and conn/s (done = connections) run, per target.
+    const bulkCpu = new Map<string, CpuTally>(), connCpu = new Map<string, CpuTally>();
     const proxyPid = (t: Target): number | null => t.name === 'haproxy' ? haproxy!.pid : t.name === 'sgemu' ? sgemu!.proc.pid : null;
-    const connCpuNow = (t: Target, done: number): ConnCpu => {
-      const m = machineCpuMs(), p = proxyPid(t);
-      return { done, client: cpuMs(process.pid), backend: cpuMs(be.proc.pid), proxy: p === null ? 0 : cpuMs(p), busy: m.busy, total: m.total };
+    const reading = (t: Target, done: number): CpuTally => {
+      const p = proxyPid(t);
+      return cpuReading(done, be.proc.pid, p === null ? 0 : cpuMs(p));
+    };
+    const tally = (m: Map<string, CpuTally>, t: Target): CpuTally => {
+      let c = m.get(t.name);
+      if (!c) m.set(t.name, c = cpuTally());
+      return c;
+    };
+    const printCpu = (m: Map<string, CpuTally>, what: string, digits: number): void => {
+      console.log(`# ${what} (${os.availableParallelism()} cores): µs of the clients / backend / proxy (all its threads); machine busy`);
+      for (const [name, c] of m) {
+        console.log(`#   ${name.padEnd(8)} ${cpuPer(c, c.client, digits)} / ${cpuPer(c, c.backend, digits)} / ${name === 'direct' ? '-' : cpuPer(c, c.proxy, digits)} µs; busy ${busyPct(c)}%`);
+      }
     };
     const res0 = sgemu ? procResources(sgemu.proc.pid) : null;
     for (let r = 0; r < ROUNDS; r++) {
@@ -220,20 +229,14 @@ async function main(): Promise<void> {
       for (const t of targets.map((_, i) => targets[(i + r) % targets.length]!)) {
         const s = samples.get(t.name)!;
         if (want('bulk')) {
-          const c0 = connCpuNow(t, 0);
+          const c0 = reading(t, 0);
           s.bulk.push(await bulk(t));
-          const c1 = connCpuNow(t, BULK_STREAMS * BULK_BYTES / 1e6);
-          const acc = bulkCpu.get(t.name) ?? { done: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 };
-          for (const k of Object.keys(acc) as (keyof ConnCpu)[]) acc[k] += c1[k] - c0[k];
-          bulkCpu.set(t.name, acc);
+          addCpu(tally(bulkCpu, t), c0, reading(t, BULK_STREAMS * BULK_BYTES / 1e6));
         }
         if (want('conn')) {
-          const c0 = connCpuNow(t, 0);
+          const c0 = reading(t, 0);
           const c = await connRate(t);
-          const c1 = connCpuNow(t, c.done);
-          const acc = connCpu.get(t.name) ?? { done: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 };
-          for (const k of Object.keys(acc) as (keyof ConnCpu)[]) acc[k] += c1[k] - c0[k];
-          connCpu.set(t.name, acc);
+          addCpu(tally(connCpu, t), c0, reading(t, c.done));
           s.conn.push(c.rate); s.connErr += c.errors;
           if (t.name === 'sgemu') sgemuConns += c.done;
         }
@@ -266,11 +269,7 @@ async function main(): Promise<void> {
     };
     if (want('bulk')) {
       ratioLines(`tcp bulk ${BULK_STREAMS}×${BULK_BYTES >> 20}MiB`, (x) => x.bulk, ' MB/s', '≥ 1.0x haproxy');
-      console.log(`# bulk CPU per MB moved (${os.availableParallelism()} cores): µs of the clients / sink / proxy (all its threads); machine busy`);
-      for (const [name, c] of bulkCpu) {
-        const us = (ms: number): string => c.done > 0 ? (ms * 1000 / c.done).toFixed(0) : '-';
-        console.log(`#   ${name.padEnd(8)} ${us(c.client)} / ${us(c.backend)} / ${name === 'direct' ? '-' : us(c.proxy)} µs; busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%`);
-      }
+      printCpu(bulkCpu, 'bulk CPU per MB moved (the backend is the sink)', 0);
     }
     if (want('conn')) {
       ratioLines(`tcp conn/s C=${CONN_CONCURRENCY}`, (x) => x.conn, '/s', '≥ 1.0x haproxy');
@@ -281,11 +280,7 @@ async function main(): Promise<void> {
       }
       // On a machine with few cores the clients, the backend and the proxy share them: the proxy
       // with the lower CPU per connection leaves more to the others and wins the rate.
-      console.log(`# conn/s CPU per connection (${os.availableParallelism()} cores): µs of the clients / backend / proxy (all its threads); machine busy`);
-      for (const [name, c] of connCpu) {
-        const us = (ms: number): string => c.done > 0 ? (ms * 1000 / c.done).toFixed(1) : '-';
-        console.log(`#   ${name.padEnd(8)} ${us(c.client)} / ${us(c.backend)} / ${name === 'direct' ? '-' : us(c.proxy)} µs; busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%`);
-      }
+      printCpu(connCpu, 'conn/s CPU per connection', 1);
       const errs = [...samples].filter(([, v]) => v.connErr > 0).map(([k, v]) => `${k} ${v.connErr}`);
       if (errs.length) console.log(`# conn/s: connections that failed or timed out: ${errs.join(', ')}`);
     }

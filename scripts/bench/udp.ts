@@ -17,8 +17,8 @@
 import dgram from 'node:dgram';
 import os from 'node:os';
 import {
-  QUICK, cpuMs, fmtNum, groupCpuMs, header, machineCpuMs, median, pairedRatio, report, runMain, skip, sleep,
-  startBackends, startSgemu, startSocatUdp, freePort, type Proc, type Sgemu,
+  QUICK, addCpu, busyPct, cpuPer, cpuReading, cpuTally, fmtNum, groupCpuMs, header, median, pairedRatio, report, runMain, skip, sleep,
+  startBackends, startSgemu, startSocatUdp, freePort, type CpuTally, type Proc, type Sgemu,
 } from './lib.js';
 
 const ROUNDS = QUICK ? 2 : 5;
@@ -33,22 +33,14 @@ const NODE_RELAY = process.argv.includes('--node-relay');
 const NODE_ADDR = '127.0.0.51';
 
 interface Flow { sock: dgram.Socket; inflight: number; lastReply: number }
-/** CPU while measuring (ms, summed over rounds): this process (the clients), the echo backend,
- * the relay in between (its process group), the whole machine (busy / total over all cores). */
-interface Cpu { replies: number; client: number; backend: number; proxy: number; busy: number; total: number }
+/** cpu: while measuring, summed over rounds (done = replies); the relay is its process group. */
 interface Target {
   name: string; host: string; port: number; flows: Flow[]; replies: number; lost: number; running: boolean;
-  proxyPgid: number | null; cpu: Cpu;
+  proxyPgid: number | null; cpu: CpuTally;
 }
 let backendPid = 0;
 
-function cpuNow(t: Target): Cpu {
-  const m = machineCpuMs();
-  return {
-    replies: t.replies, client: cpuMs(process.pid), backend: cpuMs(backendPid),
-    proxy: t.proxyPgid === null ? 0 : groupCpuMs(t.proxyPgid), busy: m.busy, total: m.total,
-  };
-}
+const cpuNow = (t: Target): CpuTally => cpuReading(t.replies, backendPid, t.proxyPgid === null ? 0 : groupCpuMs(t.proxyPgid));
 
 async function openFlows(t: Target): Promise<void> {
   for (let i = 0; i < FLOWS; i++) {
@@ -86,8 +78,7 @@ async function measure(t: Target, warmMs: number, ms: number): Promise<number> {
   const r0 = t.replies, t0 = performance.now();
   await sleep(ms);
   const rate = (t.replies - r0) / ((performance.now() - t0) / 1000);
-  const c1 = cpuNow(t);
-  for (const k of Object.keys(c0) as (keyof Cpu)[]) t.cpu[k] += c1[k] - c0[k];
+  addCpu(t.cpu, c0, cpuNow(t));
   t.running = false;
   clearInterval(refill);
   await sleep(60);   // let the in-flight requests drain before the next target runs
@@ -114,8 +105,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   backendPid = be.proc.pid;
   const mk = (name: string, host: string, port: number, proxyPgid: number | null): Target => ({
-    name, host, port, flows: [], replies: 0, lost: 0, running: false, proxyPgid,
-    cpu: { replies: 0, client: 0, backend: 0, proxy: 0, busy: 0, total: 0 },
+    name, host, port, flows: [], replies: 0, lost: 0, running: false, proxyPgid, cpu: cpuTally(),
   });
   targets.push(mk('direct', '127.0.0.1', be.udpEcho, null));
   let socat: Proc | null = null;
@@ -154,10 +144,10 @@ async function main(): Promise<void> {
     const ncpu = os.availableParallelism();
     console.log(`# CPU per request while measuring (${ncpu} cores): µs of the clients / backend / relay; machine busy`);
     for (const t of targets) {
-      const c = t.cpu, us = (ms: number): string => c.replies > 0 ? (ms * 1000 / c.replies).toFixed(1) : '-';
-      const sum = c.replies > 0 ? (c.client + c.backend + c.proxy) * 1000 / c.replies : NaN;
+      const c = t.cpu, us = (ms: number): string => cpuPer(c, ms, 1);
+      const sum = c.done > 0 ? (c.client + c.backend + c.proxy) * 1000 / c.done : NaN;
       console.log(`#   ${t.name.padEnd(10)} ${us(c.client)} / ${us(c.backend)} / ${t.proxyPgid === null ? '-' : us(c.proxy)} µs = ${sum.toFixed(1)} µs; ` +
-        `busy ${c.total > 0 ? (100 * c.busy / c.total).toFixed(0) : '-'}%; ${ncpu} cores / that = ${fmtNum(ncpu * 1e6 / sum)}/s`);
+        `busy ${busyPct(c)}%; ${ncpu} cores / that = ${fmtNum(ncpu * 1e6 / sum)}/s`);
     }
     const detail = [...samples].map(([k, v]) => `${k} ${fmtNum(median(v))}/s`).join(', ')
       + '; lost ' + targets.map((t) => `${t.name} ${t.lost}`).join(', ');

@@ -187,7 +187,7 @@ export class Daemon {
     // Flows the native relay accepted under the old rules but has not reported yet are booked
     // now, under the old policy, so that the new one treats them as existing connections
     // (tracked ones live on, untracked ones are cut) rather than as new ones.
-    relayDrain();
+    this.settle();
     this.policy = policy;
     this.ctTimeoutMs = new Map(policy.model.instances.map((i) => [i.name, i.connectionTracking.tcpEstablishedTimeoutS * 1000]));
     this.udpTimeoutsMs = new Map(policy.model.instances.map((i) => [i.name,

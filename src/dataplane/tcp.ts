@@ -156,7 +156,6 @@ export class TcpListener extends ListenerBase implements RelayListener {
   private admit(remote: string, remotePort: number): FlowEntry | null {
     const env = this.env;
     let verdict = this.decide(remote);
-    let existing = false;
     this.admittedExisting = false;
     if (!(verdict & VERDICT_ALLOW) && this.filterExact && this.mode === MODE_RULES) {
       // The exact filter in force would have dropped this SYN, yet the kernel completed the
@@ -164,7 +163,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
       // relay was drained). AWS keeps such a connection as one that existed when the rules
       // changed: book it under the old verdict, then judge it as every live flow was at the swap.
       const old = this.decidePrevious(remote);
-      if (old & VERDICT_ALLOW) { verdict = old; existing = true; }
+      if (old & VERDICT_ALLOW) { verdict = old; this.admittedExisting = true; }
     }
     if (!(verdict & VERDICT_ALLOW)) {
       // Only reachable without an exact kernel filter: the closest honest answer is a reset.
@@ -189,7 +188,6 @@ export class TcpListener extends ListenerBase implements RelayListener {
     env.counters.accepted++;
     this.stats.accepted++;
     if (flowEvents.hasSubscribers) this.publish('open', remote, remotePort, undefined, entry.tracked);
-    this.admittedExisting = existing;
     return entry;
   }
 
