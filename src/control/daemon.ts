@@ -116,7 +116,19 @@ export class Daemon {
     return loadState(path, base) ?? base;
   }
 
+  /** Starts everything, or nothing: a failure (a config error, the API address taken…) closes
+   * what was already opened (listeners, relay threads, pcap, timers) before it propagates, so the
+   * process does not go on serving without the API it was asked for. */
   async start(): Promise<void> {
+    try {
+      await this.startAll();
+    } catch (e) {
+      await this.stop(0).catch(() => {});
+      throw e;
+    }
+  }
+
+  private async startAll(): Promise<void> {
     const log = this.opts.log;
     if (this.opts.resetState && this.opts.statePath && existsSync(this.opts.statePath)) {
       // Start from the config alone; keep the old state beside it rather than destroy it.

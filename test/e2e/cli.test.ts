@@ -77,6 +77,27 @@ t.test('sgemu run: a missing config is a clear error, exit 2, no stack trace', a
   t.match(r.stderr, /nonexistent/);
 });
 
+t.test('sgemu run: an --api address in use is a clear error, exit 2, and nothing keeps serving', async (t) => {
+  const addr = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => { taken.close(); });
+  const apiPort = (taken.address() as net.AddressInfo).port;
+  const dir = t.testdir({});
+  const cfg = join(dir, 'sgemu.yaml');
+  write(cfg, `securityGroups:\n  - id: sg-a\n    ingress:\n      - { protocol: tcp, ports: ${port}, cidr: 127.0.0.0/8 }\ninstances:\n  - name: a\n    address: ${addr}\n    securityGroups: [sg-a]\n    services:\n      - { protocol: tcp, port: ${port}, backend: "127.0.0.1:${echo.port}" }\n`);
+  // The service listener opens before the API; a failed API bind must close it and exit, not
+  // leave a daemon serving without the API it was asked for.
+  const r = spawnSync(process.execPath, [CLI, 'run', '-c', cfg, '--api', `127.0.0.1:${apiPort}`], { encoding: 'utf8', timeout: 20000 });
+  t.equal(r.status, 2, 'exit 2 (not killed by the timeout)');
+  t.match(r.stderr, new RegExp(`EADDRINUSE: cannot listen on --api 127\\.0\\.0\\.1:${apiPort}: the address is in use`));
+  t.notMatch(r.stderr, /\n\s+at .+:\d+:\d+/, 'no stack trace');
+  t.notMatch(r.stderr, /internal error/);
+  t.equal(await probe('127.0.0.1', addr, port), 'refused', 'the service address is closed again');
+});
+
 t.test('sgemu demo: the tour\'s first three outcomes are real', async (t) => {
   const api = await freePort();
   const proc = spawn(process.execPath, [CLI, 'demo', '--api', `127.0.0.1:${api}`], { stdio: ['ignore', 'pipe', 'pipe'] });

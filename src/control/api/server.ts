@@ -70,9 +70,10 @@ export class ApiServer {
     }
     this.signAll ??= !loopback;
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
+      const failed = (e: NodeJS.ErrnoException): void => reject(apiListenError(host, port, e));
+      this.server.once('error', failed);
       this.server.listen(port, host, () => {
-        this.server.off('error', reject);
+        this.server.off('error', failed);
         const a = this.server.address();
         this.port = typeof a === 'object' && a ? a.port : port;
         resolve();
@@ -165,6 +166,17 @@ export class ApiServer {
 }
 
 /** The daemon's numbers as the metrics read them at scrape time. */
+/** Why --api cannot be served, in words a user can act on (exit 2 through the CLI). */
+function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): SgemuError {
+  const where = `--api ${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const why = e.code === 'EADDRINUSE'
+    ? 'the address is in use: another process listens there, or a recent connection still holds the port (a port inside the ephemeral range, /proc/sys/net/ipv4/ip_local_port_range, can be taken by any outgoing connection); pick another port'
+    : e.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address'
+      : e.code === 'EACCES' ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
+        : e.message;
+  return new SgemuError(e.code ?? 'ApiListenFailed', `cannot listen on ${where}: ${why}`);
+}
+
 function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
   return {
     counters: d.counters,
