@@ -159,6 +159,10 @@ export class Daemon {
     this.clock.start?.();
     this.kernelTcpFilter = priv.tcpFilter !== null;
     const mode = this.refuser.start(priv);
+    if (mode !== 'raw' && priv.refusal !== null && priv.mode !== 'fallback') {
+      // The cheap probe said yes, opening the handles said no (libpcap cannot open lo, …).
+      throw new PrivilegeError(`exact refusals are not available: ${this.refuser.reason}\nfix: see 'sgemu doctor', or add --fallback to run with refusals as resets`);
+    }
     log(`sgemu ${process.env.npm_package_version ?? ''}`.trimEnd() + ` starting with ${this.opts.configPath}`);
     log(`privilege: ${priv.mode}${priv.netd ? ` (capability helper ${priv.netd.path}, pid ${priv.netd.pid})` : priv.mode === 'root' ? ' (this process holds CAP_NET_ADMIN and CAP_NET_RAW)' : ''}`);
     if (priv.mode === 'fallback') {

@@ -16,7 +16,9 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Netd, helperPath, type NetdProbe } from '../native/netd.js';
 import { packageRoot, useSocketHelper, nativeStatus } from '../native/sock-filter.js';
-import { probeCapNetRaw, probePcap, probeRaw, probeSocketFilter } from '../native/probe.js';
+import { probeCapNetRaw, probeSocketFilter } from '../native/probe.js';
+import { pcapLoadable } from '../native/pcap.js';
+import { rawLoadable } from '../native/raw.js';
 import { SgemuError } from '../model/errors.js';
 
 export type PrivilegeMode = 'root' | 'namespace' | 'helper' | 'fallback' | 'unavailable';
@@ -78,7 +80,10 @@ export function acquirePrivilege(opts: { fallback: boolean }): Privilege {
   const helper: Privilege['helper'] = { path, probe: null, error: null };
   const addon = nativeStatus();
   const ownFilter = prefer !== 'helper' && addon.loaded && probeSocketFilter().ok;
-  const ownRefusal = prefer !== 'helper' && probeCapNetRaw() && probePcap().ok && probeRaw().ok;
+  // Cheap checks only (the refuser opens the real handles once, at start): CAP_NET_RAW in the
+  // effective set and both modules loadable. A kernel that still refuses shows in the refuser's
+  // mode and reason ('reset'), which the start-up log prints.
+  const ownRefusal = prefer !== 'helper' && probeCapNetRaw() && pcapLoadable() && rawLoadable();
   if (ownFilter && ownRefusal) {
     return { mode: inUserNamespace() ? 'namespace' : 'root',
       tcpFilter: 'process', refusal: 'process', netd: null, missing: [], helper };

@@ -156,6 +156,14 @@ export class Netd {
     return { value: b.readUInt32LE(16), fd: r.fd };
   }
 
+  /** Sends `req` as it is (no seq stamped, nothing checked) → the helper's err and value, and
+   * any fd it sent (owned by the caller). For the helper's fuzz test. */
+  callRaw(req: Buffer, passFd = -1): { err: number; value: number; fd: number; replyBytes: number } {
+    const r = this.addon.netdCall(this.ctl, req, passFd, CALL_TIMEOUT_MS);
+    if (isFailure(r)) fail(r, 'capability helper');
+    return { err: r.reply.length >= REPLY ? r.reply.readInt32LE(12) : -1, value: r.reply.length >= REPLY ? r.reply.readUInt32LE(16) : 0, fd: r.fd, replyBytes: r.reply.length };
+  }
+
   probe(): NetdProbe {
     const req = encodeRequest({ type: T_PROBE });
     const seq = (this.seq = (this.seq + 1) >>> 0);

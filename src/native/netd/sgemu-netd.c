@@ -479,13 +479,14 @@ static void do_probe(const struct req *q) {
 /* --- the request loop ------------------------------------------------------------------ */
 static unsigned char buf[MAX_REQ + 1];
 
-static void serve_one(void) {
+static void serve_one(short revents) {
   union { char b[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } c;
   struct iovec iov = { buf, sizeof(buf) };
   struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.b, .msg_controllen = sizeof(c.b) };
   int fd = -1, nfds = 0;
   ssize_t n = recvmsg(CTL_FD, &m, MSG_CMSG_CLOEXEC);
-  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) _exit(0);   /* the daemon is gone */
+  /* 0 is the end of the channel only with POLLHUP: on SOCK_SEQPACKET it may be an empty message. */
+  if ((n == 0 && (revents & POLLHUP)) || (n < 0 && errno != EINTR && errno != EAGAIN)) _exit(0);
   if (n < 0) return;
   for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
     if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
@@ -556,7 +557,7 @@ int main(int argc, char **argv) {
     if (poll(p, pkt_fd >= 0 ? 3 : 2, -1) < 0 && errno != EINTR) return 1;
     if (p[0].revents & (POLLHUP | POLLERR) && !(p[0].revents & POLLIN)) return 0;
     if (p[1].revents & (POLLHUP | POLLERR)) return 0;
-    if (p[0].revents & POLLIN) serve_one();
+    if (p[0].revents & POLLIN) serve_one(p[0].revents);
     if (pkt_fd >= 0 && p[2].revents & POLLIN) on_packet();
     if (evq_len) ev_flush();
   }
