@@ -47,6 +47,14 @@ const INSTANCE_ID = /^i-[0-9a-f]{1,32}$/;
 const INSTANCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const SGR_ID = /^sgr-[0-9a-f]{17}$/;
 
+/**
+ * Where instances may live: 'loopback' (127.0.0.0/8, the default) or 'any', inside `sgemu exec`'s
+ * private network namespace, where they keep their AWS addresses. One per process (the daemon sets
+ * it before loading), so the config file, the state file and the EC2 API validate alike.
+ */
+let addressScope: 'loopback' | 'any' = 'loopback';
+export function setAddressScope(scope: 'loopback' | 'any'): void { addressScope = scope; }
+
 /** Loads and validates a config text; throws ConfigErrors listing every problem. */
 export function loadConfigText(text: string, fileName: string): Model {
   let result: { model: Model | null; errors: ConfigError[] };
@@ -713,8 +721,8 @@ class Loader {
         if (!ip || ip.family !== 4) {
           r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address "${addrText}" is not an IPv4 address; use a loopback address such as 127.0.0.10 (IPv6 goes in address6)`);
           ok = false;
-        } else if (ip.bytes[0] !== 127) {
-          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text}: instances live on loopback addresses (127.0.0.0/8), e.g. 127.0.0.10; to make rules see another address use addresses:`);
+        } else if (ip.bytes[0] !== 127 && addressScope !== 'any') {
+          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text}: instances live on loopback addresses (127.0.0.0/8), e.g. 127.0.0.10; to make rules see another address use addresses:, or run inside \`sgemu exec\`, where instances keep any address`);
           ok = false;
         } else if (addrs.has(ip.text)) {
           r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text} is already used by ${addrs.get(ip.text)}; each instance needs its own`);

@@ -40,6 +40,8 @@ interface RequestInfo { action: string }
 
 export class ApiServer {
   private readonly server: http.Server;
+  /** Further listening sockets served alike (inside `sgemu exec`'s namespace). */
+  private readonly extra: http.Server[] = [];
   readonly metrics: DaemonMetrics;
   private signAll: boolean | undefined;
   requests = 0;
@@ -81,8 +83,25 @@ export class ApiServer {
     });
   }
 
+  /** Also serves on a listening socket made elsewhere (`sgemu exec`: one inside the namespace,
+   * from the helper; loopback there, so the same access rules as a loopback --api). */
+  listenFd(fd: number): Promise<void> {
+    const s = http.createServer(this.server.listeners('request')[0] as http.RequestListener);
+    s.keepAliveTimeout = 1000;
+    this.extra.push(s);
+    this.signAll ??= false;
+    return new Promise((resolve, reject) => {
+      s.once('error', reject);
+      s.listen({ fd }, () => { s.off('error', reject); resolve(); });
+    });
+  }
+
   close(): Promise<void> {
-    return new Promise((r) => { this.server.close(() => r()); this.server.closeAllConnections(); });
+    const all = [this.server, ...this.extra];
+    return Promise.all(all.map((s) => new Promise<void>((r) => {
+      if (!s.listening) { r(); return; }
+      s.close(() => r()); s.closeAllConnections();
+    }))).then(() => {});
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, info: RequestInfo): Promise<void> {
