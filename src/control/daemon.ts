@@ -114,6 +114,7 @@ export class Daemon {
         this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), dst, src, dp, sp, l.spec.protocol, 1, 40);
       },
       onOverflow: () => { this.table.overflows++; },
+      backendUpNow: (l) => this.monitor.upNow(l.backendKey),
       isTracked: (l, src, srcPort) => {
         const s = l.spec;
         if (s.family === 4) return this.table.find4(s.protocol, parseIpv4(src), srcPort, parseIpv4(s.address), s.listenPort) !== null;
