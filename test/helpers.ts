@@ -4,6 +4,7 @@
 // Addresses: each test file takes fresh 127.x.y.z addresses from a block chosen by its pid, so
 // files running in parallel never share an address. Never anything outside 127.0.0.0/8 and ::1.
 
+import dgram from 'node:dgram';
 import net from 'node:net';
 
 let next = 1;
@@ -14,8 +15,18 @@ export function freshAddr(): string {
   return `127.${block}.${(n >> 8) & 255}.${(n & 255) || 1}`;
 }
 
-/** A TCP port that is free on `host` right now (bind 0, read, close). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+/**
+ * A port that is free on `host` right now for `protocol` (bind 0, read, close): where a test
+ * needs a port nothing listens on, or one to configure before something binds it.
+ */
+export async function freePort(host = '127.0.0.1', protocol: 'tcp' | 'udp' = 'tcp'): Promise<number> {
+  if (protocol === 'udp') {
+    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve, reject) => { s.once('error', reject); s.bind(0, host, () => resolve()); });
+    const p = s.address().port;
+    await new Promise<void>((r) => s.close(() => r()));
+    return p;
+  }
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);

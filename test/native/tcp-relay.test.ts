@@ -37,19 +37,10 @@ interface RelayOpts { host?: string; family?: 4 | 6; local?: string | null; answ
 function run(): void {
   const ECONNREFUSED = osConstants.errno.ECONNREFUSED;
 
-  /** Listens on a fixed port we know, since createTcpListener's fd does not tell its port. */
-  async function portFree(host: string): Promise<number> {
-    const s = net.createServer();
-    await new Promise<void>((r) => s.listen(0, host, () => r()));
-    const p = (s.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => s.close(() => r()));
-    return p;
-  }
-
   async function relayOn(t: Test, backend: { host: string; port: number }, opts: RelayOpts = {}) {
     const family = opts.family ?? 4;
     const host = opts.host ?? (family === 6 ? '::1' : '127.0.0.1');
-    const port = await portFree(host);
+    const port = await freePort(host);
     const fd = createTcpListener({ family, address: host, port, program: opts.program ?? encodeProgram(compileAcceptAll()) });
     const flows: Flow[] = [];
     const waiters: ((f: Flow) => void)[] = [];
@@ -159,7 +150,7 @@ function run(): void {
     const f1 = await r.next();
     const b1 = await be.next();
     const e1 = errorOf(c1);
-    await new Promise((res) => setTimeout(res, 20));
+    await sleep(20);
     b1.resetAndDestroy();
     t.equal(await e1, 'ECONNRESET', 'client sees ECONNRESET');
     await f1.ended;
@@ -169,7 +160,7 @@ function run(): void {
     const f2 = await r.next();
     const b2 = await be.next();
     const e2 = errorOf(b2);
-    await new Promise((res) => setTimeout(res, 20));
+    await sleep(20);
     c2.resetAndDestroy();
     t.equal(await e2, 'ECONNRESET', 'backend sees ECONNRESET');
     await f2.ended;
@@ -177,7 +168,7 @@ function run(): void {
   });
 
   t.test('backend down: onFailed(ECONNREFUSED) and the client is reset', async (t) => {
-    const port = await portFree('127.0.0.1');
+    const port = await freePort('127.0.0.1');
     const r = await relayOn(t, { host: '127.0.0.1', port });
     const c = net.connect({ host: r.host, port: r.port });
     const e = errorOf(c);
@@ -197,12 +188,12 @@ function run(): void {
     const c = await connect(r.host, r.port);
     const f = await r.next();
     const b = await be.next();
-    while (!f.connected) await new Promise((res) => setTimeout(res, 5));
+    t.ok(await until(() => f.connected, 3000), 'connected');
     t.equal(relayBlackhole(f.id), true, 'blackholed');
     let got = 0;
     b.on('data', (d) => { got += d.length; });
     c.write('dropped');
-    await new Promise((res) => setTimeout(res, 150));
+    await sleep(150);
     t.equal(got, 0, 'nothing relayed after blackhole');
     t.equal(f.closed, null, 'both sockets still open');
     const bClosed = new Promise<void>((res) => b.once('end', () => res()));
@@ -223,7 +214,7 @@ function run(): void {
     await f.ended;
     t.equal(from, '127.0.0.43', 'bound to the local address');
     t.same(f.closed, { reset: false, bytesIn: 4, bytesOut: 4 });
-    const port = await portFree('127.0.0.1');
+    const port = await freePort('127.0.0.1');
     const down = await relayOn(t, { host: '127.0.0.1', port }, { auto: true });
     const c2 = net.connect({ host: down.host, port: down.port });
     const e2 = errorOf(c2);
@@ -375,14 +366,14 @@ instances:
       c.destroy();
     };
     await one();
-    await new Promise((res) => setTimeout(res, 50));
+    await sleep(50);
     const before = fds();
     const deadline = Date.now() + 15_000;
     let n = 0;
     while (n < 1000 && Date.now() < deadline) { await Promise.all(Array.from({ length: 20 }, one)); n += 20; }
     await Promise.all(r.flows.map((f) => f.ended));
     for (const c of be.conns) c.destroy();
-    await new Promise((res) => setTimeout(res, 100));
+    await sleep(100);
     t.ok(n >= 200, `${n} flows in the time box`);
     const st = relayStats()!;
     t.equal(st.flows, 0, 'no live flow in the relay');
