@@ -11,7 +11,7 @@ const extra = process.argv.slice(2);
 // commit that set them); package.json sets 0 so that running a few files prints no error. Below a
 // floor tap prints its ERROR line and this run counts one failure. Only for the whole suite:
 // with file arguments coverage is partial by nature.
-const FLOORS = { statements: 80, branches: 75, functions: 80, lines: 80 };
+const FLOORS = { statements: 70, branches: 65, functions: 65, lines: 70 };
 const floorArgs = extra.every((a) => a.startsWith('-')) ? Object.entries(FLOORS).map(([k, v]) => `--${k}=${v}`) : [];
 
 const tsc = spawnSync(process.execPath, [root + 'node_modules/typescript/bin/tsc', '--noEmit', '-p', root], { stdio: 'inherit' });

@@ -399,13 +399,15 @@ instances:
     t.ok(await until(() => relayBytesOut(fa.id) === 1, 3000), 'A relays');
     t.equal(pause(true), 0, 'relay thread parked');
     t.teardown(() => { pause(false); });
+    // 50 ms between steps: loopback delivers in the sender's syscall, but a loaded machine may
+    // defer it to ksoftirqd; the slot check below tells whether the order held.
     a.resetAndDestroy();
-    await sleep(20);
+    await sleep(50);
     const b = await connect(r.host, r.port);
     b.on('error', () => {});
-    await sleep(20);
+    await sleep(50);
     ba.resetAndDestroy();
-    await sleep(20);
+    await sleep(50);
     t.equal(pause(false), 0, 'the thread handles the three events as one batch');
     const fb = await r.next();
     await fa.ended;
