@@ -299,6 +299,11 @@ abstract class FlowBase implements FlowOwner {
         // flow, and so do we, with both sockets (issue 17: a client gone after its FIN and a
         // backend that never reads held them for 5 days). Re-tracking it as the AWS rule below
         // does for an established flow would keep them forever.
+        // Its end as finish() books it (counters, flow log); the table has let go of it already.
+        this.sample(e);
+        env.counters.bytesIn += e.bytesIn;
+        env.counters.bytesOut += e.bytesOut;
+        env.onFlowEnd?.(e);
         if (flowEvents.hasSubscribers) this.listener.publish('expire', e.src, e.srcPort, 'half-closed-idle', e.tracked, e);
         this.destroy();
         return;
