@@ -20,7 +20,7 @@ import { mulberry32 } from '../prng.js';
 import { freshAddr, startDaemon } from '../e2e/helpers.js';
 
 const N = 20_000;
-const BUDGET_MS = 90_000;
+const BUDGET_MS = 120_000;
 /** Raw-socket requests wait this long for a status line (Node's server answers a parse error at once). */
 const RAW_ANSWER_MS = 5_000;
 const CREDS: Credentials = { accessKeyId: 'AKIDFUZZ', secretAccessKey: 'fuzz-secret' };
@@ -140,7 +140,9 @@ function viaRaw(port: number, src: string, bytes: Buffer): Promise<Answer> {
     });
     s.on('error', (e) => done({ status: 0, why: e.message }));
     s.on('close', () => done({ status: 0, why: 'closed without an answer' }));
-    s.end(bytes);
+    // Written, not ended: Node's server drops the requests of a client that half-closes before
+    // the answer (httpAllowHalfOpen is off), and real clients wait.
+    s.write(bytes);
   });
 }
 
@@ -186,7 +188,7 @@ t.test(`HTTP fuzz: ${N} requests (paths, methods, headers, bodies), no 5xx`, asy
   const statuses = new Map<number, number>();
   const unanswered = new Map<string, number>();
   const bad: string[] = [];
-  let raw = 0;
+  let raw = 0, toOpenViaAgent = 0;
   const started = Date.now();
   let i = 0;
   // 4 requests in flight: enough to overlap the client's and the server's work on one loop.
@@ -197,6 +199,7 @@ t.test(`HTTP fuzz: ${N} requests (paths, methods, headers, bodies), no 5xx`, asy
       const toSigned = q.signed;
       const port = toSigned ? signed : open;
       let answer = q.raw ? null : viaAgent(agents[toSigned ? 1 : 0]!, port, q);
+      if (answer && !toSigned) toOpenViaAgent++;
       if (!answer) {
         raw++;
         answer = viaRaw(port, src, q.raw ?? Buffer.from(`${q.method} ${q.path} HTTP/1.1\r\nhost: a\r\ncontent-length: ${q.body.length}\r\n\r\n${q.body.toString('latin1')}`, 'latin1'));
@@ -219,5 +222,6 @@ t.test(`HTTP fuzz: ${N} requests (paths, methods, headers, bodies), no 5xx`, asy
   const silent = [...unanswered].filter(([k]) => !k.startsWith('CONNECT'));
   t.same(silent, [], 'every request but CONNECT gets an answer');
   for (const s of [200, 400, 403, 404]) t.ok((statuses.get(s) ?? 0) > 0, `some ${s}`);
-  t.ok(daemon.api!.requests > N / 2, 'the daemon served its share');
+  // Not all: Node answers `expect: <unknown>` (417) itself, before the handler.
+  t.ok(daemon.api!.requests > toOpenViaAgent / 2, `the daemon's handler saw ${daemon.api!.requests} of the ${toOpenViaAgent} well-formed requests sent to it`);
 });
