@@ -18,7 +18,7 @@ import {
 import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
 import { defaultGroupId, instanceId, ruleId, ruleKey } from './ids.js';
 import { checkAwsText, indexPath, keyPath, Reader } from './read.js';
-import { MAX_CONFIG_BYTES, parseTree, type TMap, type TNode } from './yaml-tree.js';
+import { MAX_CONFIG_BYTES, kindName, parseTree, scalarText, type TMap, type TNode } from './yaml-tree.js';
 
 export { ruleId, defaultGroupId, instanceId } from './ids.js';
 export { modelToConfigObject } from './to-object.js';
@@ -552,7 +552,7 @@ class Loader {
     const protocol = parseProtocol(pn);
     const ppath = keyPath(path, 'protocol');
     if (protocol === undefined) {
-      r.err('InvalidParameterValue', ppath, pn.pos, `protocol ${pn.kind === 'scalar' ? JSON.stringify(pn.value) : 'value'} is not valid; use tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0..255`);
+      r.err('InvalidParameterValue', ppath, pn.pos, `protocol ${pn.kind === 'scalar' ? scalarText(pn) : kindName(pn)} is not valid; use tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0..255`);
       return undefined;
     }
     const portsNode = r.child(m, 'ports');
@@ -615,12 +615,14 @@ class Loader {
       else if (range) { from = Number(range[1]); to = Number(range[2]); }
     }
     if (from === undefined || to === undefined) {
-      r.err('InvalidParameterValue', path, n.pos, `ports ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'value'} is not valid; use a port (8080), a range ("8000-8100") or all`);
+      r.err('InvalidParameterValue', path, n.pos, `ports ${n.kind === 'scalar' ? scalarText(n) : kindName(n)} is not valid; use a port (8080), a range ("8000-8100") or all`);
       return undefined;
     }
     for (const p of [from, to]) {
       if (p < 0 || p > 65535) {
-        r.err('InvalidPermission.Malformed', path, n.pos, `TCP/UDP port (${p}) out of range in "${text}"; ports are 0..65535`);
+        // A port beyond a double's range is Infinity: name the value as written instead.
+        const shown = Number.isSafeInteger(p) ? `(${p}) out of range in "${text}"` : `out of range in ${n.kind === 'scalar' ? scalarText(n) : text}`;
+        r.err('InvalidPermission.Malformed', path, n.pos, `TCP/UDP port ${shown}; ports are 0..65535`);
         return undefined;
       }
     }
@@ -820,7 +822,7 @@ class Loader {
     if (!n) { r.need(m, 'protocol', parentPath, what); return undefined; }
     const p = parseProtocol(n);
     if (p === PROTO_TCP || p === PROTO_UDP) return p;
-    r.err('InvalidParameterValue', path, n.pos, `${what} protocol must be tcp or udp, found ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'a ' + n.kind}`);
+    r.err('InvalidParameterValue', path, n.pos, `${what} protocol must be tcp or udp, found ${n.kind === 'scalar' ? scalarText(n) : kindName(n)}`);
     return undefined;
   }
 

@@ -105,9 +105,8 @@ export class ApiServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, info: RequestInfo): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const d = this.daemon;
-    const route = `${req.method} ${url.pathname.replace(/\/+$/, '') || '/'}`;
+    const route = `${req.method} ${routePath(req.url ?? '/')}`;
     const ec2 = route === 'POST /';
     if (ROUTES.has(route)) info.action = route;
     else if (ec2) info.action = 'ec2:unknown';
@@ -184,7 +183,26 @@ export class ApiServer {
   }
 }
 
-/** The daemon's numbers as the metrics read them at scrape time. */
+/**
+ * The path a request names, for routing: the origin-form target up to `?` (taken as sent, never
+ * resolved as a URL: `new URL('//', base)` reads `//` as an empty host and throws, and `//x` as
+ * host x with path `/`, which sent `POST //x` to the EC2 API — issue 17), trailing slashes of a
+ * longer path dropped (`/v1/status/`). The absolute form (`http://host/path`, RFC 9112 §3.2.2)
+ * is accepted as servers must. Anything else (`*`, `//`, garbage) yields a path no route has: 404.
+ */
+export function routePath(target: string): string {
+  let path: string;
+  if (target.startsWith('/')) path = target;
+  else if (/^https?:\/\//i.test(target)) {
+    try { path = new URL(target).pathname; } catch { return '(unparsable)'; }
+  } else return '(unparsable)';
+  const end = path.search(/[?#]/);
+  if (end >= 0) path = path.slice(0, end);
+  if (path === '/') return path;
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed === '' ? path : trimmed;         // `//`: not `/`, no route
+}
+
 /** Why --api cannot be served, in words a user can act on (exit 2 through the CLI). */
 function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): SgemuError {
   const where = `--api ${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -196,6 +214,7 @@ function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): S
   return new SgemuError(e.code ?? 'ApiListenFailed', `cannot listen on ${where}: ${why}`);
 }
 
+/** The daemon's numbers as the metrics read them at scrape time. */
 function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
   return {
     counters: d.counters,
