@@ -6,16 +6,10 @@
 import t from 'tap';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { freshAddr, freePort, probe, startDaemon } from './helpers.js';
+import { freshAddr, freePort, probe, startDaemon, until } from './helpers.js';
 import { MODE_DOWN, type Listener } from '../../src/dataplane/listener.js';
 
 const ROUNDS = 6;
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-  return cond();
-}
 
 t.test('TCP and UDP: the backend opens 1 ms before the first packet, never refused', async (t) => {
   const addr = freshAddr(), src = freshAddr();
