@@ -386,13 +386,24 @@ export class Daemon {
   }
 
   /** Swaps to a validated model (used by reload and by the control API). */
-  async applyModel(model: Model): Promise<void> {
-    const t0 = performance.now();
-    const policy = compilePolicy(model, this.policy.version + 1);
-    await this.swap(policy);
-    this.reloads++;
-    this.onPolicySwap?.((performance.now() - t0) / 1000);
+  /**
+   * The one way a policy changes after start (reload and the EC2 API both come here), serialised:
+   * a swap awaits listener opens and closes, and two interleaved swaps could leave a listener
+   * under the older policy. Each waits for the previous one, compiles against the version then
+   * in force, and installs whole.
+   */
+  applyModel(model: Model): Promise<void> {
+    const run = this.swapQueue.then(async () => {
+      const t0 = performance.now();
+      const policy = compilePolicy(model, this.policy.version + 1);
+      await this.swap(policy);
+      this.reloads++;
+      this.onPolicySwap?.((performance.now() - t0) / 1000);
+    });
+    this.swapQueue = run.catch(() => {});
+    return run;
   }
+  private swapQueue: Promise<void> = Promise.resolve();
 
   private startWatch(): void {
     const file = resolve(this.opts.configPath);
@@ -430,6 +441,7 @@ export class Daemon {
       refusalReason: this.refuser.reason,
       conntrack: { entries: this.table.count, max: this.table.max, overflows: this.table.overflows },
       listeners: [...this.listeners.values()].map((l) => ({
+        policyVersion: l.policyVersion,
         kind: l.spec.kind, instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' : 'udp', address: l.spec.address,
         listenPort: l.spec.listenPort, rulePort: l.spec.rulePort, backend: `${l.spec.backendHost}:${l.spec.backendPort}`,
         backendUp: this.monitor.isUp(l.backendKey), filter: MODE_NAMES[l.mode], nativeFilter: l.nativeFilter,

@@ -61,6 +61,8 @@ export interface Listener {
   /** The conntrack table crossed its near-full mark (ConnTable.onNearFullChange). */
   tableNearFullChanged?(): void;
   decide(remote: string): number;
+  /** The version of the policy this listener decides by (its filter and its live flows). */
+  readonly policyVersion: number;
   describe(): string;
   close(drainMs?: number): Promise<void>;
 }
@@ -112,6 +114,7 @@ export abstract class ListenerBase implements Listener {
 
   /** A kernel filter is attached to this listener's socket (it decides new flows). */
   get nativeFilter(): boolean { return this.fd >= 0 && (this.spec.protocol === 17 || this.base.kernelTcpFilter); }
+  get policyVersion(): number { return this.policy?.version ?? 0; }
   abstract get flowCount(): number;
   abstract start(policy: CompiledPolicy): Promise<void>;
   abstract close(drainMs?: number): Promise<void>;

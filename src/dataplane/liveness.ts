@@ -136,7 +136,7 @@ export class BackendMonitor {
   private lastPollMs = -Infinity;
 
   /** A connect to the backend was refused: it is down now, whatever the last poll said. */
-  markDown(key: string): void { this.set(key, false); }
+  markDown(key: string): void { this.set(key, false); this.lastPollMs = -Infinity; }   // upNow() asks the kernel again
 
   poll(): void {
     this.polls++;
