@@ -9,6 +9,7 @@ import { DEMO_CONFIG, demoTour, startDemoBackends } from '../control/demo.js';
 import { nativeStatus } from '../native/sock-filter.js';
 import { DEFAULT_API, parseCommandArgs, type Command } from './command.js';
 import { RUN_OPTIONS, daemonOptions, stderrLog } from './run.js';
+import { schemaLine } from './schema-line.js';
 
 const demo: Command = {
   name: 'demo',
@@ -25,7 +26,7 @@ Options:
   --flow-log FILE|- also write VPC flow log records`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, { ...RUN_OPTIONS, 'print-config': { type: 'boolean', default: false } });
-    if (values['print-config']) { process.stdout.write(DEMO_CONFIG); return 0; }
+    if (values['print-config']) { process.stdout.write(schemaLine() + '\n' + DEMO_CONFIG); return 0; }
     const dir = join(tmpdir(), `sgemu-demo-${process.getuid?.() ?? 'user'}`);
     mkdirSync(dir, { recursive: true });
     const configPath = join(dir, 'sgemu.yaml');
