@@ -11,11 +11,13 @@ interface Check { name: string; ok: boolean; detail: string; fix: string }
 
 type RelayMode = 'native' | 'node';
 
-export function runChecks(): { checks: Check[]; refusalMode: 'raw' | 'reset'; timeoutMode: 'kernel' | 'userland-reset'; relay: { tcp: RelayMode; udp: RelayMode } } {
+export function runChecks(): { checks: Check[]; addon: { origin: string | null; path: string | null }; refusalMode: 'raw' | 'reset'; timeoutMode: 'kernel' | 'userland-reset'; relay: { tcp: RelayMode; udp: RelayMode } } {
   const checks: Check[] = [];
   const native = nativeStatus();
-  checks.push({ name: 'native addon', ok: native.loaded, detail: native.loaded ? 'build/Release/sgemu_native.node loaded' : (native.error ?? 'not built'),
-    fix: 'install a C compiler and Node headers (apt-get install -y g++ make python3), then `npm rebuild sgemu`' });
+  // Which copy: a source build (build/Release) wins over the prebuilt one the package ships.
+  checks.push({ name: 'native addon', ok: native.loaded,
+    detail: native.loaded ? `${native.origin ?? 'source build'} loaded: ${native.path ?? 'sgemu_native.node'}` : (native.error ?? 'not built'),
+    fix: `no prebuilt addon for ${process.platform}-${process.arch} (the package ships linux-x64 glibc): install a C compiler and Node headers (apt-get install -y g++ make python3), then \`npm rebuild sgemu\`` });
   const filter = native.loaded ? probeSocketFilter() : { ok: false, reason: 'needs the native addon' };
   checks.push({ name: 'socket filter (SO_ATTACH_FILTER)', ok: filter.ok, detail: filter.reason,
     fix: 'without it denied connections are accepted then reset instead of timing out' });
@@ -37,7 +39,7 @@ export function runChecks(): { checks: Check[]; refusalMode: 'raw' | 'reset'; ti
   const timeoutMode = filter.ok ? 'kernel' : 'userland-reset';
   // Speed, not semantics: without the native relays flows go through Node streams / node:dgram.
   const relay = { tcp: tcpRelayStatus().available ? 'native' as const : 'node' as const, udp: udpRelayAvailable() ? 'native' as const : 'node' as const };
-  return { checks, refusalMode, timeoutMode, relay };
+  return { checks, addon: { origin: native.origin, path: native.path }, refusalMode, timeoutMode, relay };
 }
 
 const doctor: Command = {
@@ -55,7 +57,7 @@ Exit 0 when everything is available, 1 when sgemu would run in a fallback mode.`
     const r = runChecks();
     const allOk = r.checks.every((c) => c.ok);
     if (values.json) {
-      printJson({ ok: allOk, timeoutMode: r.timeoutMode, refusalMode: r.refusalMode, relay: r.relay, node: process.version, platform: process.platform, checks: r.checks });
+      printJson({ ok: allOk, addon: r.addon, timeoutMode: r.timeoutMode, refusalMode: r.refusalMode, relay: r.relay, node: process.version, platform: process.platform, checks: r.checks });
       return allOk ? EXIT_OK : EXIT_NEGATIVE;
     }
     for (const c of r.checks) {
