@@ -137,6 +137,9 @@ export class BackendMonitor {
     else this.set(key, up);
   }
 
+  /** Held down by force(key, false). Per accept, not per packet: a size check when nothing is held. */
+  isForcedDown(key: string): boolean { return this.forced.size > 0 && this.forced.get(key) === false; }
+
   /** A connect to the backend was refused: it is down now, whatever the last poll said. */
   markDown(key: string): void { this.set(key, false); }
 

@@ -30,6 +30,7 @@ import { flowEvents, type FlowEvent } from '../observe/events.js';
 import { explainFlow, type ExplainResult } from '../policy/explain.js';
 import { ruleJson } from '../control/api/server.js';
 import { relayStats, relayStop } from '../native/tcp-relay.js';
+import { listenerSpecs } from '../control/listeners.js';
 import { expectFlow, type ExpectFlowOptions, type FlowOutcome } from './expect-flow.js';
 
 export interface StartOptions {
@@ -96,7 +97,26 @@ export async function start(opts: StartOptions): Promise<Sgemu> {
     conntrackMax: opts.conntrackMax ?? 10_000, log,
   });
   await daemon.start();
+  // A test must not run against fewer listeners than it configured (a port taken, no privilege
+  // for the socket filter): every flow to the missing one would be refused, for the wrong reason.
+  const wanted = listenerSpecs(daemon.model).length;
+  if (daemon.listeners.size < wanted) {
+    const why = logs.filter((l) => l.startsWith('cannot listen')).join('; ');
+    await daemon.stop(0);
+    stopRelayIfIdle();
+    throw new SgemuError('ListenFailed', `sgemu opened ${daemon.listeners.size} of ${wanted} listeners: ${why || 'see the log'}; run 'sgemu doctor'`);
+  }
   return new Sgemu(daemon, logs, configFile ?? null);
+}
+
+/**
+ * The TCP relay thread (an epoll fd and an eventfd) is shared by every daemon of the process and
+ * started on first use; the last one out stops it, so that a test gets back the descriptors it
+ * had before start(). The next start() starts a new thread.
+ */
+function stopRelayIfIdle(): void {
+  const st = relayStats();
+  if (st && st.listeners === 0 && st.flows === 0) relayStop();
 }
 
 function parseApi(api: string | false | undefined): { host: string; port: number } | null {
@@ -126,11 +146,7 @@ export class Sgemu {
     this.stopped ??= (async () => {
       for (const end of [...this.subscribers]) end();
       await this.daemon.stop(0);
-      // The TCP relay thread (an epoll fd and an eventfd) is shared by every daemon of the
-      // process and started on first use; the last one out stops it, so that a test sees the
-      // descriptors it had before start(). The next start() starts a new thread.
-      const st = relayStats();
-      if (st && st.listeners === 0 && st.flows === 0) relayStop();
+      stopRelayIfIdle();
     })();
     return this.stopped;
   }

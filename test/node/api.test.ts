@@ -171,3 +171,13 @@ t.test('expectFlow: refused with nothing listening, UDP allowed/timeout, bad inp
   t.teardown(() => new Promise<void>((r) => rs.close(() => r())));
   t.equal(await expectFlow({ to: '127.0.0.1', port: (rs.address() as net.AddressInfo).port }), 'reset');
 });
+
+t.test('start rejects when a configured listener cannot open (ListenFailed), closing the rest', async (t) => {
+  const { addr, port, config } = await world(t);
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(port, addr, () => r()));
+  t.teardown(() => new Promise<void>((r) => taken.close(() => r())));
+  const before = fds();
+  await t.rejects(start({ config }), { code: 'ListenFailed', message: /opened 0 of 1 listeners: cannot listen .*EADDRINUSE/ });
+  t.ok(fds() <= before, `fds: ${before} before, ${fds()} after`);
+});
