@@ -181,3 +181,21 @@ t.test('start rejects when a configured listener cannot open (ListenFailed), clo
   await t.rejects(start({ config }), { code: 'ListenFailed', message: /opened 0 of 1 listeners: cannot listen .*EADDRINUSE/ });
   t.ok(fds() <= before, `fds: ${before} before, ${fds()} after`);
 });
+
+t.test('a UDP service: allowed through the native relay, and stop leaves no fd', async (t) => {
+  const addr = freshAddr();
+  const u = dgram.createSocket('udp4');
+  await new Promise<void>((r) => u.bind(0, '127.0.0.1', () => r()));
+  u.on('message', (m, r) => u.send(m, r.port, r.address));
+  t.teardown(() => u.close());
+  const port = await freePort(addr);
+  const before = fds();
+  const sg = await start({ api: false, config: {
+    securityGroups: [{ id: 'sg-u', ingress: [{ protocol: 'udp', ports: port, cidr: '127.0.0.0/8' }] }],
+    instances: [{ name: 'u', address: addr, securityGroups: ['sg-u'], services: [{ protocol: 'udp', port, backend: `127.0.0.1:${u.address().port}` }] }],
+  } });
+  t.equal(await sg.expectFlow({ from: freshAddr(), to: 'u', protocol: 'udp', port }), 'allowed');
+  t.ok(sg.conntrack().some((e) => e.protocol === 'udp' && e.instance === 'u'), 'a udp conntrack entry');
+  await sg.stop();
+  t.ok(fds() <= before, `fds: ${before} before start, ${fds()} after stop`);
+});
