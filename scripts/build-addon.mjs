@@ -48,11 +48,14 @@ function warn(why) {
 
 /**
  * The prebuilt addon the package ships for this platform (scripts/prebuild.mjs), when it loads
- * here: then there is nothing to compile. SGEMU_BUILD_FROM_SOURCE=1 (or npm's
- * --build-from-source) builds anyway; a source build in build/Release takes precedence at load.
+ * here (and this is an installed package, not a git checkout): then there is nothing to compile.
+ * SGEMU_BUILD_FROM_SOURCE=1 (or npm's --build-from-source) builds anyway; a source build in
+ * build/Release takes precedence at load.
  */
 function usablePrebuild() {
   if (process.env.SGEMU_BUILD_FROM_SOURCE === '1' || process.env.npm_config_build_from_source === 'true') return null;
+  // A git checkout builds its own sources: prebuilds/ there is a leftover of `npm pack`.
+  if (existsSync(join(root, '.git'))) return null;
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   if (!existsSync(dir)) return null;
   for (const f of readdirSync(dir)) {

@@ -99,7 +99,15 @@ static struct {
   struct queue q, spare;
   double overflow;            /* accepted while every slot was taken: reset at once */
   uint32_t flows_live;
-} R = { .mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1 };
+} R;   /* zero-initialised: in .bss, not 1.1 MB of .data in the shipped binary (issue 13) */
+
+/* The non-zero initial values, set when the addon is loaded. PTHREAD_MUTEX_INITIALIZER is all
+ * zeros on glibc and musl, so R.mu needs nothing; pthread_mutex_init keeps that explicit. */
+__attribute__((constructor)) static void relay_state_init(void) {
+  pthread_mutex_init(&R.mu, NULL);
+  R.epfd = -1;
+  R.wakefd = -1;
+}
 
 /* ---- helpers (R.mu held) ---- */
 
