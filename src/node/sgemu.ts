@@ -163,9 +163,9 @@ export class Sgemu {
    * Live for new flows when the promise resolves. Returns the rules added, with their ids.
    */
   async authorize(groupId: string, direction: Direction, rule: ConfigRule): Promise<RuleInfo[]> {
-    const before = this.ruleIds(groupId, direction);
-    await this.ec2({ Action: direction === 'egress' ? 'AuthorizeSecurityGroupEgress' : 'AuthorizeSecurityGroupIngress', GroupId: groupId, ...permission(rule) });
-    return this.rulesOf(groupId, direction).filter((r) => !before.has(r.ruleId));
+    const xml = await this.ec2({ Action: direction === 'egress' ? 'AuthorizeSecurityGroupEgress' : 'AuthorizeSecurityGroupIngress', GroupId: groupId, ...permission(rule) });
+    const ids = ruleIdsIn(xml);
+    return this.rulesOf(groupId, direction).filter((r) => ids.has(r.ruleId));
   }
 
   /**
@@ -176,9 +176,9 @@ export class Sgemu {
   async revoke(groupId: string, direction: Direction, rule: ConfigRule | string): Promise<RuleInfo[]> {
     const before = this.rulesOf(groupId, direction);
     const params = typeof rule === 'string' ? { 'SecurityGroupRuleId.1': rule } : permission(rule);
-    await this.ec2({ Action: direction === 'egress' ? 'RevokeSecurityGroupEgress' : 'RevokeSecurityGroupIngress', GroupId: groupId, ...params });
-    const after = this.ruleIds(groupId, direction);
-    return before.filter((r) => !after.has(r.ruleId));
+    const xml = await this.ec2({ Action: direction === 'egress' ? 'RevokeSecurityGroupEgress' : 'RevokeSecurityGroupIngress', GroupId: groupId, ...params });
+    const ids = ruleIdsIn(xml);
+    return before.filter((r) => ids.has(r.ruleId));
   }
 
   /**
@@ -310,10 +310,11 @@ export class Sgemu {
     return false;
   }
 
-  private async ec2(params: Record<string, string>): Promise<void> {
+  /** One EC2 request through the service behind POST / → its result XML; throws AwsError. */
+  private async ec2(params: Record<string, string>): Promise<string> {
     const svc = this.daemon.ec2;
     if (!svc || this.stopped) throw new SgemuError('Stopped', 'sgemu is stopped');
-    await svc.call(params);
+    return svc.call(params);
   }
 
   private rulesOf(groupId: string, direction: Direction): RuleInfo[] {
@@ -323,9 +324,12 @@ export class Sgemu {
     return list.map((r) => info(r));
   }
 
-  private ruleIds(groupId: string, direction: Direction): Set<string> {
-    return new Set(this.rulesOf(groupId, direction).map((r) => r.ruleId));
-  }
+}
+
+/** The rule ids an Authorize/Revoke response names (its securityGroupRuleSet or
+ * revokedSecurityGroupRuleSet): exact even when other changes run concurrently. */
+function ruleIdsIn(xml: string): Set<string> {
+  return new Set([...xml.matchAll(/<securityGroupRuleId>(sgr-[0-9a-f]{17})<\/securityGroupRuleId>/g)].map((m) => m[1]!));
 }
 
 function info(r: Rule): RuleInfo {

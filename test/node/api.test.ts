@@ -199,3 +199,14 @@ t.test('a UDP service: allowed through the native relay, and stop leaves no fd',
   await sg.stop();
   t.ok(fds() <= before, `fds: ${before} before start, ${fds()} after stop`);
 });
+
+t.test('concurrent authorize/revoke calls each return their own rules', async (t) => {
+  const { config } = await world(t);
+  const sg = await start({ config, api: false });
+  t.teardown(() => sg.stop());
+  const ports = [7001, 7002, 7003, 7004, 7005];
+  const added = await Promise.all(ports.map((p) => sg.authorize('sg-api', 'ingress', { protocol: 'tcp', ports: p, cidr: '127.0.0.0/8' })));
+  t.same(added.map((a) => a.map((r) => r.fromPort)), ports.map((p) => [p]));
+  const removed = await Promise.all(added.map((a) => sg.revoke('sg-api', 'ingress', a[0]!.ruleId)));
+  t.same(removed.map((a) => a.map((r) => r.fromPort)), ports.map((p) => [p]));
+});
