@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Daemon } from '../control/daemon.js';
 import { DEMO_CONFIG, demoTour, startDemoBackends } from '../control/demo.js';
-import { nativeStatus } from '../native/sock-filter.js';
 import { DEFAULT_API, parseCommandArgs, type Command } from './command.js';
 import { RUN_OPTIONS, daemonOptions, stderrLog } from './run.js';
 import { schemaLine } from './schema-line.js';
@@ -23,7 +22,10 @@ refused and timed-out connections. Ctrl-C stops everything.
 Options:
   --api ADDR        control API address (default ${DEFAULT_API})
   --print-config    print the embedded config and exit (a starting point for your own sgemu.yaml)
-  --flow-log FILE|- also write VPC flow log records`,
+  --flow-log FILE|- also write VPC flow log records
+  --fallback        run even without the privilege exact behaviour needs (the tour then says
+                    which steps look different); without it, such a machine gets exit 2 and
+                    the one command that fixes it`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, { ...RUN_OPTIONS, 'print-config': { type: 'boolean', default: false } });
     if (values['print-config']) { process.stdout.write(schemaLine() + '\n' + DEMO_CONFIG); return 0; }
@@ -34,8 +36,13 @@ Options:
     const stopBackends = await startDemoBackends();
     const opts = daemonOptions({ ...values, config: configPath, state: values.state ?? join(dir, 'state.json'), 'reset-state': values.state === undefined || values['reset-state'] }, stderrLog);
     const d = new Daemon(opts);
-    await d.start();
-    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', nativeStatus().loaded) + '\n');
+    try {
+      await d.start();
+    } catch (e) {
+      await stopBackends();      // the demo backends must not keep the process alive
+      throw e;
+    }
+    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', d.privilege?.tcpFilter != null) + '\n');
     const code = await new Promise<number>((resolve) => {
       const stop = (sig: string) => {
         stderrLog(`${sig}: stopping the demo`);

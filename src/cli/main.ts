@@ -16,6 +16,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   conntrack: () => import('./conntrack.js'),
   loadtest: () => import('./loadtest.js'),
   doctor: () => import('./doctor.js'),
+  setup: () => import('./setup.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -27,7 +28,8 @@ const SUMMARIES: Record<string, string> = {
   import: 'convert AWS / CloudFormation / Terraform security groups to an sgemu config',
   conntrack: "the running daemon's connection-tracking table",
   loadtest: 'drive real traffic through a running daemon and check every outcome',
-  doctor: 'what this machine allows: native filter, CAP_NET_RAW, libpcap, loopback',
+  doctor: 'the privilege mode and what each behaviour looks like here, with the fix',
+  setup: 'once, with sudo: give the capability helper sgemu-netd its capabilities',
 };
 
 function mainHelp(): string {

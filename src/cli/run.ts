@@ -20,6 +20,7 @@ export const RUN_OPTIONS = {
   watch: { type: 'boolean', default: false },
   'conntrack-max': { type: 'string' },
   drain: { type: 'string' },
+  fallback: { type: 'boolean', default: false },
 } as const;
 
 export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
@@ -41,6 +42,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     resetState: values['reset-state'] ?? false,
     watch: values.watch ?? false,
     conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
+    fallback: values.fallback ?? false,
     log,
   };
 }
@@ -99,6 +101,10 @@ Options:
                             open-files limit can hold); when full, new flows time out, as
                             with a full kernel table
   --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
+  --fallback                run even without the privilege exact behaviour needs, degraded:
+                            denied TCP is accepted then reset instead of timing out, refusals
+                            are resets, UDP refusals are silent (without it: exit 2 and the
+                            one command that fixes it; see 'sgemu doctor' and 'sgemu setup')
 
 Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);
 SIGTERM and SIGINT drain and exit.`,

@@ -12,7 +12,8 @@
 import { watch as fsWatch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Model } from '../model/types.js';
-import { ConfigErrors } from '../model/errors.js';
+import { ConfigErrors, SgemuError } from '../model/errors.js';
+import { acquirePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
 import { loadConfigFile, loadConfigText } from '../config/load.js';
 import { compilePolicy } from '../policy/compile.js';
 import type { CompiledPolicy } from '../policy/types.js';
@@ -52,6 +53,20 @@ export interface DaemonOptions {
   clock?: Clock & { start?: () => unknown; stop?: () => void };
   /** Sweeper period; the table is scanned fully about once per second. */
   sweepMs?: number;
+  /** Run degraded when exact behaviour needs privilege this process cannot get (SPEC.md §1, §8);
+   * without it start() throws PrivilegeError (exit 2). */
+  fallback?: boolean;
+}
+
+/** start() or a reload could not open every listener: each one, why, and the fix. Exit 2. */
+export class ListenerError extends SgemuError {
+  constructor(readonly failures: { listener: string; error: string }[], fix: string) {
+    super('ListenerUnavailable', [
+      `${failures.length} listener${failures.length === 1 ? '' : 's'} could not be opened:`,
+      ...failures.map((f) => `  ${f.listener}: ${f.error}`),
+      fix,
+    ].join('\n'));
+  }
 }
 
 export class Daemon {
@@ -66,11 +81,14 @@ export class Daemon {
   ec2: Ec2Service | null = null;
   flowLog: FlowLog | null = null;
   reloads = 0;
+  /** Where privileged calls go (set by start()). */
+  privilege: Privilege | null = null;
   /** Told the duration of every policy swap, config reload or API change (the reload histogram). */
   onPolicySwap: ((seconds: number) => void) | null = null;
   reloadFailures = 0;
   lastReloadS = 0;
   private nextListenerId = 0;
+  private kernelTcpFilter = true;
   private sweeper: NodeJS.Timeout | null = null;
   private watcher: FSWatcher | null = null;
   private watchTimer: NodeJS.Timeout | null = null;
@@ -136,16 +154,28 @@ export class Daemon {
       this.opts.log(`--reset-state: moved ${this.opts.statePath} to ${this.opts.statePath}.reset`);
     }
     const model = this.loadModel();           // ConfigErrors propagate: the CLI prints them, exit 2
+    const priv = this.privilege = acquirePrivilege({ fallback: this.opts.fallback ?? false });
+    if (priv.mode === 'unavailable') throw new PrivilegeError(unavailableMessage(priv));
     this.clock.start?.();
-    const mode = this.refuser.start();
-    const native = nativeStatus();
+    this.kernelTcpFilter = priv.tcpFilter !== null;
+    const mode = this.refuser.start(priv);
+    if (mode !== 'raw' && priv.refusal !== null && priv.mode !== 'fallback') {
+      // The cheap probe said yes, opening the handles said no (libpcap cannot open lo, …).
+      throw new PrivilegeError(`exact refusals are not available: ${this.refuser.reason}\nfix: see 'sgemu doctor', or add --fallback to run with refusals as resets`);
+    }
     log(`sgemu ${process.env.npm_package_version ?? ''}`.trimEnd() + ` starting with ${this.opts.configPath}`);
-    log(native.loaded
-      ? 'kernel socket filters: on (denied SYNs are dropped in the kernel: clients time out)'
-      : `kernel socket filters: OFF (${native.error ?? 'addon not built'}); denied connections are accepted then reset — run 'sgemu doctor'`);
+    log(`privilege: ${priv.mode}${priv.netd ? ` (capability helper ${priv.netd.path}, pid ${priv.netd.pid})` : priv.mode === 'root' ? ' (this process holds CAP_NET_ADMIN and CAP_NET_RAW)' : ''}`);
+    if (priv.mode === 'fallback') {
+      log('FALLBACK (--fallback): running without the privilege exact behaviour needs; what clients see instead:');
+      for (const o of outcomes(priv)) if (!o.exact) log(`  ${o.behaviour}: ${o.seen}`);
+      log(`  fix: ${unavailableMessage(priv).split('\n').find((l) => l.trim().startsWith('sudo '))?.trim() ?? "see 'sgemu doctor'"}`);
+    }
+    log(priv.tcpFilter !== null
+      ? `kernel socket filters: on${priv.tcpFilter === 'helper' ? ' (attached by sgemu-netd)' : ''} (denied SYNs are dropped in the kernel: clients time out)`
+      : 'kernel socket filters on TCP: OFF; denied connections are accepted then reset (UDP filters stay on)');
     log(mode === 'raw'
-      ? 'refusal: exact (RST|ACK via raw socket, SYNs seen with libpcap)'
-      : `refusal: fallback accept-then-reset (${this.refuser.reason}); clients see ECONNRESET instead of ECONNREFUSED — run 'sgemu doctor'`);
+      ? `refusal: exact (${this.refuser.reason})`
+      : `refusal: accept-then-reset (${this.refuser.reason}); clients see ECONNRESET instead of ECONNREFUSED, UDP gets no ICMP`);
 
     this.refuser.captureAll = this.opts.flowLog !== null;
     this.refuser.needsAnswers = (l) => !this.monitor.isUp(l.backendKey);
@@ -193,9 +223,32 @@ export class Daemon {
     return inst ? interfaceId(inst.id) : '-';
   }
 
-  /** Installs `policy`: updates, opens and closes listeners to match its model. */
+  /**
+   * Installs `policy`: opens the listeners it adds, then (only when every one opened) switches
+   * to it, updates the kept listeners and closes the ones it drops. A listener that cannot open
+   * fails the whole swap with ListenerError and the running policy and listeners stay as they were.
+   */
   private async swap(policy: CompiledPolicy): Promise<void> {
     const log = this.opts.log;
+    const wanted = new Map<string, ListenerSpec>();
+    for (const s of listenerSpecs(policy.model)) wanted.set(listenerKey(s), s);
+    const opened = new Map<string, Listener>();
+    const failures: { listener: string; error: string; code: string }[] = [];
+    for (const [key, spec] of wanted) {
+      if (this.listeners.has(key)) continue;
+      const nl = this.newListener(spec);
+      try {
+        await nl.start(policy);
+        opened.set(key, nl);
+      } catch (e) {
+        await nl.close().catch(() => {});
+        failures.push({ listener: nl.describe(), error: e instanceof Error ? e.message : String(e), code: e instanceof SgemuError ? e.code : '' });
+      }
+    }
+    if (failures.length > 0) {
+      await Promise.all([...opened.values()].map((l) => l.close().catch(() => {})));
+      throw new ListenerError(failures, listenFix(failures.map((f) => f.code)));
+    }
     // Flows the native relay accepted under the old rules but has not reported yet are booked
     // now, under the old policy, so that the new one treats them as existing connections
     // (tracked ones live on, untracked ones are cut) rather than as new ones.
@@ -204,8 +257,6 @@ export class Daemon {
     this.ctTimeoutMs = new Map(policy.model.instances.map((i) => [i.name, i.connectionTracking.tcpEstablishedTimeoutS * 1000]));
     this.udpTimeoutsMs = new Map(policy.model.instances.map((i) => [i.name,
       [i.connectionTracking.udpTimeoutS * 1000, i.connectionTracking.udpStreamTimeoutS * 1000]]));
-    const wanted = new Map<string, ListenerSpec>();
-    for (const s of listenerSpecs(policy.model)) wanted.set(listenerKey(s), s);
     for (const [key, l] of this.listeners) {
       if (!wanted.has(key)) {
         this.listeners.delete(key);
@@ -216,26 +267,26 @@ export class Daemon {
     for (const [key, spec] of wanted) {
       const l = this.listeners.get(key);
       if (l) { l.applyPolicy(policy, spec); continue; }
-      const common = {
-        table: this.table, counters: this.counters, monitor: this.monitor,
-        rawRefusal: () => this.refuser.mode === 'raw', log,
-        onFlowEnd: (e: FlowEntry) => this.reportFlow(e),
-      };
-      const nl: Listener = spec.protocol === 6
-        ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000 })
-        : new UdpListener(this.nextListenerId++, spec, { ...common, udpTimeoutsMs: (name) => this.udpTimeoutsMs.get(name) ?? [30_000, 180_000] });
-      try {
-        await nl.start(policy);
-        this.listeners.set(key, nl);
-        const inst = policy.instanceIndex.get(spec.instName) ?? 0;
-        log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only'}]`);
-      } catch (e) {
-        await nl.close().catch(() => {});
-        log(`cannot listen ${nl.describe()}: ${e instanceof Error ? e.message : String(e)}`);
-      }
+      const nl = opened.get(key)!;
+      // Opened under this very policy before the switch: a no-op rebind that also arms the
+      // "previous policy" check of connections accepted during the swap.
+      this.listeners.set(key, nl);
+      const inst = policy.instanceIndex.get(spec.instName) ?? 0;
+      log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only: denied connections are reset'}]`);
     }
     this.refuser.setListeners(this.listeners.values());
     this.counters.policySwaps++;
+  }
+
+  private newListener(spec: ListenerSpec): Listener {
+    const common = {
+      table: this.table, counters: this.counters, monitor: this.monitor,
+      rawRefusal: () => this.refuser.mode === 'raw', kernelTcpFilter: this.kernelTcpFilter, log: this.opts.log,
+      onFlowEnd: (e: FlowEntry) => this.reportFlow(e),
+    };
+    return spec.protocol === 6
+      ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000 })
+      : new UdpListener(this.nextListenerId++, spec, { ...common, udpTimeoutsMs: (name) => this.udpTimeoutsMs.get(name) ?? [30_000, 180_000] });
   }
 
   /** Adds what a flow moved since its last report to the flow log (both directions). */
@@ -285,7 +336,15 @@ export class Daemon {
       for (const l of lines) this.opts.log('  ' + l);
       return false;
     }
-    await this.applyModel(model);
+    try {
+      await this.applyModel(model);
+    } catch (e) {
+      if (!(e instanceof ListenerError)) throw e;
+      this.reloadFailures++;
+      this.opts.log(`reload rejected, the running rules stay (policy v${this.policy.version}):`);
+      for (const l of e.message.split('\n')) this.opts.log('  ' + l);
+      return false;
+    }
     this.lastReloadS = (performance.now() - t0) / 1000;
     this.opts.log(`reloaded: policy v${this.policy.version}, ${this.listeners.size} listeners (${(this.lastReloadS * 1000).toFixed(1)} ms)`);
     return true;
@@ -331,6 +390,7 @@ export class Daemon {
     return {
       policyVersion: this.policy.version,
       nativeFilter: nativeStatus().loaded,
+      privilege: this.privilege?.mode ?? null,
       refusal: this.refuser.mode,
       refusalReason: this.refuser.reason,
       conntrack: { entries: this.table.count, max: this.table.max, overflows: this.table.overflows },
@@ -359,10 +419,20 @@ export class Daemon {
     this.listeners.clear();
     for (const e of [...this.table.live()]) this.table.drop(e, EXPIRE_SHUTDOWN);
     this.refuser.close();
+    this.privilege?.netd?.close();
     this.monitor.close();
     await this.flowLog?.close();
     this.clock.stop?.();
   }
+}
+
+/** The one thing to do about listeners that failed, by their error codes. */
+function listenFix(codes: string[]): string {
+  if (codes.includes('EADDRINUSE')) return 'fix: another process (or another sgemu on the same config) holds the address; stop it, or change listenPort in the config';
+  if (codes.includes('EACCES')) return 'fix: ports below 1024 need privilege; give the service a listenPort of 1024 or more (rules still see its port)';
+  if (codes.includes('EADDRNOTAVAIL')) return 'fix: the address is not local; instances live on 127.0.0.0/8 and ::1 (other addresses inside `sgemu exec`)';
+  if (codes.includes('EPERM')) return "fix: see 'sgemu doctor' for the privilege this needs";
+  return "fix: see the errors above, and 'sgemu doctor'";
 }
 
 /** Descriptors kept aside for listeners, the API, pcap and the rest. */

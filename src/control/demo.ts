@@ -89,16 +89,16 @@ Try these in another terminal (Ctrl-C here stops everything):
  2. TIMEOUT  a stranger on the internet (127.0.0.5, which the rules see as 203.0.113.5) may not
       curl -sS --interface 127.0.0.5 --connect-timeout 3 http://127.0.0.10:8080/
       -> curl: (28) "Failed to connect ... after 3000 ms": no SYN-ACK ever came, the SYN was
-         dropped in the kernel before any handshake${nativeFilter ? '' : '\n      (this machine has no native filter: you will see a reset instead; run sgemu doctor)'}
+         dropped in the kernel before any handshake${nativeFilter ? '' : '\n      FALLBACK here: no kernel filter on TCP listeners, so curl connects and is then reset\n      ("Recv failure: Connection reset by peer") instead of timing out; run sgemu doctor'}
 
  3. REFUSED  SSH is allowed from your laptop, but nothing listens behind it
       curl -sS telnet://127.0.0.10:2222        (or: nc -vz 127.0.0.10 2222)
       -> curl: (7) "Couldn't connect to server" after a few ms (nc: "Connection refused"):
-         ECONNREFUSED at once: the packet got through, no one was home${rawRefusal ? '' : '\n      (no CAP_NET_RAW here: you will see connect-then-reset instead; run sgemu doctor)'}
+         ECONNREFUSED at once: the packet got through, no one was home${rawRefusal ? '' : '\n      FALLBACK here: no exact refusal, so curl connects and is then reset instead of being\n      refused; run sgemu doctor'}
 
  4. TIMEOUT  the database takes connections only from the web tier (group reference)
       curl -sS --connect-timeout 3 telnet://127.0.0.20:15432
-      -> curl: (28) after 3 s: a timeout, the database's security group dropped it
+      -> curl: (28) after 3 s: a timeout, the database's security group dropped it${nativeFilter ? '' : '\n      FALLBACK here: connect then reset instead of the timeout, as in step 2'}
 
  5. ALLOWED  the web instance's own outbound connection to db:5432 (egress + db's ingress)
       bash -c 'exec 3<>/dev/tcp/127.0.0.10/25432; echo hello >&3; head -1 <&3'

@@ -13,7 +13,7 @@ import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
-import { attachFilter } from '../native/sock-filter.js';
+import { attachFilter, releaseSocket } from '../native/sock-filter.js';
 import type { ConnTable } from './conntrack/table.js';
 import type { Counters } from './counters.js';
 import type { BackendMonitor } from './liveness.js';
@@ -76,6 +76,9 @@ export interface ListenerEnv {
   monitor: BackendMonitor;
   /** true when the Refuser can answer new flows (CAP_NET_RAW + libpcap + raw socket). */
   rawRefusal: () => boolean;
+  /** Whether TCP listeners get a kernel filter (false only in --fallback without CAP_NET_ADMIN:
+   * denied connections are then accepted and reset in userland). UDP filters need no privilege. */
+  kernelTcpFilter: boolean;
   log: (line: string) => void;
 }
 
@@ -107,7 +110,8 @@ export abstract class ListenerBase implements Listener {
     this.spec = spec;
   }
 
-  get nativeFilter(): boolean { return this.fd >= 0; }
+  /** A kernel filter is attached to this listener's socket (it decides new flows). */
+  get nativeFilter(): boolean { return this.fd >= 0 && (this.spec.protocol === 17 || this.base.kernelTcpFilter); }
   abstract get flowCount(): number;
   abstract start(policy: CompiledPolicy): Promise<void>;
   abstract close(drainMs?: number): Promise<void>;
@@ -157,7 +161,7 @@ export abstract class ListenerBase implements Listener {
     const prev = this.mode;
     const next = this.computeMode();
     if (!force && prev === next && next !== MODE_RULES) return;
-    if (this.fd < 0) { this.mode = next; return; }
+    if (!this.nativeFilter) { this.mode = next; return; }
     try {
       attachFilter(this.fd, this.program());
       this.base.counters.filterAttaches++;
@@ -177,6 +181,20 @@ export abstract class ListenerBase implements Listener {
   /** The sources a RULES-mode program lets through (UDP adds its live flows' sources). */
   protected allowedSources(p: CompiledPolicy): SourceRanges {
     return p.ingressSources(this.inst, this.spec.protocol, this.spec.rulePort);
+  }
+
+  /** The program to open the socket with: null when no kernel filter can be attached here,
+   * and then every new flow is judged in userland (filterExact false: denied ones are reset). */
+  protected initialProgram(): Buffer | null {
+    if (this.spec.protocol === 17 || this.base.kernelTcpFilter) return this.program();
+    this.mode = this.computeMode();
+    this.filterExact = false;
+    return null;
+  }
+
+  /** The helper (if sockets come from it) forgets this listener's socket. */
+  protected releaseSocket(): void {
+    try { releaseSocket(this.spec.protocol, this.spec.family, this.spec.address, this.spec.listenPort); } catch { /* helper gone */ }
   }
 
   /** The program for the current mode (and sets `mode`). */

@@ -19,6 +19,7 @@
 
 import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
 import { RawSender } from '../native/raw.js';
+import { NetdWatch, type Netd } from '../native/netd.js';
 import { probeCapNetRaw } from '../native/probe.js';
 import { VERDICT_ALLOW } from '../policy/types.js';
 import { MODE_DOWN, MODE_FULL, type Listener } from './listener.js';
@@ -40,8 +41,8 @@ export interface RefuserHooks {
 export class Refuser {
   mode: RefusalMode = 'reset';
   reason = '';
-  private watch: PacketWatch | null = null;
-  private raw: RawSender | null = null;
+  private watch: Pick<PacketWatch, 'setTargets' | 'close'> | null = null;
+  private raw: Pick<RawSender, 'sendRstAck' | 'sendPortUnreachable'> & { close?: () => void } | null = null;
   private tcp = new Map<string, Listener>();
   private udp = new Map<string, Listener>();
   private all: Listener[] = [];
@@ -53,10 +54,25 @@ export class Refuser {
 
   constructor(private readonly counters: Counters, private readonly hooks: RefuserHooks = {}) {}
 
-  /** Tries to open pcap and the raw socket; returns the mode. Never throws. */
-  start(): RefusalMode {
+  /**
+   * Opens what refusals need, through `route` (src/dataplane/privilege.ts): this process's own
+   * pcap and raw sockets, or the capability helper's. Returns the mode. Never throws.
+   */
+  start(route: { refusal: 'process' | 'helper' | null; netd: Netd | null } = { refusal: 'process', netd: null }): RefusalMode {
+    if (route.refusal === 'helper' && route.netd) {
+      const netd = route.netd;
+      // Not the Netd itself: closing the refuser must not close the helper (the daemon owns it).
+      this.raw = {
+        sendRstAck: (family, src, srcPort, dst, dstPort, ack) => netd.sendRstAck(family, src, srcPort, dst, dstPort, ack),
+        sendPortUnreachable: (family, from, ipPacket) => netd.sendPortUnreachable(family, from, ipPacket),
+      };
+      this.watch = new NetdWatch(netd, (ev) => this.onSyn(ev), (ev) => this.onUdp(ev));
+      this.mode = 'raw';
+      this.reason = 'through the capability helper sgemu-netd (SYNs seen on a packet socket, RST|ACK and ICMP from raw sockets)';
+      return this.mode;
+    }
     if (!probeCapNetRaw()) {
-      this.reason = 'no CAP_NET_RAW (run as root or `setcap cap_net_raw+ep $(readlink -f $(which node))`)';
+      this.reason = 'no CAP_NET_RAW in this process and no capability helper (see `sgemu doctor`)';
       return this.mode;
     }
     try {
@@ -65,7 +81,7 @@ export class Refuser {
       this.mode = 'raw';
       this.reason = 'CAP_NET_RAW, libpcap and raw sockets available';
     } catch (e) {
-      this.raw?.close();
+      this.raw?.close?.();
       this.raw = null;
       this.watch = null;
       this.reason = `raw refusal unavailable: ${e instanceof Error ? e.message : String(e)}`;
@@ -142,7 +158,7 @@ export class Refuser {
 
   close(): void {
     this.watch?.close();
-    this.raw?.close();
+    this.raw?.close?.();     // the helper (when it is the sender) is closed by its owner, not here
     this.watch = null;
     this.raw = null;
   }

@@ -65,7 +65,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
   async start(policy: CompiledPolicy): Promise<void> {
     this.watchBackend();
     this.bindPolicy(policy);
-    const program = this.program();
+    const program = this.initialProgram();
     if (this.nativeRelayFits()) {
       this.fd = createTcpListener({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, backlog: 511, program });
       try {
@@ -250,6 +250,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
       try { relayUnlisten(this.lid); } catch (e) { this.env.log(`listener ${this.describe()}: ${e instanceof Error ? e.message : String(e)}`); }
       this.lid = -1;
     }
+    if (this.fd >= 0) this.releaseSocket();
     this.fd = -1;             // Node (or the native relay) owns the fd and has closed it or will
     // server.close() waits for every accepted connection to end: start it, drain, then destroy.
     const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();

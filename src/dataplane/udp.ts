@@ -224,6 +224,7 @@ export class UdpListener extends ListenerBase {
     }
     const s = this.socket;
     this.socket = null;
+    if (this.fd >= 0) this.releaseSocket();
     this.fd = -1;
     if (s) await new Promise<void>((r) => { try { s.close(() => r()); } catch { r(); } });
     this.env.monitor.unwatch(this.backendKey);

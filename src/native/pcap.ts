@@ -48,6 +48,11 @@ const MATCH_NOTHING = 'less 0';
 const retired: CapHandle[] = [];
 
 let capModule: CapModule | null = null;
+/** Whether `cap` loads (libpcap bound); opens nothing. Cheap: for the start-up route choice. */
+export function pcapLoadable(): boolean {
+  try { loadCap(); return true; } catch { return false; }
+}
+
 function loadCap(): CapModule {
   if (!capModule) {
     try {

@@ -41,6 +41,11 @@ const TTL = 64;
 const IPV6_HDRINCL = 36;
 
 let rawModule: RawModule | null = null;
+/** Whether `raw-socket` loads; opens nothing. Cheap: for the start-up route choice. */
+export function rawLoadable(): boolean {
+  try { loadRaw(); return true; } catch { return false; }
+}
+
 function loadRaw(): RawModule {
   if (!rawModule) {
     try {

@@ -13,7 +13,7 @@ import { constants as osConstants } from 'node:os';
 import { NativeError } from '../model/errors.js';
 import { addonLocation, type AddonLocation, type ArtifactOrigin } from './artifacts.js';
 
-export { nativeArtifactPath } from './artifacts.js';
+export { nativeArtifactPath, packageRoot } from './artifacts.js';
 
 type Failure = { errno: number; syscall: string };
 interface Addon {
@@ -66,6 +66,7 @@ export function errnoName(n: number): string {
   return errnoNames.get(n) ?? `E${n}`;
 }
 
+const EPERM = osConstants.errno.EPERM;
 const errnoNames = new Map<number, string>();
 for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
 
@@ -93,6 +94,19 @@ function where(o: { family: 4 | 6; address: string; port: number }): string {
 }
 
 /**
+ * Where listening sockets come from when this process may not attach a TCP filter itself: the
+ * capability helper (src/native/netd.ts), or null (this process does it). Set once at start-up by
+ * src/dataplane/privilege.ts; a process holds one privilege route.
+ */
+export interface SocketHelper {
+  open(o: { protocol: 6 | 17; family: 4 | 6; address: string; port: number; backlog?: number; program: Buffer | null }): number;
+  attach(fd: number, program: Buffer): void;
+  forget(protocol: 6 | 17, family: 4 | 6, address: string, port: number): void;
+}
+let helper: SocketHelper | null = null;
+export function useSocketHelper(h: SocketHelper | null): void { helper = h; }
+
+/**
  * socket(SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC), SO_REUSEADDR, IPV6_V6ONLY on v6,
  * SO_ATTACH_FILTER (when program is non-null), bind, listen → fd.
  * Serve it with `net.createServer().listen({ fd })`. Throws NativeError (code e.g. 'EADDRINUSE').
@@ -100,6 +114,7 @@ function where(o: { family: 4 | 6; address: string; port: number }): string {
 export function createTcpListener(o: { family: 4 | 6; address: string; port: number; backlog?: number; program: Buffer | null }): number {
   const what = `TCP listener ${where(o)}`;
   checkProgram(o.program, what);
+  if (helper) return helper.open({ protocol: 6, ...o });
   return check(need().tcpListener(o.family, o.address, o.port, o.backlog ?? 511, o.program), what);
 }
 
@@ -107,13 +122,22 @@ export function createTcpListener(o: { family: 4 | 6; address: string; port: num
 export function createUdpSocket(o: { family: 4 | 6; address: string; port: number; program: Buffer | null }): number {
   const what = `UDP socket ${where(o)}`;
   checkProgram(o.program, what);
+  if (helper) return helper.open({ protocol: 17, ...o });
   return check(need().udpSocket(o.family, o.address, o.port, 0, o.program), what);
 }
 
-/** SO_ATTACH_FILTER: replaces the socket's program atomically. */
+/** SO_ATTACH_FILTER: replaces the socket's program atomically. Tried here first (UDP sockets
+ * and privileged processes); a TCP socket refused with EPERM goes through the helper. */
 export function attachFilter(fd: number, program: Buffer): void {
   checkProgram(program, `attach filter to fd ${fd}`);
-  check(need().attachFilter(fd, program), `attach filter to fd ${fd}`);
+  const r = need().attachFilter(fd, program);
+  if (typeof r !== 'number' && r.errno === EPERM && helper) { helper.attach(fd, program); return; }
+  check(r, `attach filter to fd ${fd}`);
+}
+
+/** A listener's socket is closed: the helper (if any) forgets it. */
+export function releaseSocket(protocol: 6 | 17, family: 4 | 6, address: string, port: number): void {
+  helper?.forget(protocol, family, address, port);
 }
 
 /** SO_DETACH_FILTER: ENOENT when none is attached. */

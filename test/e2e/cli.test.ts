@@ -150,25 +150,7 @@ t.test('sgemu run --watch: saving the file applies the rules', async (t) => {
   t.equal(await exited(proc), 0);
 });
 
-const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-t.test('without CAP_NET_RAW the daemon says so and falls back to accept-then-reset',
-  { skip: process.getuid?.() !== 0 ? 'not root: the fallback is what e2e/tcp.test.ts already sees' : !setpriv ? 'setpriv(1) not installed' : false }, async (t) => {
-  const addr = freshAddr(), src = freshAddr();
-  const port = await freePort(addr), dead = await freePort();
-  const cfg = join(t.testdir({}), 'sgemu.yaml');
-  write(cfg, `securityGroups:\n  - id: sg-f\n    ingress:\n      - { protocol: tcp, ports: ${port}, cidr: ${src}/32 }\ninstances:\n  - name: f\n    address: ${addr}\n    securityGroups: [sg-f]\n    services:\n      - { protocol: tcp, port: ${port}, backend: "127.0.0.1:${dead}" }\n`);
-  const proc = spawn(setpriv!, ['--inh-caps=-net_raw', '--bounding-set=-net_raw', '--', process.execPath, CLI, 'run', '-c', cfg, '--api', 'off', '--state', 'off'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
-  const log = await waitFor(proc, /ready:/);
-  t.match(log, /refusal: fallback accept-then-reset/, 'the start-up log names the fallback');
-  t.equal(await probe(src, addr, port, 1000), 'reset', 'allowed + backend down: connect, then reset');
-  t.equal(await probe(freshAddr(), addr, port, 500), 'timeout', 'denied still times out: the socket filter needs no privilege');
-  const doc = spawnSync(setpriv!, ['--inh-caps=-net_raw', '--bounding-set=-net_raw', '--', process.execPath, CLI, 'doctor', '--json'], { encoding: 'utf8' });
-  t.equal(doc.status, 1, 'doctor exits 1 in a fallback mode');
-  t.match(JSON.parse(doc.stdout), { refusalMode: 'reset', timeoutMode: 'kernel' });
-  proc.kill('SIGTERM');
-  await exited(proc);
-});
+// Without privilege (another uid, not root minus a capability): test/e2e/unprivileged.test.ts.
 
 t.test('sgemu loadtest -c FILE starts its own daemon: every outcome class, zero mismatches, exit 0', async (t) => {
   const web = freshAddr(), down = freshAddr();

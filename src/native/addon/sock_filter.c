@@ -100,7 +100,9 @@ static napi_value open_socket(napi_env env, napi_callback_info info, int type) {
 
   fd = socket(family == 4 ? AF_INET : AF_INET6, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_failure(env, errno, "socket");
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) goto fail_setsockopt;
+  /* SO_REUSEADDR on TCP only (TIME_WAIT after a restart); on UDP it would let a second daemon
+   * bind the same address and take the datagrams. */
+  if (type == SOCK_STREAM && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) goto fail_setsockopt;
   if (family == 6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) goto fail_setsockopt;
   if (present && setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0) goto fail_setsockopt;
   if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
@@ -178,6 +180,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 napi_value sgemu_listening(napi_env env, napi_callback_info info);   /* sock_diag.c */
 napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports);  /* tcp_relay.c */
 napi_status sgemu_udp_relay_init(napi_env env, napi_value exports);  /* udp_relay.c */
+napi_status sgemu_netd_client_init(napi_env env, napi_value exports); /* netd_client.c */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -192,6 +195,7 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
   CHECK(sgemu_tcp_relay_init(env, exports));
   CHECK(sgemu_udp_relay_init(env, exports));
+  CHECK(sgemu_netd_client_init(env, exports));
   return exports;
 }
 
