@@ -30,7 +30,6 @@ import { flowEvents, type FlowEvent } from '../observe/events.js';
 import { explainFlow, type ExplainResult } from '../policy/explain.js';
 import { ruleJson } from '../control/api/server.js';
 import { relayStats, relayStop } from '../native/tcp-relay.js';
-import { listenerSpecs } from '../control/listeners.js';
 import { expectFlow, type ExpectFlowOptions, type FlowOutcome } from './expect-flow.js';
 
 export interface StartOptions {
@@ -45,6 +44,12 @@ export interface StartOptions {
   api?: string | false;
   /** Conntrack table size (default 10000: a test's worth). */
   conntrackMax?: number;
+  /**
+   * Run degraded when exact behaviour needs privilege this process cannot get (as
+   * `sgemu run --fallback`: denied TCP accepted then reset, refusals as resets). Default false:
+   * start() rejects (PrivilegeError) and names the fix (`sudo npx sgemu setup`).
+   */
+  fallback?: boolean;
   /** Daemon log lines (start-up, listeners, reloads). Default: kept in `sg.logs` only. */
   log?: (line: string) => void;
 }
@@ -94,17 +99,15 @@ export async function start(opts: StartOptions): Promise<Sgemu> {
     configPath: configFile ?? '<config>',
     ...(configText !== undefined ? { configText } : {}),
     api, flowLog: null, flowLogIntervalS: 60, statePath: null, resetState: false, watch: false,
-    conntrackMax: opts.conntrackMax ?? 10_000, log,
+    conntrackMax: opts.conntrackMax ?? 10_000, log, fallback: opts.fallback ?? false,
   });
-  await daemon.start();
-  // A test must not run against fewer listeners than it configured (a port taken, no privilege
-  // for the socket filter): every flow to the missing one would be refused, for the wrong reason.
-  const wanted = listenerSpecs(daemon.model).length;
-  if (daemon.listeners.size < wanted) {
-    const why = logs.filter((l) => l.startsWith('cannot listen')).join('; ');
-    await daemon.stop(0);
+  // Daemon.start opens every listener or fails whole (ListenerError, code ListenerUnavailable:
+  // a port taken, no privilege), closing what it opened.
+  try {
+    await daemon.start();
+  } catch (e) {
     stopRelayIfIdle();
-    throw new SgemuError('ListenFailed', `sgemu opened ${daemon.listeners.size} of ${wanted} listeners: ${why || 'see the log'}; run 'sgemu doctor'`);
+    throw e;
   }
   return new Sgemu(daemon, logs, configFile ?? null);
 }
@@ -145,8 +148,12 @@ export class Sgemu {
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       for (const end of [...this.subscribers]) end();
+      const netd = this.daemon.privilege?.netd ?? null;
       await this.daemon.stop(0);
       stopRelayIfIdle();
+      // The capability helper (a child process when sgemu runs through it) exits when its
+      // channel closes: wait until it is reaped, bounded, so that no child outlives stop().
+      if (netd) await Promise.race([netd.exited(), new Promise((r) => setTimeout(r, 2000).unref())]);
     })();
     return this.stopped;
   }

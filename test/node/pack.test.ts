@@ -129,13 +129,15 @@ t.test('the packed tarball installs without a compiler and works as documented',
   // Pack as `npm pack` does (prepack = scripts/prebuild.mjs); dist/ is already built.
   const pre = run(t, process.execPath, [join(root, 'scripts', 'prebuild.mjs')], { cwd: root, env: process.env });
   t.equal(pre.status, 0, 'prebuild');
-  t.match(pre.stdout, /prebuilds\/linux-x64: sgemu_native\.napi\.glibc\.node/);
+  t.match(pre.stdout, /prebuilds\/linux-x64: .*sgemu_native\.napi\.glibc\.node/);
+  if (existsSync(join(root, 'build', 'Release', 'sgemu-netd'))) t.match(pre.stdout, /sgemu-netd \(\d+ bytes\)/, 'the capability helper is shipped too');
   const pack = run(t, 'npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: root, env: process.env });
   t.equal(pack.status, 0, 'npm pack');
   const info = (JSON.parse(pack.stdout) as { filename: string; size: number; unpackedSize: number; files: { path: string }[] }[])[0]!;
   const tgz = join(dir, info.filename);
   t.comment(`tarball ${info.filename}: ${info.size} bytes packed (${(info.size / 1024).toFixed(0)} KiB), ${info.unpackedSize} unpacked, ${info.files.length} files`);
   const files = info.files.map((f) => f.path);
+  if (existsSync(join(root, 'build', 'Release', 'sgemu-netd'))) t.ok(files.includes('prebuilds/linux-x64/sgemu-netd'), 'ships prebuilds/linux-x64/sgemu-netd');
   for (const f of ['prebuilds/linux-x64/sgemu_native.napi.glibc.node', 'scripts/build-addon.mjs', 'sgemu.schema.json', 'dist/index.js', 'dist/index.d.ts', 'binding.gyp', 'src/native/addon/sock_filter.c']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
