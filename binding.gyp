@@ -16,7 +16,7 @@
     {
       "target_name": "sgemu-netd",
       "type": "executable",
-      "sources": ["src/native/netd/sgemu-netd.c"],
+      "sources": ["src/native/netd/sgemu-netd.c", "src/native/netd/namespace.c"],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],
       "ldflags": ["-Wl,-z,relro,-z,now"]
     }

@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   loadtest: () => import('./loadtest.js'),
   doctor: () => import('./doctor.js'),
   setup: () => import('./setup.js'),
+  exec: () => import('./exec.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -30,6 +31,7 @@ const SUMMARIES: Record<string, string> = {
   loadtest: 'drive real traffic through a running daemon and check every outcome',
   doctor: 'the privilege mode and what each behaviour looks like here, with the fix',
   setup: 'once, with sudo: give the capability helper sgemu-netd its capabilities',
+  exec: 'run a command in a private network where the rules apply (no privilege needed)',
 };
 
 function mainHelp(): string {
@@ -68,7 +70,8 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const cmd = (await load()).default;
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;   // after --: exec's command
+  if (own.includes('--help') || own.includes('-h')) {
     process.stdout.write(cmd.usage.trimEnd() + '\n');
     return 0;
   }

@@ -18,7 +18,7 @@ import {
 import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
 import { defaultGroupId, instanceId, ruleId, ruleKey } from './ids.js';
 import { checkAwsText, indexPath, keyPath, Reader } from './read.js';
-import { MAX_CONFIG_BYTES, parseTree, type TMap, type TNode } from './yaml-tree.js';
+import { MAX_CONFIG_BYTES, kindName, parseTree, scalarText, type TMap, type TNode } from './yaml-tree.js';
 import { CONFIG_OBJECTS, PATTERNS, fieldsOf } from './schema.js';
 
 export { ruleId, defaultGroupId, instanceId } from './ids.js';
@@ -51,6 +51,14 @@ const SGR_ID = new RegExp(PATTERNS.ruleId);
 const CT = CONFIG_OBJECTS.connectionTracking.properties;
 const QUOTAS = CONFIG_OBJECTS.quotas.properties;
 const range = (s: { minimum: number; maximum: number }): [number, number] => [s.minimum, s.maximum];
+
+/**
+ * Where instances may live: 'loopback' (127.0.0.0/8, the default) or 'any', inside `sgemu exec`'s
+ * private network namespace, where they keep their AWS addresses. One per process (the daemon sets
+ * it before loading), so the config file, the state file and the EC2 API validate alike.
+ */
+let addressScope: 'loopback' | 'any' = 'loopback';
+export function setAddressScope(scope: 'loopback' | 'any'): void { addressScope = scope; }
 
 /** Loads and validates a config text; throws ConfigErrors listing every problem. */
 export function loadConfigText(text: string, fileName: string): Model {
@@ -549,7 +557,7 @@ class Loader {
     const protocol = parseProtocol(pn);
     const ppath = keyPath(path, 'protocol');
     if (protocol === undefined) {
-      r.err('InvalidParameterValue', ppath, pn.pos, `protocol ${pn.kind === 'scalar' ? JSON.stringify(pn.value) : 'value'} is not valid; use tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0..255`);
+      r.err('InvalidParameterValue', ppath, pn.pos, `protocol ${pn.kind === 'scalar' ? scalarText(pn) : kindName(pn)} is not valid; use tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0..255`);
       return undefined;
     }
     const portsNode = r.child(m, 'ports');
@@ -612,12 +620,14 @@ class Loader {
       else if (range) { from = Number(range[1]); to = Number(range[2]); }
     }
     if (from === undefined || to === undefined) {
-      r.err('InvalidParameterValue', path, n.pos, `ports ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'value'} is not valid; use a port (8080), a range ("8000-8100") or all`);
+      r.err('InvalidParameterValue', path, n.pos, `ports ${n.kind === 'scalar' ? scalarText(n) : kindName(n)} is not valid; use a port (8080), a range ("8000-8100") or all`);
       return undefined;
     }
     for (const p of [from, to]) {
       if (p < 0 || p > 65535) {
-        r.err('InvalidPermission.Malformed', path, n.pos, `TCP/UDP port (${p}) out of range in "${text}"; ports are 0..65535`);
+        // A port beyond a double's range is Infinity: name the value as written instead.
+        const shown = Number.isSafeInteger(p) ? `(${p}) out of range in "${text}"` : `out of range in ${n.kind === 'scalar' ? scalarText(n) : text}`;
+        r.err('InvalidPermission.Malformed', path, n.pos, `TCP/UDP port ${shown}; ports are 0..65535`);
         return undefined;
       }
     }
@@ -718,8 +728,8 @@ class Loader {
         if (!ip || ip.family !== 4) {
           r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address "${addrText}" is not an IPv4 address; use a loopback address such as 127.0.0.10 (IPv6 goes in address6)`);
           ok = false;
-        } else if (ip.bytes[0] !== 127) {
-          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text}: instances live on loopback addresses (127.0.0.0/8), e.g. 127.0.0.10; to make rules see another address use addresses:`);
+        } else if (ip.bytes[0] !== 127 && addressScope !== 'any') {
+          r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text}: instances live on loopback addresses (127.0.0.0/8), e.g. 127.0.0.10; to make rules see another address use addresses:, or run inside \`sgemu exec\`, where instances keep any address`);
           ok = false;
         } else if (addrs.has(ip.text)) {
           r.err('InvalidParameterValue', keyPath(path, 'address'), addrNode.pos, `address ${ip.text} is already used by ${addrs.get(ip.text)}; each instance needs its own`);
@@ -817,7 +827,7 @@ class Loader {
     if (!n) { r.need(m, 'protocol', parentPath, what); return undefined; }
     const p = parseProtocol(n);
     if (p === PROTO_TCP || p === PROTO_UDP) return p;
-    r.err('InvalidParameterValue', path, n.pos, `${what} protocol must be tcp or udp, found ${n.kind === 'scalar' ? JSON.stringify(n.value) : 'a ' + n.kind}`);
+    r.err('InvalidParameterValue', path, n.pos, `${what} protocol must be tcp or udp, found ${n.kind === 'scalar' ? scalarText(n) : kindName(n)}`);
     return undefined;
   }
 

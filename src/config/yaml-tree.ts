@@ -123,5 +123,21 @@ export function kindName(n: TNode): string {
   if (n.kind === 'map') return 'a mapping';
   if (n.kind === 'seq') return 'a list';
   if (n.value === null) return 'nothing (null)';
-  return typeof n.value === 'string' ? `the string "${n.value}"` : `${typeof n.value} ${String(n.value)}`;
+  return typeof n.value === 'string' ? `the string ${scalarText(n)}` : `${typeof n.value} ${scalarText(n)}`;
+}
+
+/** Longest value an error message repeats in full; longer ones are cut and their length given. */
+export const SHOWN_MAX = 40;
+
+/**
+ * A scalar as the user wrote it, for error messages: the source text of a plain scalar (a number
+ * too large for a double, `1` and 400 zeros, reads as Infinity, which JSON shows as `null`), a
+ * quoted string otherwise; cut after SHOWN_MAX characters with the full length named
+ * (issue 17: `ports null is not valid` for a 401-digit port).
+ */
+export function scalarText(n: TScalar): string {
+  const text = typeof n.value === 'string' ? JSON.stringify(n.value)
+    : n.source !== null ? n.source : String(n.value);
+  if (text.length <= SHOWN_MAX) return text;
+  return `${text.slice(0, SHOWN_MAX)}… (${text.length} characters)`;
 }

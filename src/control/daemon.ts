@@ -13,8 +13,9 @@ import { watch as fsWatch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Model } from '../model/types.js';
 import { ConfigErrors, SgemuError } from '../model/errors.js';
-import { acquirePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
-import { loadConfigFile, loadConfigText } from '../config/load.js';
+import { acquireNamespace, acquirePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
+import { compileAcceptAll, encodeProgram } from '../policy/bpf.js';
+import { loadConfigFile, loadConfigText, setAddressScope } from '../config/load.js';
 import { compilePolicy } from '../policy/compile.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from '../dataplane/conntrack/table.js';
@@ -56,7 +57,13 @@ export interface DaemonOptions {
   /** Run degraded when exact behaviour needs privilege this process cannot get (SPEC.md §1, §8);
    * without it start() throws PrivilegeError (exit 2). */
   fallback?: boolean;
+  /** `sgemu exec`: everything inside a private user + network namespace (SPEC.md §8): instances
+   * may have any address, the API also answers inside at 127.0.0.1:4510. */
+  namespace?: boolean;
 }
+
+/** Where the API answers inside `sgemu exec`'s namespace. */
+export const NAMESPACE_API = { host: '127.0.0.1', port: 4510 } as const;
 
 /** start() or a reload could not open every listener: each one, why, and the fix. Exit 2. */
 export class ListenerError extends SgemuError {
@@ -107,6 +114,7 @@ export class Daemon {
         this.flowLog?.add(ACCEPT, this.iface(l.spec.instName), dst, src, dp, sp, l.spec.protocol, 1, 40);
       },
       onOverflow: () => { this.table.overflows++; },
+      backendUpNow: (l) => this.monitor.upNow(l.backendKey),
       isTracked: (l, src, srcPort) => {
         const s = l.spec;
         if (s.family === 4) return this.table.find4(s.protocol, parseIpv4(src), srcPort, parseIpv4(s.address), s.listenPort) !== null;
@@ -126,6 +134,7 @@ export class Daemon {
 
   /** The config, with the API's changes from the state file on top (unless --reset-state). */
   private loadModel(): Model {
+    if (this.opts.namespace) setAddressScope('any');
     const base = this.opts.configText !== undefined
       ? loadConfigText(this.opts.configText, this.opts.configPath)
       : loadConfigFile(this.opts.configPath);
@@ -154,8 +163,8 @@ export class Daemon {
       this.opts.log(`--reset-state: moved ${this.opts.statePath} to ${this.opts.statePath}.reset`);
     }
     const model = this.loadModel();           // ConfigErrors propagate: the CLI prints them, exit 2
-    const priv = this.privilege = acquirePrivilege({ fallback: this.opts.fallback ?? false });
-    if (priv.mode === 'unavailable') throw new PrivilegeError(unavailableMessage(priv));
+    const priv = this.privilege = this.opts.namespace ? acquireNamespace() : acquirePrivilege({ fallback: this.opts.fallback ?? false });
+    if (priv.mode === 'unavailable') throw new PrivilegeError(this.opts.namespace ? priv.missing.join('\n') : unavailableMessage(priv));
     this.clock.start?.();
     this.kernelTcpFilter = priv.tcpFilter !== null;
     const mode = this.refuser.start(priv);
@@ -196,11 +205,16 @@ export class Daemon {
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
 
-    if (this.opts.api) {
-      this.api = new ApiServer(this, this.opts.apiCredentials ?? null);
+    if (this.opts.api || this.opts.namespace) this.api = new ApiServer(this, this.opts.apiCredentials ?? null);
+    if (this.opts.api && this.api) {
       await this.api.listen(this.opts.api.host, this.opts.api.port);
       log(`api: http://${this.opts.api.host.includes(':') ? `[${this.opts.api.host}]` : this.opts.api.host}:${this.api.port}/ (EC2 Query API at POST /; GET /v1/conntrack, /v1/instances, /v1/security-groups, /metrics; POST /v1/explain)` +
         (this.opts.statePath ? `; API changes kept in ${this.opts.statePath}` : '; API changes are not kept across restarts (no --state)'));
+    }
+    if (this.opts.namespace && this.api && priv.netd) {
+      const fd = priv.netd.open({ protocol: 6, family: 4, address: NAMESPACE_API.host, port: NAMESPACE_API.port, program: encodeProgram(compileAcceptAll()) });
+      await this.api.listenFd(fd);
+      log(`api inside the namespace: http://${NAMESPACE_API.host}:${NAMESPACE_API.port}/`);
     }
     if (this.opts.watch && this.opts.configText === undefined) this.startWatch();
     log(`ready: ${this.listeners.size} listeners, policy v${this.policy.version}, conntrack max ${this.table.max}`);
@@ -231,9 +245,9 @@ export class Daemon {
   private async swap(policy: CompiledPolicy): Promise<void> {
     const log = this.opts.log;
     const wanted = new Map<string, ListenerSpec>();
-    for (const s of listenerSpecs(policy.model)) wanted.set(listenerKey(s), s);
+    for (const s of listenerSpecs(policy.model, { namespace: this.opts.namespace })) wanted.set(listenerKey(s), s);
     const opened = new Map<string, Listener>();
-    const failures: { listener: string; error: string; code: string }[] = [];
+    const failures: { listener: string; error: string; code: string }[] = this.addNamespaceAddresses(policy.model);
     for (const [key, spec] of wanted) {
       if (this.listeners.has(key)) continue;
       const nl = this.newListener(spec);
@@ -277,6 +291,27 @@ export class Daemon {
     this.refuser.setListeners(this.listeners.values());
     this.counters.policySwaps++;
   }
+
+  /** `sgemu exec`: the namespace's lo gets every instance's addresses (once each), so listeners
+   * can bind them and the command can connect from them. */
+  private addNamespaceAddresses(model: Model): { listener: string; error: string; code: string }[] {
+    const netd = this.privilege?.netd;
+    const failures: { listener: string; error: string; code: string }[] = [];
+    if (!this.opts.namespace || !netd) return failures;
+    for (const inst of model.instances) {
+      for (const [family, address] of [[4, inst.address], [6, inst.address6]] as const) {
+        if (!address || this.nsAddresses.has(address)) continue;
+        try {
+          netd.addAddress(family, address);
+          this.nsAddresses.add(address);
+        } catch (e) {
+          failures.push({ listener: `address ${address} of instance ${inst.name}`, error: e instanceof Error ? e.message : String(e), code: e instanceof SgemuError ? e.code : '' });
+        }
+      }
+    }
+    return failures;
+  }
+  private readonly nsAddresses = new Set<string>();
 
   private newListener(spec: ListenerSpec): Listener {
     const common = {

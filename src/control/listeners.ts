@@ -5,7 +5,13 @@
 import type { Model } from '../model/types.js';
 import type { ListenerSpec } from '../dataplane/listener.js';
 
-export function listenerSpecs(model: Model): ListenerSpec[] {
+/**
+ * `namespace` (`sgemu exec`): listeners live in the namespace but the relay connects from the host,
+ * where instance addresses do not exist: an outbound entry to another instance goes straight to
+ * that instance's backend (its egress and the target's ingress are both decided at our listener,
+ * see ListenerBase.decideOutbound), and relayed flows are not bound to the instance's address.
+ */
+export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}): ListenerSpec[] {
   const out: ListenerSpec[] = [];
   const byName = new Map(model.instances.map((i) => [i.name, i]));
   for (const inst of model.instances) {
@@ -28,13 +34,14 @@ export function listenerSpecs(model: Model): ListenerSpec[] {
         const target = byName.get(o.toInstance);
         const svc = target?.services.find((x) => x.protocol === o.protocol && x.port === o.toPort);
         if (!target || !svc) continue;       // config validation rejects this; stay total anyway
-        backendHost = target.address; backendPort = svc.listenPort;
+        backendHost = opts.namespace ? svc.backend.host : target.address;
+        backendPort = opts.namespace ? svc.backend.port : svc.listenPort;
         probeHost = svc.backend.host; probePort = svc.backend.port;
       }
       out.push({
         kind: 'outbound', protocol: o.protocol, instName: inst.name, family: 4, address: inst.address, listenPort: o.port,
         rulePort: o.asPort, backendHost, backendPort, probeHost, probePort,
-        localAddress: inst.address, asAddress: o.asAddress, targetInstName: o.toInstance,
+        localAddress: opts.namespace ? null : inst.address, asAddress: o.asAddress, targetInstName: o.toInstance,
       });
     }
   }

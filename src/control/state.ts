@@ -8,13 +8,16 @@
 //     old one, directory fsync'd), so kill -9 at any instant leaves either the old or the new file;
 //   - before the rename the previous file is hard-linked to `<file>.bak`, the last good copy, read
 //     only when the main file is missing or unreadable (never when it merely fails validation);
-//   - a loaded state always passed loadConfigText on top of the current config.
+//   - a loaded state always passed loadConfigText on top of the current config;
+//   - the temp file is `<file>.tmp-<pid>`: kill -9 between its open and the rename leaves it behind
+//     (possibly truncated); removeStaleTemps, run when the writer starts, deletes those whose
+//     process is gone and leaves any other (a live writer's, another file's) alone.
 //
 // File (JSON): { "sgemuState": 1, "savedAt": ISO time, "config": {config object},
 //                "ruleTags": { "sgr-…": { key: value } }, "deletedGroupIds": ["sg-…"] }
 
-import { closeSync, copyFileSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, copyFileSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { loadConfigText, modelToConfigObject } from '../config/load.js';
 import { ConfigError, ConfigErrors } from '../model/errors.js';
 import type { Model } from '../model/types.js';
@@ -70,6 +73,41 @@ export function saveState(statePath: string, configObject: unknown, extras: Stat
   renameSync(tmp, statePath);
   const dfd = openSync(dir, 'r');
   try { fsyncSync(dfd); } finally { closeSync(dfd); }
+}
+
+/**
+ * Deletes the temp files saveState left when its process was killed mid-write (issue 17: kill -9
+ * during API writes left `state.json.tmp-PID` files that nothing removed). Only names of exactly
+ * this state file's form, and only of a pid that no longer runs (kill(pid, 0) answers ESRCH) or of
+ * this process (which has not written yet: the writer calls this before its first save). A pid
+ * that runs again, reused by another process, keeps its file: a leak, never a live writer's temp
+ * removed. Returns the names removed; never throws (a missing directory has nothing to clean).
+ */
+export function removeStaleTemps(statePath: string): string[] {
+  const dir = dirname(statePath);
+  const prefix = `${basename(statePath)}.tmp-`;
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const digits = name.slice(prefix.length);
+    if (!/^[1-9]\d{0,9}$/.test(digits)) continue;
+    const pid = Number(digits);
+    if (pid !== process.pid && processExists(pid)) continue;
+    try { unlinkSync(join(dir, name)); removed.push(name); } catch { /* gone already, or not ours to remove */ }
+  }
+  return removed;
+}
+
+/** Whether a process with this pid exists (signal 0: permission is checked, nothing is sent). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errno(e) !== 'ESRCH';            // EPERM: it exists, under another user
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ export class Counters {
   rejectedKernel = 0;      // denied SYNs/datagrams seen through pcap (the kernel filter dropped them)
   rejectedUser = 0;        // denied flows caught in userland (no native filter, or a coarsened one): reset
   refusedRaw = 0;          // allowed, backend down, answered with RST / ICMP port unreachable
+  refusalsAvoided = 0;     // a SYN or datagram to a "down" backend that listened when asked at that moment: not refused
   refusedReset = 0;        // allowed, backend down, fallback accept-then-reset
   overflowDropped = 0;     // new flows dropped because conntrack was full
   untrackedCut = 0;        // untracked flows cut by a rule change

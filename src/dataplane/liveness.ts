@@ -140,11 +140,24 @@ export class BackendMonitor {
   /** Held down by force(key, false). Per accept, not per packet: a size check when nothing is held. */
   isForcedDown(key: string): boolean { return this.forced.size > 0 && this.forced.get(key) === false; }
 
+  /**
+   * Whether the backend listens at this moment: a fresh poll (sock_diag, tens of µs; at most one
+   * per millisecond), whose changes reach onChange as any poll's do. The refuser asks this before
+   * it refuses, so a backend that opened its socket since the last 20 ms poll is never refused.
+   */
+  upNow(key: string): boolean {
+    const now = performance.now();
+    if (now - this.lastPollMs >= 1) this.poll();
+    return this.isUp(key);
+  }
+  private lastPollMs = -Infinity;
+
   /** A connect to the backend was refused: it is down now, whatever the last poll said. */
   markDown(key: string): void { this.set(key, false); }
 
   poll(): void {
     this.polls++;
+    this.lastPollMs = performance.now();
     let tcp4: Set<string> | null = null, tcp6: Set<string> | null = null;
     let udp4: Set<string> | null = null, udp6: Set<string> | null = null;
     for (const [key, w] of this.watched) {

@@ -106,6 +106,39 @@ export function acquirePrivilege(opts: { fallback: boolean }): Privilege {
     netd: null, missing, helper };
 }
 
+/** Why this kernel will not give us a user namespace, naming the setting (and the way around it). */
+function namespaceBlocked(errno: number): string {
+  const read = (p: string): string | null => { try { return readFileSync(p, 'utf8').trim(); } catch { return null; } };
+  const why = read('/proc/sys/user/max_user_namespaces') === '0' ? 'user namespaces are disabled (sysctl user.max_user_namespaces = 0)'
+    : read('/proc/sys/kernel/unprivileged_userns_clone') === '0' ? 'unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone = 0)'
+    : read('/proc/sys/kernel/apparmor_restrict_unprivileged_userns') === '1' ? 'AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns = 1)'
+    : `unshare(CLONE_NEWUSER|CLONE_NEWNET|CLONE_NEWPID) failed with errno ${errno}`;
+  return `no private network namespace: ${why}; either allow it, or use the capability helper instead: ${setupCommand()}, then \`sgemu run\``;
+}
+
+/**
+ * `sgemu exec`: the helper in --namespace mode makes a user + network + PID namespace in which this
+ * user holds every capability, and does there what it does on the host for a set-up helper.
+ */
+export function acquireNamespace(): Privilege {
+  const path = helperPath();
+  const helper: Privilege['helper'] = { path, probe: null, error: null };
+  let netd: Netd | null = null;
+  try {
+    netd = Netd.start(path, { namespace: true });
+    const probe = helper.probe = netd.probe();
+    if (probe.namespace && probe.tcpFilter && probe.raw && probe.packet) {
+      useSocketHelper(netd);
+      return { mode: 'namespace', tcpFilter: 'helper', refusal: 'helper', netd, missing: [], helper };
+    }
+    helper.error = namespaceBlocked(probe.errno);
+  } catch (e) {
+    helper.error = e instanceof Error ? e.message : String(e);
+  }
+  netd?.close();
+  return { mode: 'unavailable', tcpFilter: null, refusal: null, netd: null, missing: [helper.error ?? 'the namespace helper did not start'], helper };
+}
+
 /** How each behaviour looks to a client in this mode (start-up log, demo tour, doctor). */
 export function outcomes(p: Pick<Privilege, 'tcpFilter' | 'refusal'>): { behaviour: string; exact: boolean; seen: string }[] {
   return [

@@ -34,6 +34,9 @@ export interface RefuserHooks {
   onRefused?: (l: Listener, src: string, srcPort: number, dst: string, dstPort: number) => void;
   /** A new flow, allowed by the rules, that the kernel filter dropped because conntrack is full. */
   onOverflow?: (l: Listener) => void;
+  /** Whether the listener's backend listens at this very moment (asked before refusing: a backend
+   * that opened its socket since the last liveness poll must not be refused). */
+  backendUpNow?: (l: Listener) => boolean;
   /** Whether a datagram belongs to a flow conntrack already tracks (UDP in FULL mode: those pass). */
   isTracked?: (l: Listener, src: string, srcPort: number) => boolean;
 }
@@ -121,6 +124,9 @@ export class Refuser {
     }
     if (l.mode === MODE_FULL) { this.overflow(l, ev.src, ev.srcPort); return; }
     if (l.mode !== MODE_DOWN) return;    // the kernel answers (rules) or drops (closed)
+    // Up since the last poll: no refusal. The poll just made switched the filter back to the
+    // rules, so the client's SYN retransmit (1 s) connects. Never refused while it listens.
+    if (this.hooks.backendUpNow?.(l)) { this.counters.refusalsAvoided++; return; }
     this.raw!.sendRstAck(ev.family, ev.dst, ev.dstPort, ev.src, ev.srcPort, (ev.seq + 1) >>> 0);
     this.counters.refusedRaw++;
     l.stats.refused++;
@@ -138,6 +144,7 @@ export class Refuser {
     }
     if (l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
     if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
+    if (this.hooks.backendUpNow?.(l)) { this.counters.refusalsAvoided++; return; }
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;
     l.stats.refused++;

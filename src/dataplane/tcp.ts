@@ -305,6 +305,20 @@ abstract class FlowBase implements FlowOwner {
     if (reason === EXPIRE_SHUTDOWN) { this.destroy(); return; }
     if (reason === EXPIRE_IDLE) {
       env.counters.idleExpired++;
+      if (e.state === ST_FIN_WAIT) {
+        // Half-closed and silent for TCP_HALF_CLOSED_TIMEOUT_MS: a real conntrack forgets the
+        // flow, and so do we, with both sockets (issue 17: a client gone after its FIN and a
+        // backend that never reads held them for 5 days). Re-tracking it as the AWS rule below
+        // does for an established flow would keep them forever.
+        // Its end as finish() books it (counters, flow log); the table has let go of it already.
+        this.sample(e);
+        env.counters.bytesIn += e.bytesIn;
+        env.counters.bytesOut += e.bytesOut;
+        env.onFlowEnd?.(e);
+        if (flowEvents.hasSubscribers) this.listener.publish('expire', e.src, e.srcPort, 'half-closed-idle', e.tracked, e);
+        this.destroy();
+        return;
+      }
       // AWS: once the entry is gone, the next packet is judged as new traffic. If the rules still
       // allow it, it is tracked again; otherwise it is dropped from now on.
       const v = this.listener.decide(e.src);
@@ -373,7 +387,7 @@ export class NativeRelay extends FlowBase implements RelayFlow {
 
   onConnected(): void { if (this.entry.state === ST_SYN_SENT) this.entry.state = ST_ESTABLISHED; }
 
-  onFin(): void { if (this.entry.state === ST_ESTABLISHED) this.entry.state = ST_FIN_WAIT; }
+  onFin(): void { this.listener.env.table.halfClose(this.entry); }
 
   onFailed(errno: number): void {
     const l = this.listener, env = l.env;
@@ -445,8 +459,9 @@ export class TcpRelay extends FlowBase {
     });
     client.on('error', (e: NodeJS.ErrnoException) => this.onError(client, backend, e));
     backend.on('error', (e: NodeJS.ErrnoException) => this.onError(backend, client, e));
-    client.on('end', () => { if (this.entry.state === ST_ESTABLISHED) this.entry.state = ST_FIN_WAIT; });
-    backend.on('end', () => { if (this.entry.state === ST_ESTABLISHED) this.entry.state = ST_FIN_WAIT; });
+    const halfClose = () => this.listener.env.table.halfClose(this.entry);
+    client.on('end', halfClose);
+    backend.on('end', halfClose);
     client.on('close', () => this.onClose());
     backend.on('close', () => this.onClose());
     client.pipe(backend);

@@ -35,6 +35,8 @@ interface NetdAddon {
 
 const MAGIC = 0x31444e53, VERSION = 1;
 export const T_PROBE = 1, T_OPEN = 2, T_ATTACH = 3, T_CLOSE = 4, T_RST = 5, T_UNREACH = 6, T_WATCH = 7;
+/** --namespace only (src/native/netd/namespace.c): an address on the namespace's lo, the command, a signal to it. */
+export const T_ADDR = 8, T_EXEC = 9, T_SIGNAL = 10;
 const HDR = 64, REPLY = 20, EVENT = 120, TARGET = 20;
 const SOCK_STREAM = 1, SOCK_SEQPACKET = 5;
 /** A round trip costs tens of µs; this only bounds a helper that stopped answering. */
@@ -51,7 +53,7 @@ export function helperPath(): string {
   return join(root, 'build', 'Release', 'sgemu-netd');
 }
 
-export interface NetdProbe { tcpFilter: boolean; raw: boolean; packet: boolean; errno: number }
+export interface NetdProbe { tcpFilter: boolean; raw: boolean; packet: boolean; errno: number; namespace: boolean }
 export interface Target { protocol: 6 | 17; family: 4 | 6; address: string; port: number }
 
 function fail(r: Failure, what: string): never {
@@ -95,6 +97,7 @@ export class Netd {
   private pending = Buffer.alloc(0);
   private onSyn: ((e: SynEvent) => void) | null = null;
   private onUdp: ((e: UdpEvent) => void) | null = null;
+  private onExit: ((status: number) => void) | null = null;
   /** Whether the helper is still there (false after close or when it died). */
   alive = true;
   /** Requests refused or failed, for status and tests; the latest message in lastError. */
@@ -103,8 +106,12 @@ export class Netd {
 
   private constructor(private readonly addon: NetdAddon, private ctl: number, readonly path: string, private readonly child: ChildProcess) {}
 
-  /** Spawns the helper at `path` with its two channels. Throws NativeError when it cannot run. */
-  static start(path = helperPath()): Netd {
+  /**
+   * Spawns the helper at `path` with its two channels. Throws NativeError when it cannot run.
+   * `namespace`: the helper makes a user + network + PID namespace of its own (`sgemu exec`);
+   * its stdio is then this process's, for the command it will run there.
+   */
+  static start(path = helperPath(), opts: { namespace?: boolean } = {}): Netd {
     const addon = addonHandle() as unknown as NetdAddon | null;
     if (!addon || typeof addon.netdCall !== 'function') throw new NativeError('dlopen', 0, 'NativeUnavailable', 'the capability helper needs the native addon (sgemu_native.node), which is not built');
     if (!existsSync(path)) throw new NativeError('execve', 2, 'ENOENT', `capability helper ${path} not found; rebuild with \`node scripts/build-addon.mjs\``);
@@ -114,7 +121,8 @@ export class Netd {
     if (isFailure(ev)) { addon.closeFd(ctl[0]); addon.closeFd(ctl[1]); fail(ev, 'netd events'); }
     let child: ChildProcess;
     try {
-      child = spawn(path, [], { stdio: ['ignore', 'ignore', 'inherit', ctl[1], ev[1]], env: {} });
+      child = spawn(path, opts.namespace ? ['--namespace'] : [],
+        { stdio: opts.namespace ? ['inherit', 'inherit', 'inherit', ctl[1], ev[1]] : ['ignore', 'ignore', 'inherit', ctl[1], ev[1]], env: {} });
     } finally {
       addon.closeFd(ctl[1]);
       addon.closeFd(ev[1]);
@@ -179,7 +187,7 @@ export class Netd {
     const r = this.addon.netdCall(this.ctl, req, -1, CALL_TIMEOUT_MS);
     if (isFailure(r)) fail(r, 'capability helper probe');
     const v = r.reply.readUInt32LE(16);
-    return { tcpFilter: (v & 1) !== 0, raw: (v & 2) !== 0, packet: (v & 4) !== 0, errno: r.reply.readInt32LE(12) };
+    return { tcpFilter: (v & 1) !== 0, raw: (v & 2) !== 0, packet: (v & 4) !== 0, errno: r.reply.readInt32LE(12), namespace: (v & 8) !== 0 };
   }
 
   /** A listening TCP or bound UDP socket with `program` attached before bind → fd. */
@@ -219,6 +227,27 @@ export class Netd {
     } catch { /* counted in errors */ }
   }
 
+  /** --namespace: gives the namespace's lo an instance's address (127/8 and ::1 are there already). */
+  addAddress(family: 4 | 6, address: string): void {
+    this.call(encodeRequest({ type: T_ADDR, family, address }), -1, `address ${address} in the namespace`);
+  }
+
+  /** --namespace: runs argv inside (as PID 1's child, with this cwd and environment) → its pid;
+   * `onExit` gets its exit status (128 + signal when killed). */
+  exec(cwd: string, argv: string[], env: Record<string, string>, onExit: (status: number) => void): number {
+    if (argv.length === 0) throw new RangeError('exec: no command');
+    const nul = (xs: string[]) => xs.map((x) => x.replace(/\0/g, '') + '\0').join('');
+    const tail = Buffer.from(nul([cwd]) + nul(argv) + '\0' + nul(Object.entries(env).map(([k, v]) => `${k}=${v}`)));
+    if (tail.length > 256 * 1024) throw new RangeError(`exec: command and environment take ${tail.length} bytes; at most 256 KiB`);
+    this.onExit = onExit;
+    return this.call(encodeRequest({ type: T_EXEC, tail }), -1, `exec ${argv[0]}`).value;
+  }
+
+  /** --namespace: forwards a signal (SIGTERM, SIGINT, …) to the command. */
+  signal(sig: number): void {
+    try { this.call(encodeRequest({ type: T_SIGNAL, ack: sig }), -1, `signal ${sig}`); } catch { /* it ended */ }
+  }
+
   /** Replaces the watch set; events go to the handlers. An empty set closes the packet socket. */
   watch(targets: Target[], onSyn: (e: SynEvent) => void, onUdp: (e: UdpEvent) => void): void {
     this.onSyn = onSyn;
@@ -242,7 +271,7 @@ export class Netd {
       else if (kind === 2) {
         const len = Math.min(b.readUInt16LE(at + 6), 72);
         this.onUdp?.({ family, src, srcPort, dst, dstPort, ipPacket: Buffer.from(b.subarray(at + 44, at + 44 + len)) });
-      }
+      } else if (kind === 3) this.onExit?.(b.readUInt32LE(at + 8));
     }
     this.pending = at < b.length ? Buffer.from(b.subarray(at)) : Buffer.alloc(0);
   }

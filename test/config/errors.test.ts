@@ -194,3 +194,24 @@ t.test('messages name the value and what would be valid', async (t) => {
   const [m] = errorsOf(SG('      - { protocol: tcp, ports: 22 }\n'));
   t.match(m?.message, /^Missing source specification/);
 });
+
+t.test('issue 17: a value too large for a number is named as written, cut to a readable length', async (t) => {
+  const huge = '1' + '0'.repeat(400);                  // YAML and JSON read it as Infinity
+  const [p] = errorsOf(SG(`      - { protocol: tcp, ports: ${huge}, cidr: 0.0.0.0/0 }\n`));
+  t.equal(p?.code, 'InvalidParameterValue');
+  t.equal(p?.path, 'securityGroups[0].ingress[0].ports');
+  t.notMatch(p?.message, /null|Infinity/, 'not the parsed value');
+  t.match(p?.message, /^ports 1000000000\d{30}… \(401 characters\) is not valid/);
+  t.ok((p?.message.length ?? 0) < 200, `message is short: ${p?.message.length} characters`);
+  // The same in a JSON config, and as a string of digits (out of range, also named as written).
+  const [j] = errorsOf(JSON.stringify({ securityGroups: [{ id: 'sg-a', ingress: [{ protocol: 'tcp', ports: 0, cidr: '0.0.0.0/0' }] }] })
+    .replace('"ports":0', `"ports":${huge}`), 'c.json');
+  t.match(j?.message, /^ports 10{39}… \(401 characters\) is not valid/);
+  const [s] = errorsOf(SG(`      - { protocol: tcp, ports: "${huge}", cidr: 0.0.0.0/0 }\n`));
+  t.equal(s?.code, 'InvalidPermission.Malformed');
+  t.match(s?.message, /out of range in "10{38}… \(403 characters\); ports are 0\.\.65535/);
+  const [i] = errorsOf(SG(`      - { protocol: icmp, icmpType: ${huge}, cidr: 0.0.0.0/0 }\n`));
+  t.match(i?.message, /icmpType must be a whole number \(-1\.\.255\), found number 10{39}… \(401 characters\)/);
+  const [r] = errorsOf(SG(`      - { protocol: ${huge}, cidr: 0.0.0.0/0 }\n`));
+  t.match(r?.message, /^protocol 10{39}… \(401 characters\) is not valid/);
+});

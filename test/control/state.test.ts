@@ -1,10 +1,11 @@
 // The durable state file: atomic save, round-trip through loadConfigText (same rule ids), the
 // merge over the config file, the .bak fallback, and clear errors for corrupt files.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfigText, modelToConfigObject } from '../../src/config/load.js';
-import { loadState, readStateFile, saveState } from '../../src/control/state.js';
+import { loadState, readStateFile, removeStaleTemps, saveState } from '../../src/control/state.js';
 import { ConfigErrors } from '../../src/model/errors.js';
 import type { Model } from '../../src/model/types.js';
 import { one, setup, WORLD } from './ec2-helpers.js';
@@ -66,4 +67,30 @@ t.test('atomic save; corrupt main file falls back to .bak; both corrupt → Stat
   // A well-formed state that does not fit the config is an error, not a silent fallback.
   saveState(statePath, { securityGroups: [{ id: 'sg-x', ingress: [{ protocol: 'tcp', ports: 1, prefixLists: ['pl-gone'] }] }] });
   t.equal(codeOf(() => loadState(statePath, base)), 'InvalidPrefixListID.NotFound');
+});
+
+t.test('issue 17: temp files of writers killed mid-save are removed when the writer starts, only those', async (t) => {
+  const dir = t.testdir({});
+  const statePath = join(dir, 'state.json');
+  // A pid that surely ran and is gone: a child that exited (spawnSync reaps it).
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  t.ok(dead > 0);
+  const files = {
+    [`state.json.tmp-${dead}`]: '{"sgemuState": 1, "conf',      // truncated, as kill -9 leaves it
+    [`state.json.tmp-${process.pid}`]: '',                       // this process, before its first save
+    [`state.json.tmp-${process.ppid}`]: 'a live writer',         // another process that runs: kept
+    [`state.json.tmp-1x`]: 'not a pid', [`other.json.tmp-${dead}`]: 'another file', [`state.json.bak`]: 'kept',
+  };
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  t.same(removeStaleTemps(statePath).sort(), [`state.json.tmp-${dead}`, `state.json.tmp-${process.pid}`].sort());
+  t.same(readdirSync(dir).sort(), [`other.json.tmp-${dead}`, 'state.json.bak', 'state.json.tmp-1x', `state.json.tmp-${process.ppid}`].sort());
+  t.same(removeStaleTemps(join(dir, 'missing', 'state.json')), [], 'no directory: nothing to do');
+
+  // The EC2 service, the file's only writer, cleans at start; its saves leave no temp behind.
+  writeFileSync(join(dir, `state.json.tmp-${dead}`), 'x');
+  const { svc, call } = setup(statePath);
+  t.same(svc.removedTemps, [`state.json.tmp-${dead}`]);
+  t.equal((await call({ Action: 'CreateSecurityGroup', GroupName: 'tmp', GroupDescription: 'd' })).status, 200);
+  t.ok(existsSync(statePath), 'saved');
+  t.notOk(readdirSync(dir).some((n) => n === `state.json.tmp-${dead}` || n === `state.json.tmp-${process.pid}`));
 });

@@ -121,6 +121,27 @@ t.test('sgemu demo: the tour\'s first three outcomes are real', async (t) => {
   t.equal(await exited(proc), 0, 'Ctrl-C stops everything, exit 0');
 });
 
+// As a normal user with nothing set up (issue #12): the README's first command still shows the
+// product — the demo runs in a private namespace and plays its tour, every outcome exact.
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+t.test('sgemu demo as uid 65534 with nothing set up plays the tour in a namespace: every outcome as in AWS',
+  { skip: process.getuid?.() !== 0 ? 'runs as root to switch to uid 65534' : !SETPRIV ? 'setpriv(1) not installed'
+    : spawnSync('unshare', ['--user', '--net', 'true']).status !== 0 ? 'user namespaces not available here' : false }, async (t) => {
+  const api = await freePort();
+  // env -i: tap's process-info hook would make the uid-65534 node write into .tap/ (EACCES).
+  const r = spawnSync('/usr/bin/env', ['-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, 'HOME=/nonexistent',
+    SETPRIV!, '--reuid=65534', '--regid=65534', '--clear-groups', '--', process.execPath, CLI, 'demo', '--api', `127.0.0.1:${api}`],
+    { encoding: 'utf8', timeout: 60_000, cwd: '/tmp' });
+  t.equal(r.status, 0, `exit 0 (stderr: ${r.stderr.slice(-300)})`);
+  t.match(r.stderr, /private\s+network namespace/, 'says where it runs and why');
+  t.match(r.stdout, /1\. ALLOWED[\s\S]*answered in [\d.]+ ms: hello from the demo web backend/, '1. allowed');
+  t.match(r.stdout, /2\. TIMEOUT[\s\S]*timed out after 3\.\d s/, '2. timeout');
+  t.match(r.stdout, /3\. REFUSED[\s\S]*refused in [\d.]+ ms/, '3. refused');
+  t.match(r.stdout, /4\. TIMEOUT[\s\S]*timed out after/, '4. timeout');
+  t.match(r.stdout, /5\. ALLOWED[\s\S]*answered in [\d.]+ ms: hello/, '5. outbound allowed');
+  t.match(r.stdout, /Every outcome as in AWS/);
+});
+
 t.test('sgemu doctor --json reports every check', async (t) => {
   const r = spawnSync(process.execPath, [CLI, 'doctor', '--json'], { encoding: 'utf8' });
   t.ok(r.status === 0 || r.status === 1, `exit ${r.status}`);

@@ -1,32 +1,12 @@
-// Shared helpers for tests that run real daemons and real sockets on loopback.
-// Addresses: each test file takes fresh 127.x.y.z addresses from a block chosen by its pid, so
-// files running in parallel never share an address. Never anything outside 127.0.0.0/8 and ::1.
+// Shared helpers for tests that run real daemons and real sockets on loopback; the plain ones
+// (freshAddr, freePort, until, sleep) live in test/helpers.ts and are re-exported here.
 
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { Daemon, type DaemonOptions } from '../../src/control/daemon.js';
-
-let next = 1;
-const block = 100 + (process.pid % 150);
-/** A fresh loopback address no other test file uses: 127.<block>.<n>.<m>. */
-export function freshAddr(): string {
-  const n = next++;
-  return `127.${block}.${(n >> 8) & 255}.${(n & 255) || 1}`;
-}
-
-/** A TCP port that is free on `host` right now (bind 0, read, close). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+export { freshAddr, freePort, sleep, until } from '../helpers.js';
 
 /** An echo backend that records every connection it accepted. */
 export async function echoServer(t: Test, host = '127.0.0.1'): Promise<{ port: number; accepted: string[]; server: net.Server }> {
@@ -80,4 +60,3 @@ export async function startDaemon(t: Test, yaml: string, extra: Partial<DaemonOp
 }
 
 export function write(path: string, text: string): void { writeFileSync(path, text); }
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

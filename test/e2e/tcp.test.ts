@@ -7,7 +7,7 @@ import t from 'tap';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { freshAddr, freePort, echoServer, probe, isRoot, startDaemon, write, sleep } from './helpers.js';
+import { freshAddr, freePort, echoServer, probe, isRoot, startDaemon, write, sleep, until } from './helpers.js';
 
 const ROOT = isRoot();
 
@@ -296,7 +296,7 @@ t.test('a connection whose handshake completed before a revoke but that is accep
   t.teardown(() => { client.kill(); });
   let out = '';
   client.stdout!.on('data', (d) => { out += d; });
-  while (!out.includes('ready')) await sleep(10);
+  t.ok(await until(() => out.includes('ready'), 10_000, 10), 'the client process is ready');
   const accepted0 = daemon.counters.accepted;
   client.stdin!.write('go\n');
   const t0 = Date.now();

@@ -5,7 +5,7 @@
 
 import t, { type Test } from 'tap';
 import dgram from 'node:dgram';
-import { freshAddr, startDaemon, write, sleep } from './helpers.js';
+import { freePort, freshAddr, startDaemon, write, sleep } from './helpers.js';
 
 async function udpEcho(t: Test, host = '127.0.0.1'): Promise<{ port: number; seen: string[]; sock: dgram.Socket }> {
   const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
@@ -14,13 +14,6 @@ async function udpEcho(t: Test, host = '127.0.0.1'): Promise<{ port: number; see
   await new Promise<void>((r) => sock.bind(0, host, () => r()));
   t.teardown(() => new Promise<void>((r) => sock.close(() => r())));
   return { port: sock.address().port, seen, sock };
-}
-
-function freeUdpPort(host: string): Promise<number> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    s.bind(0, host, () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
 }
 
 /** A connected client socket: sends `msg`, resolves with the reply, 'silence' or the error code. */
@@ -62,7 +55,7 @@ ${extra}`;
 
 t.test('allowed round-trip; denied gets no answer and the backend sees nothing', async (t) => {
   const addr = freshAddr(), good = freshAddr(), bad = freshAddr();
-  const port = await freeUdpPort(addr);
+  const port = await freePort(addr, 'udp');
   const echo = await udpEcho(t);
   await startDaemon(t, cfg(addr, port, echo.port, `      - { protocol: udp, ports: 53, cidr: ${good}/32 }`));
   t.equal(await ask(good, addr, port, 'hello'), 'hello', 'allowed source gets its reply');
@@ -73,8 +66,8 @@ t.test('allowed round-trip; denied gets no answer and the backend sees nothing',
 
 t.test('dead backend → ECONNREFUSED on a connected client socket (ICMP port unreachable)', async (t) => {
   const addr = freshAddr(), src = freshAddr();
-  const port = await freeUdpPort(addr);
-  const dead = await freeUdpPort('127.0.0.1');
+  const port = await freePort(addr, 'udp');
+  const dead = await freePort('127.0.0.1', 'udp');
   const { daemon } = await startDaemon(t, cfg(addr, port, dead, `      - { protocol: udp, ports: 53, cidr: ${src}/32 }`));
   if (daemon.refuser.mode !== 'raw') {
     t.skip(`needs CAP_NET_RAW, libpcap and raw sockets: ${daemon.refuser.reason}`, () => {});
@@ -91,7 +84,7 @@ t.test('dead backend → ECONNREFUSED on a connected client socket (ICMP port un
 
 t.test('replies pass although no inbound rule allows the backend, and the flow becomes a stream', async (t) => {
   const addr = freshAddr(), src = freshAddr();
-  const port = await freeUdpPort(addr);
+  const port = await freePort(addr, 'udp');
   const echo = await udpEcho(t);
   const { daemon } = await startDaemon(t, cfg(addr, port, echo.port, `      - { protocol: udp, ports: 53, cidr: ${src}/32 }`));
   const s = dgram.createSocket('udp4');
@@ -109,7 +102,7 @@ t.test('replies pass although no inbound rule allows the backend, and the flow b
 
 t.test('revoke keeps a tracked flow and cuts an untracked one', async (t) => {
   const addr = freshAddr(), src = freshAddr();
-  const p53 = await freeUdpPort(addr), p54 = await freeUdpPort(addr);
+  const p53 = await freePort(addr, 'udp'), p54 = await freePort(addr, 'udp');
   const echo = await udpEcho(t);
   // :53 allowed from src/32 → tracked. :54 allowed from 0.0.0.0/0 with all egress open → untracked.
   const yaml = (ingress: string) => `
@@ -144,7 +137,7 @@ instances:
 
 t.test('IPv6 on ::1: allowed, then denied after a reload', async (t) => {
   const addr = freshAddr();
-  const port = await freeUdpPort('::1');
+  const port = await freePort('::1', 'udp');
   const echo = await udpEcho(t);
   const six = (cidr: string) => `
 securityGroups:
@@ -168,7 +161,7 @@ instances:
 
 t.test('1000 concurrent flows from many 127/8 sources: every reply reaches its sender', async (t) => {
   const addr = freshAddr();
-  const port = await freeUdpPort(addr);
+  const port = await freePort(addr, 'udp');
   const echo = await udpEcho(t);
   await startDaemon(t, cfg(addr, port, echo.port, `      - { protocol: udp, ports: 53, cidr: 127.0.0.0/8 }`));
   const N = 1000;
@@ -204,7 +197,7 @@ t.test('idle expiry with an injected clock: udpTimeout for a single exchange, ud
   const { ManualClock } = await import('../../src/dataplane/clock.js');
   const clock = new ManualClock(1000);
   const addr = freshAddr(), src = freshAddr();
-  const port = await freeUdpPort(addr);
+  const port = await freePort(addr, 'udp');
   const echo = await udpEcho(t);
   const { daemon } = await startDaemon(t, cfg(addr, port, echo.port, `      - { protocol: udp, ports: 53, cidr: ${src}/32 }`), { clock });
   const one = dgram.createSocket('udp4'), many = dgram.createSocket('udp4');
@@ -228,7 +221,7 @@ t.test('idle expiry with an injected clock: udpTimeout for a single exchange, ud
 
 t.test('outbound UDP: the app sends to its instance address; egress and the target\'s ingress apply', async (t) => {
   const web = freshAddr(), dns = freshAddr(), app = freshAddr();
-  const dnsPort = await freeUdpPort(dns), outPort = await freeUdpPort(web), outPort2 = await freeUdpPort(web);
+  const dnsPort = await freePort(dns, 'udp'), outPort = await freePort(web, 'udp'), outPort2 = await freePort(web, 'udp');
   const echo = await udpEcho(t);
   const { daemon } = await startDaemon(t, `
 securityGroups:

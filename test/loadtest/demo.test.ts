@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { DEMO_CONFIG, DEMO_PORTS, startDemoBackends } from '../../src/control/demo.js';
 import loadtest from '../../src/cli/loadtest.js';
+import { sleep } from '../helpers.js';
 
 async function runCli(argv: string[]): Promise<{ code: number; out: string }> {
   let out = '';
@@ -21,7 +22,6 @@ async function runCli(argv: string[]): Promise<{ code: number; out: string }> {
 }
 
 const inUse = (e: unknown) => /DemoPortInUse|EADDRINUSE/.test(`${(e as { code?: string }).code ?? ''} ${e instanceof Error ? e.message : String(e)}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Whether the demo backends' ports are free now. Checked first because startDemoBackends leaves
  * its HTTP server open when the echo port is the taken one. */

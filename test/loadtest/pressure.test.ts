@@ -4,7 +4,7 @@
 
 import t, { type Test } from 'tap';
 import dgram from 'node:dgram';
-import { freshAddr, freePort, echoServer, startDaemon, sleep } from '../e2e/helpers.js';
+import { freshAddr, freePort, echoServer, startDaemon, sleep, until } from '../e2e/helpers.js';
 import { runLoadtest } from '../../src/loadtest/run.js';
 import { apiRequest } from '../../src/cli/command.js';
 import loadtest from '../../src/cli/loadtest.js';
@@ -25,18 +25,9 @@ async function udpEcho(t: Test): Promise<number> {
   return s.address().port;
 }
 
-/** A UDP port on 127.0.0.1 that nothing is bound to right now. */
-async function deadUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
 t.test('UDP flows through a real daemon: echo, denied, backend down; no mismatch', async (t) => {
   const dns = freshAddr(), down = freshAddr();
-  const echoPort = await udpEcho(t), deadPort = await deadUdpPort();
+  const echoPort = await udpEcho(t), deadPort = await freePort('127.0.0.1', 'udp');
   // Sources 127.77.0.1..40: the /27 admits .1-.31 to dns; down admits everyone.
   const { daemon } = await startDaemon(t, `
 securityGroups:
@@ -114,12 +105,8 @@ instances:
   t.comment(`hold: overflow counter ${h.overflowsStart} → ${h.overflowsAfterHold} → ${h.overflowsEnd}`);
 
   // The held flows are released at the end: the table empties and new flows connect again.
-  let entries = -1;
-  for (let i = 0; i < 40 && entries !== 0; i++) {
-    entries = (daemon.status() as { conntrack: { entries: number } }).conntrack.entries;
-    if (entries !== 0) await sleep(50);
-  }
-  t.equal(entries, 0, 'held flows released');
+  const entries = () => (daemon.status() as { conntrack: { entries: number } }).conntrack.entries;
+  t.ok(await until(() => entries() === 0, 2000, 50), `held flows released (${entries()} entries left)`);
 
   // Below the max: the run is the ordinary one, with a note.
   const below = await runLoadtest({

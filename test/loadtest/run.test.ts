@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { runLoadtest } from '../../src/loadtest/run.js';
 import loadtest from '../../src/cli/loadtest.js';
 import { apiRequest } from '../../src/cli/command.js';
+import { freePort } from '../helpers.js';
 
 async function listen(t: Test, server: net.Server | http.Server, host = '127.0.0.1'): Promise<number> {
   await new Promise<void>((r) => server.listen(0, host, () => r()));
@@ -29,22 +30,6 @@ async function udpServer(t: Test, admit: (addr: string) => boolean): Promise<num
   return s.address().port;
 }
 
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-async function freeClosedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
 /** A stand-in daemon: three TCP and three UDP listeners, explain answers from `decide`. */
 async function fakeDaemon(t: Test) {
   const echo = net.createServer((c) => { c.on('error', () => {}); c.pipe(c); });
@@ -53,8 +38,8 @@ async function fakeDaemon(t: Test) {
   const admitted = (a: string | undefined) => Number(a?.split('.')[3]) <= 8;
   const resetter = net.createServer((c) => { c.on('error', () => {}); if (admitted(c.remoteAddress)) c.pipe(c); else c.resetAndDestroy(); });
   const echoPort = await listen(t, echo), resetPort = await listen(t, resetter);
-  const closedPort = await freeClosedPort();
-  const udpEcho = await udpServer(t, () => true), udpGate = await udpServer(t, admitted), udpClosed = await freeUdpPort();
+  const closedPort = await freePort();
+  const udpEcho = await udpServer(t, () => true), udpGate = await udpServer(t, admitted), udpClosed = await freePort('127.0.0.1', 'udp');
   const listener = (instance: string, port: number, backendUp: boolean, exactFilter: boolean, protocol = 'tcp') => ({
     kind: 'service', instance, protocol, address: '127.0.0.1', listenPort: port, rulePort: port, backend: `127.0.0.1:${port}`,
     backendUp, filter: 'rules', nativeFilter: true, exactFilter, flows: 0,
@@ -175,6 +160,6 @@ t.test('command: bad input and no daemon are exit-2 errors', async (t) => {
   await t.rejects(runCli(['--flows', '10', '--duration', '2']), { code: 'Usage' });
   await t.rejects(runCli(['--mix', 'bogus=1']), { code: 'Usage' });
   await t.rejects(runCli(['--concurrency', '0']), { code: 'Usage' });
-  const port = await freeClosedPort();
+  const port = await freePort();
   await t.rejects(runCli(['--api', `127.0.0.1:${port}`, '--flows', '1']), { code: 'DaemonUnreachable' });
 });

@@ -12,6 +12,7 @@ import { Netd, encodeRequest, helperPath, T_OPEN, T_ATTACH, T_RST, T_UNREACH, T_
 import { nativeStatus, createUdpSocket, closeFd } from '../../src/native/sock-filter.js';
 import { compileAcceptAll, compileDropAllNew, encodeProgram } from '../../src/policy/bpf.js';
 import { mulberry32 } from '../prng.js';
+import { until } from '../helpers.js';
 
 class Prng {
   private readonly next: () => number;
@@ -19,10 +20,6 @@ class Prng {
   int(lo: number, hi: number): number { return lo + Math.floor(this.next() * (hi - lo + 1)); }
   pick<T>(xs: readonly T[]): T { return xs[this.int(0, xs.length - 1)]!; }
   bytes(n: number): Buffer { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = this.int(0, 255); return b; }
-}
-async function until(cond: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
 
 const skip = !nativeStatus().loaded ? 'native addon not built' : !existsSync(helperPath()) ? `helper ${helperPath()} not built` : false;

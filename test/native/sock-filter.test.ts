@@ -7,6 +7,7 @@ import dgram from 'node:dgram';
 import { attachFilter, closeFd, createTcpListener, createUdpSocket, detachFilter, filterLength, nativeStatus } from '../../src/native/sock-filter.js';
 import { compileAcceptAll, compileDropAllNew, compileSourceFilter, encodeProgram, runFilter } from '../../src/policy/bpf.js';
 import { probeLoopback, probeSocketFilter } from '../../src/native/probe.js';
+import { sleep, until } from '../helpers.js';
 
 const st = nativeStatus();
 const skip = st.loaded ? false : `native addon not loaded: ${st.error}`;
@@ -164,8 +165,7 @@ t.test('UDP: a filtered socket never receives datagrams from a denied source', {
   };
   await send('127.0.0.3', 'denied');
   await send('127.0.0.2', 'allowed');
-  const until = Date.now() + 1000;
-  while (!got.length && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-  await new Promise((r) => setTimeout(r, 50));
+  await until(() => got.length > 0, 1000, 10);
+  await sleep(50);
   t.same(got, ['127.0.0.2:allowed'], 'only the allowed datagram arrived');
 });

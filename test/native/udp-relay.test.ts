@@ -10,11 +10,10 @@ import {
   STAT_BYTES_OUT, STAT_EXCHANGES, STAT_REPLIES, STAT_LAST_DIR,
 } from '../../src/native/udp-relay.js';
 import { readdirSync, readFileSync } from 'node:fs';
-import { freshAddr, startDaemon } from '../e2e/helpers.js';
+import { freePort, freshAddr, sleep, startDaemon, until } from '../e2e/helpers.js';
 
 const st = nativeStatus();
 const skip = !st.loaded ? `native addon not loaded: ${st.error}` : !udpRelayAvailable() ? 'addon has no udpRelayOpen (or SGEMU_RELAY=node)' : false;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Seen { address: string; port: number; msg: Buffer }
 
@@ -31,19 +30,10 @@ function openRelay(t: Test, family: 4 | 6 = 4, address = family === 4 ? freshAdd
   return { fd, relay, seen, errors, address };
 }
 
-/** A UDP port free on host right now (bind 0, read, close). */
-async function freeUdpPort(host: string): Promise<number> {
-  const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  await new Promise<void>((r) => s.bind(0, host, () => r()));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
 /** The same on a known port, for clients to send to. */
 async function listenerOn(t: Test, family: 4 | 6 = 4) {
   const address = family === 4 ? freshAddr() : '::1';
-  const port = await freeUdpPort(address);
+  const port = await freePort(address, 'udp');
   const fd = createUdpSocket({ family, address, port, program: null });
   const seen: Seen[] = [];
   const errors: [number, number, number][] = [];
@@ -75,13 +65,6 @@ async function client(t: Test, src: string, host: string, port: number) {
   await new Promise<void>((r) => s.bind(0, src, () => s.connect(port, host, () => r())));
   t.teardown(() => { try { s.close(); } catch { /* closed */ } });
   return { s, got, errs, port: s.address().port };
-}
-
-/** Waits until cond() holds, polling every 5 ms, at most ms. */
-async function until(cond: () => boolean, ms = 1000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond()) { if (Date.now() > end) return false; await sleep(5); }
-  return true;
 }
 
 t.test('unknown client goes to JS; once added, its datagrams are relayed natively both ways', { skip }, async (t) => {
@@ -187,7 +170,7 @@ t.test('errors: duplicate client EEXIST, bad address EINVAL (NativeError codes)'
 
 t.test('backend down: the flow reports ECONNREFUSED and stops being polled', { skip }, async (t) => {
   const l = await listenerOn(t);
-  const dead = await freeUdpPort('127.0.0.1');
+  const dead = await freePort('127.0.0.1', 'udp');
   const src = freshAddr();
   const c = await client(t, src, l.address, l.port);
   c.s.send('q');
@@ -283,7 +266,7 @@ for (const mode of ['native', 'node'] as const) {
     t.teardown(() => { if (saved === undefined) delete process.env.SGEMU_RELAY; else process.env.SGEMU_RELAY = saved; });
     const before = relayThreads();
     const addr = freshAddr(), src = freshAddr();
-    const port = await freeUdpPort(addr);
+    const port = await freePort(addr, 'udp');
     const be = await echo(t);
     const { daemon } = await startDaemon(t, daemonConfig(addr, port, be.port, src));
     t.equal(relayThreads() - before, mode === 'native' ? 1 : 0, mode === 'native' ? 'one relay thread for the listener' : 'no relay thread');

@@ -40,6 +40,8 @@ interface RequestInfo { action: string }
 
 export class ApiServer {
   private readonly server: http.Server;
+  /** Further listening sockets served alike (inside `sgemu exec`'s namespace). */
+  private readonly extra: http.Server[] = [];
   readonly metrics: DaemonMetrics;
   private signAll: boolean | undefined;
   requests = 0;
@@ -81,14 +83,30 @@ export class ApiServer {
     });
   }
 
+  /** Also serves on a listening socket made elsewhere (`sgemu exec`: one inside the namespace,
+   * from the helper; loopback there, so the same access rules as a loopback --api). */
+  listenFd(fd: number): Promise<void> {
+    const s = http.createServer(this.server.listeners('request')[0] as http.RequestListener);
+    s.keepAliveTimeout = 1000;
+    this.extra.push(s);
+    this.signAll ??= false;
+    return new Promise((resolve, reject) => {
+      s.once('error', reject);
+      s.listen({ fd }, () => { s.off('error', reject); resolve(); });
+    });
+  }
+
   close(): Promise<void> {
-    return new Promise((r) => { this.server.close(() => r()); this.server.closeAllConnections(); });
+    const all = [this.server, ...this.extra];
+    return Promise.all(all.map((s) => new Promise<void>((r) => {
+      if (!s.listening) { r(); return; }
+      s.close(() => r()); s.closeAllConnections();
+    }))).then(() => {});
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, info: RequestInfo): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const d = this.daemon;
-    const route = `${req.method} ${url.pathname.replace(/\/+$/, '') || '/'}`;
+    const route = `${req.method} ${routePath(req.url ?? '/')}`;
     const ec2 = route === 'POST /';
     if (ROUTES.has(route)) info.action = route;
     else if (ec2) info.action = 'ec2:unknown';
@@ -165,7 +183,26 @@ export class ApiServer {
   }
 }
 
-/** The daemon's numbers as the metrics read them at scrape time. */
+/**
+ * The path a request names, for routing: the origin-form target up to `?` (taken as sent, never
+ * resolved as a URL: `new URL('//', base)` reads `//` as an empty host and throws, and `//x` as
+ * host x with path `/`, which sent `POST //x` to the EC2 API — issue 17), trailing slashes of a
+ * longer path dropped (`/v1/status/`). The absolute form (`http://host/path`, RFC 9112 §3.2.2)
+ * is accepted as servers must. Anything else (`*`, `//`, garbage) yields a path no route has: 404.
+ */
+export function routePath(target: string): string {
+  let path: string;
+  if (target.startsWith('/')) path = target;
+  else if (/^https?:\/\//i.test(target)) {
+    try { path = new URL(target).pathname; } catch { return '(unparsable)'; }
+  } else return '(unparsable)';
+  const end = path.search(/[?#]/);
+  if (end >= 0) path = path.slice(0, end);
+  if (path === '/') return path;
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed === '' ? path : trimmed;         // `//`: not `/`, no route
+}
+
 /** Why --api cannot be served, in words a user can act on (exit 2 through the CLI). */
 function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): SgemuError {
   const where = `--api ${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -177,6 +214,7 @@ function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): S
   return new SgemuError(e.code ?? 'ApiListenFailed', `cannot listen on ${where}: ${why}`);
 }
 
+/** The daemon's numbers as the metrics read them at scrape time. */
 function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
   return {
     counters: d.counters,

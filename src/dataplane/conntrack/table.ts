@@ -48,6 +48,18 @@ import { inspect } from 'node:util';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6Words } from '../../policy/addr.js';
 import type { Clock } from '../clock.js';
 
+/**
+ * Idle timeout of a half-closed TCP flow (a FIN seen in one direction, the other still open):
+ * Linux conntrack's CLOSE_WAIT, where a flow goes once the FIN is acknowledged, as our own socket
+ * did on reading it: nf_conntrack_tcp_timeout_close_wait = 60 s (net/netfilter/
+ * nf_conntrack_proto_tcp.c tcp_timeouts[]; Documentation/networking/nf_conntrack-sysctl.rst; the
+ * unacknowledged FIN_WAIT is 120 s, established 5 days). Without it, a client gone after its FIN
+ * and a backend that never reads held a slot and two fds for the 5-day established timeout
+ * (issue 17). Like every conntrack timeout it counts from the last packet: a half-closed flow
+ * that still moves bytes lives on.
+ */
+export const TCP_HALF_CLOSED_TIMEOUT_MS = 60_000;
+
 export const ST_SYN_SENT = 0;
 export const ST_ESTABLISHED = 1;
 export const ST_FIN_WAIT = 2;
@@ -528,6 +540,19 @@ export class ConnTable {
       if (p === rev && key[b + K_SRC] === d3 && key[b + K_DST] === s3 &&
         a6[w] === d0 && a6[w + 1] === d1 && a6[w + 2] === d2 && d6[w] === s0 && d6[w + 1] === s1 && d6[w + 2] === s2) return st.entries[s]!;
     }
+  }
+
+  /**
+   * A FIN was seen on a TCP flow (established, or booked SYN_SENT by a relay that reports its
+   * connect late): FIN_WAIT, idle timeout cut to TCP_HALF_CLOSED_TIMEOUT_MS (never raised),
+   * counted from now (the FIN is a packet).
+   */
+  halfClose(e: FlowEntry): void {
+    if (!e.live || (e.state !== ST_ESTABLISHED && e.state !== ST_SYN_SENT)) return;
+    const n = e.slot * NW, num = this.st.num;
+    e.state = ST_FIN_WAIT;
+    if (num[n + N_TIMEOUT]! > TCP_HALF_CLOSED_TIMEOUT_MS) num[n + N_TIMEOUT] = TCP_HALF_CLOSED_TIMEOUT_MS;
+    num[n + N_LAST_SEEN] = this.clock.nowMs();
   }
 
   /** Records activity now (UDP relays call this per datagram; TCP relies on sampling). */

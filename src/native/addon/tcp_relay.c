@@ -19,7 +19,12 @@
  *
  *   epoll data (u64):  TAG_WAKE | 0            the eventfd that wakes the thread (stop)
  *                      TAG_LISTEN | lid        a listening socket (level triggered)
- *                      slot << 1 | side        a flow's client (0) or backend (1) socket (edge triggered)
+ *                      id << 1 | side          a flow's client (0) or backend (1) socket (edge triggered);
+ *                                              id = slot | generation << SLOT_BITS, 32 bits
+ *   A flow event is handled only while its slot still holds that id: an event epoll reported for
+ *   a flow freed later in the same batch (its slot maybe reused by an accept in that batch, or by
+ *   relayDrain between epoll_wait and the lock) is stale, never taken for the slot's next flow
+ *   (issue 17: a stale EPOLLHUP failed the next flow with ECONNREFUSED). As in udp_relay.c.
  *
  *   events to JS: records [type, id, a, b, x, y] in the Float64Array JS handed to relayInit,
  *   with their count and an array of peer address strings
@@ -35,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,15 +105,23 @@ static struct {
   struct queue q, spare;
   double overflow;            /* accepted while every slot was taken: reset at once */
   uint32_t flows_live;
+  /* Test hook (relayTestPause): the thread parks before its next epoll_wait while paused, so a
+   * test can line events up in the ready list and have them handled as one batch. */
+  pthread_cond_t test_cv;
+  int test_paused, test_parked;
 } R;   /* zero-initialised: in .bss, not 1.1 MB of .data in the shipped binary (issue 13) */
 
-/* The non-zero initial values, set when the addon is loaded. PTHREAD_MUTEX_INITIALIZER is all
- * zeros on glibc and musl, so R.mu needs nothing; pthread_mutex_init keeps that explicit. */
+/* The non-zero initial values, set when the addon is loaded. PTHREAD_MUTEX_INITIALIZER and
+ * PTHREAD_COND_INITIALIZER are all zeros on glibc and musl; the init calls keep that explicit. */
 __attribute__((constructor)) static void relay_state_init(void) {
   pthread_mutex_init(&R.mu, NULL);
+  pthread_cond_init(&R.test_cv, NULL);
   R.epfd = -1;
   R.wakefd = -1;
 }
+
+/* The epoll tag of one socket of flow `id` (side 0 client, 1 backend). */
+static uint64_t flow_tag(uint32_t id, int side) { return (uint64_t)id << 1 | (uint64_t)side; }
 
 /* ---- helpers (R.mu held) ---- */
 
@@ -318,7 +332,8 @@ static void settle(struct flow *f, int err) {
 /* Edge-triggered event on one socket of a flow: read from it if readable, flush towards it if it
  * became writable with bytes waiting, nothing else (no speculative syscalls). */
 static void on_flow_event(uint64_t tag, uint32_t events) {
-  struct flow *f = &R.flows[tag >> 1];
+  struct flow *f = flow_by_id((uint32_t)(tag >> 1));
+  if (!f) return;             /* stale: the flow ended after epoll_wait reported it */
   int side = (int)(tag & 1);
   if (f->state == F_RELAY) {
     int err = 0;
@@ -390,9 +405,9 @@ static int dial(const struct target *t, int *out) {
 /* Both sockets of a connecting flow into epoll (edge triggered); 0 or an errno. */
 static int watch_flow(struct flow *f) {
   struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
-  ev.data.u64 = (uint64_t)(f->id & SLOT_MASK) << 1;
+  ev.data.u64 = flow_tag(f->id, 0);
   if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, f->cfd, &ev) != 0) return errno;
-  ev.data.u64 |= 1;
+  ev.data.u64 = flow_tag(f->id, 1);
   if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, f->bfd, &ev) != 0) return errno;
   return 0;
 }
@@ -468,6 +483,12 @@ static void *relay_main(void *arg) {
   for (;;) {
     int timeout = -1;
     pthread_mutex_lock(&R.mu);
+    while (R.test_paused && !R.stop) {
+      R.test_parked = 1;
+      pthread_cond_broadcast(&R.test_cv);
+      pthread_cond_wait(&R.test_cv, &R.mu);
+    }
+    R.test_parked = 0;
     if (R.q.n > 0 && !R.call_pending) {
       int64_t left = BATCH_US - (now_us() - R.q_first_us);
       timeout = left <= 0 ? 0 : (int)((left + 999) / 1000);
@@ -589,6 +610,8 @@ static void stop_all(int release) {
   pthread_mutex_lock(&R.mu);
   if (!R.running) { pthread_mutex_unlock(&R.mu); return; }
   R.stop = 1;
+  R.test_paused = 0;
+  pthread_cond_broadcast(&R.test_cv);
   uint64_t one = 1;
   (void)!write(R.wakefd, &one, sizeof(one));
   pthread_mutex_unlock(&R.mu);
@@ -646,25 +669,42 @@ static napi_value relay_init(napi_env env, napi_callback_info info) {
   CHECK(napi_create_reference(env, argv[2], 1, &R.events_ref));
   R.events = edata;
   R.events_cap = elen / REC;
+  /* Every failure from here closes what was opened (issue 17: a failed threadsafe function
+   * leaked the epoll fd and the eventfd) and reports { errno, syscall }. */
+  int err = 0;
+  const char *sys = NULL;
   R.epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (R.epfd < 0) return make_failure(env, errno, "epoll_create1");
-  R.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (R.wakefd < 0) { int e = errno; close(R.epfd); R.epfd = -1; return make_failure(env, e, "eventfd"); }
-  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-  epoll_ctl(R.epfd, EPOLL_CTL_ADD, R.wakefd, &ev);
-  CHECK(napi_create_string_utf8(env, "sgemu-tcp-relay", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &R.tsfn));
-  CHECK(napi_unref_threadsafe_function(env, R.tsfn));
-  R.tsfn_refd = 0;
-  R.running = 1;
-  int rc = pthread_create(&R.thread, NULL, relay_main, NULL);
-  if (rc != 0) {
-    R.running = 0;
-    close(R.epfd); close(R.wakefd);
-    R.epfd = R.wakefd = -1;
-    napi_release_threadsafe_function(R.tsfn, napi_tsfn_abort);
+  if (R.epfd < 0) { err = errno; sys = "epoll_create1"; }
+  if (!err && (R.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) { err = errno; sys = "eventfd"; }
+  if (!err) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
+    if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, R.wakefd, &ev) != 0) { err = errno; sys = "epoll_ctl"; }
+  }
+  if (!err && (napi_create_string_utf8(env, "sgemu-tcp-relay", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+               napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &R.tsfn) != napi_ok)) {
+    err = EINVAL; sys = "napi_create_threadsafe_function";   /* onEvents is not a function */
     R.tsfn = NULL;
-    return make_failure(env, rc, "pthread_create");
+  }
+  if (!err && napi_unref_threadsafe_function(env, R.tsfn) != napi_ok) { err = EINVAL; sys = "napi_unref_threadsafe_function"; }
+  if (!err) {
+    R.tsfn_refd = 0;
+    R.running = 1;
+    /* The thread starts with every signal blocked, as udp_relay.c's: signals stay with Node's
+     * own threads (a SIGINT or SIGCHLD delivered here would find no handler of ours). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&R.thread, NULL, relay_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) { R.running = 0; err = rc; sys = "pthread_create"; }
+  }
+  if (err) {
+    if (R.epfd >= 0) close(R.epfd);
+    if (R.wakefd >= 0) close(R.wakefd);
+    R.epfd = R.wakefd = -1;
+    if (R.tsfn) napi_release_threadsafe_function(R.tsfn, napi_tsfn_abort);
+    R.tsfn = NULL;
+    return make_failure(env, err, sys);
   }
   (void)pthread_setname_np(R.thread, "sgemu-tcp-relay");   /* shows in top -H, perf, /proc */
   return num(env, MAX_FLOWS);
@@ -857,6 +897,39 @@ static napi_value relay_stats(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/*
+ * relayTestPause(on) → 0. Test hook, refused (EPERM) unless SGEMU_TEST_HOOKS=1 is set: with on,
+ * returns once the thread is parked before its next epoll_wait (events meanwhile queue up in the
+ * epoll ready list, in the order they happen); off lets it go on, and its next epoll_wait returns
+ * them as one batch. The deterministic way to have a flow freed, its slot reused and its stale
+ * event handled within one batch (test/native/tcp-relay.test.ts).
+ */
+static napi_value relay_test_pause(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool on;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) return type_error(env, "sgemu_native: relayTestPause(on)");
+  const char *hooks = getenv("SGEMU_TEST_HOOKS");
+  if (!hooks || strcmp(hooks, "1") != 0) return make_failure(env, EPERM, "relayTestPause");
+  pthread_mutex_lock(&R.mu);
+  napi_value out;
+  if (!R.running) out = make_failure(env, ENOTCONN, "relayTestPause");
+  else {
+    R.test_paused = on;
+    if (on) {
+      uint64_t one = 1;
+      (void)!write(R.wakefd, &one, sizeof(one));     /* out of epoll_wait, to the parking spot */
+      while (!R.test_parked && R.running && !R.stop) pthread_cond_wait(&R.test_cv, &R.mu);
+    } else {
+      pthread_cond_broadcast(&R.test_cv);
+    }
+    out = num(env, 0);
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
 static napi_value relay_stop(napi_env env, napi_callback_info info) {
   (void)info;
   stop_all(1);
@@ -874,6 +947,7 @@ napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports) {
     { "relayStats", NULL, relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayDrain", NULL, relay_drain, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayStop", NULL, relay_stop, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayTestPause", NULL, relay_test_pause, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -44,6 +44,8 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 
+#include "netd.h"
+
 #ifndef SO_LOCK_FILTER
 #define SO_LOCK_FILTER 44
 #endif
@@ -63,12 +65,14 @@
  * Addresses are network-order bytes (IPv4 in the first 4). */
 #define MAGIC 0x31444e53u          /* "SND1" */
 #define VERSION 1
-enum { T_PROBE = 1, T_OPEN = 2, T_ATTACH = 3, T_CLOSE = 4, T_RST = 5, T_UNREACH = 6, T_WATCH = 7 };
+enum { T_PROBE = 1, T_OPEN = 2, T_ATTACH = 3, T_CLOSE = 4, T_RST = 5, T_UNREACH = 6, T_WATCH = 7,
+       T_ADDR = 8, T_EXEC = 9, T_SIGNAL = 10 };      /* 8-10: --namespace only (namespace.c) */
 #define HDR 64
 #define MAX_INSNS 4096
 #define MAX_TARGETS 256
 #define MAX_QUOTE 72
 #define MAX_REQ (HDR + MAX_INSNS * 8)
+#define MAX_EXEC (256 * 1024)      /* EXEC: cwd, argv and environment */
 #define MAX_LISTENERS 4096
 #define CTL_FD 3
 #define EV_FD 4
@@ -101,6 +105,9 @@ static uint32_t capmask;          /* CAP_NET_ADMIN | CAP_NET_RAW, as far as we w
 static unsigned char evq[EVQ_BYTES];
 static size_t evq_len;
 static unsigned long ev_dropped;
+/* --namespace: in a user + network + PID namespace of our own (namespace.c); every address is
+ * ours there (the namespace has lo only), and the host sees no capability of ours. */
+static int ns_mode, ns_err;
 
 /* --- capabilities: permitted kept, effective raised around one syscall ------------------- */
 static int capset_eff(int on) {
@@ -115,7 +122,9 @@ static void caps_init(void) {
   struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
   struct __user_cap_data_struct d[2];
   memset(d, 0, sizeof(d));
-  if (syscall(SYS_capget, &h, d) == 0) capmask = d[0].permitted & ((1u << CAP_NET_ADMIN) | (1u << CAP_NET_RAW));
+  /* In our own namespace, ports below 1024 too (the instances' 53, 443, …): it is ours alone. */
+  uint32_t keep = (1u << CAP_NET_ADMIN) | (1u << CAP_NET_RAW) | (ns_mode ? 1u << CAP_NET_BIND_SERVICE : 0);
+  if (syscall(SYS_capget, &h, d) == 0) capmask = d[0].permitted & keep;
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
   capset_eff(0);                  /* drops every other capability from permitted too */
 }
@@ -124,6 +133,7 @@ static void caps_init(void) {
 /* --- checks ---------------------------------------------------------------------------- */
 static const uint8_t V6_LOOPBACK[16] = { 0,0,0,0, 0,0,0,0, 0,0,0,0, 0,0,0,1 };
 static int is_loopback(int family, const uint8_t *a) {
+  if (ns_mode) return family == 4 || family == 6;
   if (family == 4) return a[0] == 127;
   return family == 6 && memcmp(a, V6_LOOPBACK, 16) == 0;
 }
@@ -206,7 +216,8 @@ static void do_open(const struct req *q, const unsigned char *tail) {
   if ((tcp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
       (q->family == 6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
       (q->count > 0 && attach(fd, (const struct sock_filter *)tail, q->count, q->proto) != 0) ||
-      bind(fd, (struct sockaddr *)&ss, sockaddr_of(q->family, q->addr, q->port, &ss)) != 0 ||
+      (ns_mode ? PRIVILEGED(bind(fd, (struct sockaddr *)&ss, sockaddr_of(q->family, q->addr, q->port, &ss)))   /* ports < 1024 inside */
+               : bind(fd, (struct sockaddr *)&ss, sockaddr_of(q->family, q->addr, q->port, &ss))) != 0 ||
       (tcp && listen(fd, q->backlog > 0 ? q->backlog : 511) != 0) ||
       fstat(fd, &st) != 0) {
     err = errno; close(fd); reply(q, err, 0, -1); return;
@@ -473,11 +484,12 @@ static void do_probe(const struct req *q) {
   if (fd >= 0) { ok |= 2; close(fd); } else if (!err) err = errno;
   fd = PRIVILEGED(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
   if (fd >= 0) { ok |= 4; close(fd); } else if (!err) err = errno;
-  reply(q, err, ok, -1);
+  if (ns_mode && ns_err == 0) ok |= 8;             /* bit 3: the namespace is ready */
+  reply(q, ns_mode && ns_err ? ns_err : err, ok, -1);
 }
 
 /* --- the request loop ------------------------------------------------------------------ */
-static unsigned char buf[MAX_REQ + 1];
+static unsigned char buf[MAX_EXEC + HDR + 1];
 
 static void serve_one(short revents) {
   union { char b[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } c;
@@ -508,11 +520,14 @@ static void serve_one(short revents) {
     case T_OPEN: case T_ATTACH: want = (size_t)q.count * 8; bad |= q.count > MAX_INSNS; break;
     case T_WATCH: want = (size_t)q.count * sizeof(struct target); break;
     case T_UNREACH: want = q.count; bad |= q.count > MAX_QUOTE || q.count < 28; break;
+    case T_EXEC: want = tail_len; bad |= q.count != 0 || !ns_mode; break;
     default: want = 0;
   }
   bad |= tail_len != want;
+  bad |= q.type != T_EXEC && tail_len > MAX_REQ - HDR;
   if (q.type == T_OPEN || q.type == T_RST || q.type == T_UNREACH || q.type == T_CLOSE)
     bad |= (q.family != 4 && q.family != 6) || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP);
+  if (q.type == T_ADDR) bad |= q.family != 4 && q.family != 6;
   if (bad) { if (fd >= 0) close(fd); reply(&q, EPROTO, 0, -1); return; }
   if (q.type != T_ATTACH && fd >= 0) { close(fd); fd = -1; }
   if (q.family == 4) memset(q.addr + 4, 0, 12);
@@ -531,18 +546,33 @@ static void serve_one(short revents) {
     case T_RST: do_rst(&q); break;
     case T_UNREACH: do_unreach(&q, tail); break;
     case T_WATCH: do_watch(&q, tail); break;
+    case T_ADDR: reply(&q, !ns_mode ? EPERM : PRIVILEGED(ns_addr(q.family, q.addr)) == 0 ? 0 : errno, 0, -1); break;
+    case T_EXEC: {
+      int pid = ns_exec((const char *)tail, tail_len);
+      reply(&q, pid < 0 ? errno : 0, pid < 0 ? 0 : (uint32_t)pid, -1);
+      break;
+    }
+    case T_SIGNAL: reply(&q, !ns_mode ? EPERM : ns_signal((int)q.ack) == 0 ? 0 : errno, 0, -1); break;
     default: reply(&q, EOPNOTSUPP, 0, -1);
   }
   if (fd >= 0) close(fd);
 }
 
 int main(int argc, char **argv) {
-  int type = 0;
+  int type = 0, pidfd = -1;
   socklen_t tl = sizeof(type);
-  (void)argv;
+  ns_mode = argc == 2 && strcmp(argv[1], "--namespace") == 0;
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (ns_mode) {
+    /* Nothing of the host's privilege comes along: drop it all, then take the namespace's. */
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof(d));
+    syscall(SYS_capset, &h, d);
+    ns_err = ns_enter() == 0 ? 0 : errno;
+  }
   caps_init();
-  if (argc > 1 || getsockopt(CTL_FD, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET ||
+  if ((argc > 1 && !ns_mode) || argc > 2 || getsockopt(CTL_FD, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET ||
       getsockopt(EV_FD, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
     fprintf(stderr, "sgemu-netd: the capability helper of sgemu; it is started by `sgemu run` (fd 3: requests, fd 4: events), not by hand\n");
     return 2;
@@ -553,8 +583,20 @@ int main(int argc, char **argv) {
   syscall(SYS_close_range, 5, ~0U, 0);    /* nothing else inherited stays open */
   fcntl(EV_FD, F_SETFL, fcntl(EV_FD, F_GETFL) | O_NONBLOCK);
   for (;;) {
-    struct pollfd p[3] = { { CTL_FD, POLLIN, 0 }, { EV_FD, evq_len ? POLLOUT : 0, 0 }, { pkt_fd, POLLIN, 0 } };
-    if (poll(p, pkt_fd >= 0 ? 3 : 2, -1) < 0 && errno != EINTR) return 1;
+    struct pollfd p[4] = { { CTL_FD, POLLIN, 0 }, { EV_FD, evq_len ? POLLOUT : 0, 0 }, { pkt_fd, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
+    if (pidfd < 0 && ns_init_pid() > 0) p[3].fd = pidfd = (int)syscall(SYS_pidfd_open, ns_init_pid(), 0);
+    if (poll(p, 4, -1) < 0 && errno != EINTR) return 1;
+    if (pidfd >= 0 && p[3].revents & POLLIN) {        /* the command ended: report its status */
+      int status = ns_reap();
+      if (status >= 0) {
+        struct event e;
+        memset(&e, 0, sizeof(e));
+        e.kind = 3; e.seq = (uint32_t)status;
+        ev_push(&e);
+        close(pidfd);
+        pidfd = -1;
+      }
+    }
     if (p[0].revents & (POLLHUP | POLLERR) && !(p[0].revents & POLLIN)) return 0;
     if (p[1].revents & (POLLHUP | POLLERR)) return 0;
     if (p[0].revents & POLLIN) serve_one(p[0].revents);

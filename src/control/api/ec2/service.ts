@@ -16,7 +16,7 @@ import { loadConfigText, modelToConfigObject } from '../../../config/load.js';
 import { ruleKey } from '../../../config/ids.js';
 import { AwsError, ConfigErrors } from '../../../model/errors.js';
 import { EGRESS, INGRESS, type Direction, type Instance, type Model, type Rule, type SecurityGroup } from '../../../model/types.js';
-import { readStateFile, saveState, type StateExtras } from '../../state.js';
+import { readStateFile, removeStaleTemps, saveState, type StateExtras } from '../../state.js';
 import {
   awsProtocol, checkCidrFamily, configRule, groupArn, ipPermissionsXml, parseApiProtocol, parsePermissions, portFields,
   revokedRuleXml, ruleToConfig, securityGroupRuleXml, sourceKind, type ConfigRule, type RuleSource,
@@ -79,11 +79,15 @@ export class Ec2Service {
   private ruleTags = new Map<string, Record<string, string>>();
   private deleted = new Set<string>();
   private chain: Promise<unknown> = Promise.resolve();
+  /** Temp files of writers killed mid-save, removed at construction (`state.json.tmp-PID`). */
+  readonly removedTemps: string[] = [];
 
   constructor(host: Ec2Host, opts: { statePath: string | null }) {
     this.host = host;
     this.statePath = opts.statePath;
     if (this.statePath) {
+      // The only writer of the file clears what writers killed mid-save left (issue 17).
+      this.removedTemps = removeStaleTemps(this.statePath);
       // The rule tags and deletions of the last run; the groups themselves came in through the
       // daemon's loadState. An unreadable file was already reported there.
       try {
