@@ -1,8 +1,10 @@
-// npm "install" hook: builds build/Release/sgemu_native.node with node-gyp.
+// npm "install" hook: uses the prebuilt addon the package ships when it loads here, else builds
+// build/Release/sgemu_native.node with node-gyp.
 // Must never fail the install: without the addon sgemu runs with userland checks instead of kernel
 // socket filters (see native-notes/fallbacks.md). On any failure print one warning and exit 0.
 import { spawnSync } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,7 +46,32 @@ function warn(why) {
   console.warn(`sgemu: native addon not built (${why}); kernel socket filters disabled; see \`sgemu doctor\``);
 }
 
+/**
+ * The prebuilt addon the package ships for this platform (scripts/prebuild.mjs), when it loads
+ * here (and this is an installed package, not a git checkout): then there is nothing to compile.
+ * SGEMU_BUILD_FROM_SOURCE=1 (or npm's --build-from-source) builds anyway; a source build in
+ * build/Release takes precedence at load.
+ */
+function usablePrebuild() {
+  if (process.env.SGEMU_BUILD_FROM_SOURCE === '1' || process.env.npm_config_build_from_source === 'true') return null;
+  // A git checkout builds its own sources: prebuilds/ there is a leftover of `npm pack`.
+  if (existsSync(join(root, '.git'))) return null;
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (!existsSync(dir)) return null;
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.node')) continue;
+    if (f.split('.').includes('glibc') && process.report?.getReport?.().header?.glibcVersionRuntime === undefined) continue;
+    try { createRequire(import.meta.url)(join(dir, f)); return join(dir, f); } catch { /* does not load here: build */ }
+  }
+  return null;
+}
+
 try {
+  const pre = usablePrebuild();
+  if (pre) {
+    console.log(`sgemu: using the prebuilt native addon ${pre.slice(root.length + 1)} (no compiler needed; \`sgemu doctor\` shows which addon is loaded)`);
+    process.exit(0);
+  }
   if (process.platform !== 'linux') {
     warn(`platform ${process.platform} is not linux`);
   } else {

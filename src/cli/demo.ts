@@ -9,6 +9,7 @@ import { Daemon } from '../control/daemon.js';
 import { DEMO_CONFIG, demoTour, startDemoBackends } from '../control/demo.js';
 import { DEFAULT_API, parseCommandArgs, type Command } from './command.js';
 import { RUN_OPTIONS, daemonOptions, stderrLog } from './run.js';
+import { schemaLine } from './schema-line.js';
 import { PrivilegeError } from '../dataplane/privilege.js';
 import type { DaemonOptions } from '../control/daemon.js';
 import { NAMESPACE_API } from '../control/daemon.js';
@@ -67,7 +68,7 @@ Options:
                     the one command that fixes it`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, { ...RUN_OPTIONS, 'print-config': { type: 'boolean', default: false }, interactive: { type: 'boolean', default: false } });
-    if (values['print-config']) { process.stdout.write(DEMO_CONFIG); return 0; }
+    if (values['print-config']) { process.stdout.write(schemaLine() + '\n' + DEMO_CONFIG); return 0; }
     const dir = join(tmpdir(), `sgemu-demo-${process.getuid?.() ?? 'user'}`);
     mkdirSync(dir, { recursive: true });
     const configPath = join(dir, 'sgemu.yaml');

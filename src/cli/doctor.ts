@@ -24,6 +24,8 @@ export interface DoctorReport {
   behaviours: { behaviour: string; exact: boolean; outcome: string; upgrade: string | null }[];
   helper: { path: string; capabilities: boolean; probe: NetdProbe | null; error: string | null };
   checks: Check[];
+  /** Which addon was loaded: 'prebuilt' (prebuilds/linux-x64, shipped in the package) or 'source build'. */
+  addon: { origin: string | null; path: string | null };
   refusalMode: 'raw' | 'reset';
   timeoutMode: 'kernel' | 'userland-reset';
   relay: { tcp: RelayMode; udp: RelayMode };
@@ -47,8 +49,10 @@ export function runChecks(): DoctorReport {
   const checks: Check[] = [];
   const native = nativeStatus();
   const setup = setupCommand();
-  checks.push({ name: 'native addon', ok: native.loaded, detail: native.loaded ? 'sgemu_native.node loaded' : (native.error ?? 'not built'),
-    fix: 'install a C compiler and Node headers (apt-get install -y g++ make python3), then `npm rebuild sgemu`' });
+  // Which copy: a source build (build/Release) wins over the prebuilt one the package ships.
+  checks.push({ name: 'native addon', ok: native.loaded,
+    detail: native.loaded ? `${native.origin ?? 'source build'} loaded: ${native.path ?? 'sgemu_native.node'}` : (native.error ?? 'not built'),
+    fix: `no prebuilt addon for ${process.platform}-${process.arch} (the package ships linux-x64 glibc): install a C compiler and Node headers (apt-get install -y g++ make python3), then \`npm rebuild sgemu\`` });
   const filter = native.loaded ? probeSocketFilter() : { ok: false, reason: 'needs the native addon' };
   checks.push({ name: 'socket filter on TCP in this process', ok: filter.ok, detail: filter.reason,
     fix: `needs CAP_NET_ADMIN on this kernel; not needed when the capability helper is set up: ${setup}` });
@@ -82,7 +86,7 @@ export function runChecks(): DoctorReport {
   const timeoutMode = degraded.tcpFilter !== null ? 'kernel' : 'userland-reset';
   // Speed, not semantics: without the native relays flows go through Node streams / node:dgram.
   const relay = { tcp: tcpRelayStatus().available ? 'native' as const : 'node' as const, udp: udpRelayAvailable() ? 'native' as const : 'node' as const };
-  return { mode: priv.mode, exact, behaviours, helper, checks, refusalMode, timeoutMode, relay };
+  return { mode: priv.mode, exact, behaviours, helper, checks, addon: { origin: native.origin, path: native.path }, refusalMode, timeoutMode, relay };
 }
 
 const MODE_TEXT: Record<PrivilegeMode, string> = {
@@ -114,7 +118,7 @@ Exit 0 when every behaviour is exact, 1 otherwise.`,
     const { values } = parseCommandArgs(argv, COMMON_OPTIONS);
     const r = runChecks();
     if (values.json) {
-      printJson({ ok: r.exact, mode: r.mode, exact: r.exact, behaviours: r.behaviours, helper: r.helper, timeoutMode: r.timeoutMode,
+      printJson({ ok: r.exact, mode: r.mode, exact: r.exact, behaviours: r.behaviours, helper: r.helper, addon: r.addon, timeoutMode: r.timeoutMode,
         refusalMode: r.refusalMode, relay: r.relay, node: process.version, platform: process.platform, checks: r.checks });
       return r.exact ? EXIT_OK : EXIT_NEGATIVE;
     }

@@ -9,6 +9,7 @@ import { importCloudFormation, parseTemplate } from '../import/cloudformation.js
 import { renderText, type ImportResult, type ImportSource } from '../import/common.js';
 import { importTerraform } from '../import/terraform.js';
 import { COMMON_OPTIONS, EXIT_OK, parseCommandArgs, printJson, type Command } from './command.js';
+import { schemaLine } from './schema-line.js';
 
 const OPTIONS = { ...COMMON_OPTIONS, from: { type: 'string' }, instances: { type: 'string' } } as const;
 const SOURCES: readonly ImportSource[] = ['aws', 'cloudformation', 'terraform'];
@@ -87,7 +88,7 @@ Exit codes: 0 converted, 2 bad input (unreadable file, wrong format).`,
     const res = importFile(source as ImportSource, file, values.instances);
     for (const w of res.warnings) process.stderr.write(`sgemu import: warning: ${w}\n`);
     if (values.json) printJson(res.config);
-    else process.stdout.write(renderText(res, source as ImportSource, file));
+    else process.stdout.write(schemaLine() + '\n' + renderText(res, source as ImportSource, file));
     return EXIT_OK;
   },
 };

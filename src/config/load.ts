@@ -19,6 +19,7 @@ import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
 import { defaultGroupId, instanceId, ruleId, ruleKey } from './ids.js';
 import { checkAwsText, indexPath, keyPath, Reader } from './read.js';
 import { MAX_CONFIG_BYTES, kindName, parseTree, scalarText, type TMap, type TNode } from './yaml-tree.js';
+import { CONFIG_OBJECTS, PATTERNS, fieldsOf } from './schema.js';
 
 export { ruleId, defaultGroupId, instanceId } from './ids.js';
 export { modelToConfigObject } from './to-object.js';
@@ -27,25 +28,29 @@ export const DEFAULT_REGION = 'us-east-1';
 export const DEFAULT_ACCOUNT_ID = '000000000000';
 export const DEFAULT_VPC_ID = 'vpc-local';
 
-const TOP_KEYS = ['region', 'accountId', 'vpcs', 'prefixLists', 'securityGroups', 'instances', 'addresses', 'quotas'] as const;
-const VPC_KEYS = ['id'] as const;
-const QUOTA_KEYS = ['groupsPerInstance', 'rulesPerGroup'] as const;
-const PL_KEYS = ['id', 'name', 'maxEntries', 'entries'] as const;
-const PL_ENTRY_KEYS = ['cidr', 'description'] as const;
-const GROUP_KEYS = ['id', 'name', 'vpc', 'description', 'tags', 'ingress', 'egress', 'default'] as const;
-const RULE_KEYS = ['protocol', 'ports', 'icmpType', 'icmpCode', 'cidr', 'groups', 'prefixLists', 'description', 'id'] as const;
-const INSTANCE_KEYS = ['name', 'id', 'vpc', 'address', 'address6', 'securityGroups', 'connectionTracking', 'services', 'outbound'] as const;
-const CT_KEYS = ['tcpEstablishedTimeout', 'udpTimeout', 'udpStreamTimeout'] as const;
-const SERVICE_KEYS = ['protocol', 'port', 'listenPort', 'backend'] as const;
-const OUTBOUND_KEYS = ['protocol', 'port', 'to', 'as'] as const;
+// Field lists and id patterns come from the schema (src/config/schema.ts), the one description of
+// the file's shape; this loader adds everything a schema cannot say.
+const TOP_KEYS = fieldsOf('top');
+const VPC_KEYS = fieldsOf('vpc');
+const QUOTA_KEYS = fieldsOf('quotas');
+const PL_KEYS = fieldsOf('prefixList');
+const PL_ENTRY_KEYS = fieldsOf('prefixListEntry');
+const GROUP_KEYS = fieldsOf('securityGroup');
+const RULE_KEYS = fieldsOf('rule');
+const INSTANCE_KEYS = fieldsOf('instance');
+const CT_KEYS = fieldsOf('connectionTracking');
+const SERVICE_KEYS = fieldsOf('service');
+const OUTBOUND_KEYS = fieldsOf('outbound');
 
-const ID_TAIL = '[A-Za-z0-9][A-Za-z0-9._-]{0,62}';
-const VPC_ID = new RegExp(`^vpc-${ID_TAIL}$`);
-const SG_ID = new RegExp(`^sg-${ID_TAIL}$`);
-const PL_ID = new RegExp(`^pl-${ID_TAIL}$`);
-const INSTANCE_ID = /^i-[0-9a-f]{1,32}$/;
-const INSTANCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const SGR_ID = /^sgr-[0-9a-f]{17}$/;
+const VPC_ID = new RegExp(PATTERNS.vpcId);
+const SG_ID = new RegExp(PATTERNS.groupId);
+const PL_ID = new RegExp(PATTERNS.prefixListId);
+const INSTANCE_ID = new RegExp(PATTERNS.instanceId);
+const INSTANCE_NAME = new RegExp(PATTERNS.instanceName);
+const SGR_ID = new RegExp(PATTERNS.ruleId);
+const CT = CONFIG_OBJECTS.connectionTracking.properties;
+const QUOTAS = CONFIG_OBJECTS.quotas.properties;
+const range = (s: { minimum: number; maximum: number }): [number, number] => [s.minimum, s.maximum];
 
 /**
  * Where instances may live: 'loopback' (127.0.0.0/8, the default) or 'any', inside `sgemu exec`'s
@@ -196,8 +201,8 @@ class Loader {
     if (!qn) return;
     const q = r.map(qn, 'quotas', QUOTA_KEYS, 'quotas');
     if (!q) return;
-    const gpi = r.int(r.child(q, 'groupsPerInstance'), 'quotas.groupsPerInstance', 'quotas.groupsPerInstance', 1, 16);
-    const rpg = r.int(r.child(q, 'rulesPerGroup'), 'quotas.rulesPerGroup', 'quotas.rulesPerGroup', 1, 1000);
+    const gpi = r.int(r.child(q, 'groupsPerInstance'), 'quotas.groupsPerInstance', 'quotas.groupsPerInstance', ...range(QUOTAS.groupsPerInstance));
+    const rpg = r.int(r.child(q, 'rulesPerGroup'), 'quotas.rulesPerGroup', 'quotas.rulesPerGroup', ...range(QUOTAS.rulesPerGroup));
     const groupsPerInstance = gpi ?? DEFAULT_QUOTAS.groupsPerInstance;
     const rulesPerGroup = rpg ?? DEFAULT_QUOTAS.rulesPerGroupPerDirection;
     if (groupsPerInstance * rulesPerGroup > DEFAULT_QUOTAS.rulesTimesGroups) {
@@ -808,9 +813,9 @@ class Loader {
     const cm = r.map(n, cpath, CT_KEYS, 'connectionTracking');
     if (!cm) return ct;
     // Ranges of ConnectionTrackingSpecificationRequest (reference §3.3).
-    const tcp = r.int(r.child(cm, 'tcpEstablishedTimeout'), keyPath(cpath, 'tcpEstablishedTimeout'), 'tcpEstablishedTimeout (seconds)', 60, 432000);
-    const udp = r.int(r.child(cm, 'udpTimeout'), keyPath(cpath, 'udpTimeout'), 'udpTimeout (seconds)', 30, 60);
-    const stream = r.int(r.child(cm, 'udpStreamTimeout'), keyPath(cpath, 'udpStreamTimeout'), 'udpStreamTimeout (seconds)', 60, 180);
+    const tcp = r.int(r.child(cm, 'tcpEstablishedTimeout'), keyPath(cpath, 'tcpEstablishedTimeout'), 'tcpEstablishedTimeout (seconds)', ...range(CT.tcpEstablishedTimeout));
+    const udp = r.int(r.child(cm, 'udpTimeout'), keyPath(cpath, 'udpTimeout'), 'udpTimeout (seconds)', ...range(CT.udpTimeout));
+    const stream = r.int(r.child(cm, 'udpStreamTimeout'), keyPath(cpath, 'udpStreamTimeout'), 'udpStreamTimeout (seconds)', ...range(CT.udpStreamTimeout));
     if (tcp !== undefined) ct.tcpEstablishedTimeoutS = tcp;
     if (udp !== undefined) ct.udpTimeoutS = udp;
     if (stream !== undefined) ct.udpStreamTimeoutS = stream;

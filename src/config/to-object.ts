@@ -21,7 +21,8 @@ export function modelToConfigObject(model: Model): unknown {
     out.prefixLists = model.prefixLists.map((pl) => ({
       id: pl.id,
       ...(pl.name !== pl.id ? { name: pl.name } : {}),
-      maxEntries: pl.maxEntries,
+      // An empty list given without maxEntries has 0, which the loader refuses (1..1000): leave it out.
+      ...(pl.maxEntries >= 1 ? { maxEntries: pl.maxEntries } : {}),
       entries: pl.entries.map((e) => (e.description ? { cidr: e.cidr, description: e.description } : e.cidr)),
     }));
   }

@@ -90,6 +90,8 @@ export class BackendMonitor {
   private timer: NodeJS.Timeout | null = null;
   private readonly listeners: Listener[] = [];
   private readonly scratch = Buffer.allocUnsafe(16384);
+  /** Backends held in a state by `force` (the Node API's setBackend), whatever the kernel says. */
+  private readonly forced = new Map<string, boolean>();
   polls = 0;
 
   constructor(private readonly intervalMs = 20) {}
@@ -118,10 +120,25 @@ export class BackendMonitor {
     if (!w) return;
     if (--w.refs > 0) return;
     this.watched.delete(key);
+    this.forced.delete(key);
     if (this.watched.size === 0 && this.timer) { clearInterval(this.timer); this.timer = null; }
   }
 
   isUp(key: string): boolean { return this.watched.get(key)?.up ?? false; }
+
+  /**
+   * Holds a watched backend up or down regardless of the polls (a test marking a backend down
+   * while its process keeps listening); null hands it back to the polls. Fires onChange.
+   */
+  force(key: string, up: boolean | null): void {
+    if (up === null) this.forced.delete(key);
+    else this.forced.set(key, up);
+    if (up === null) this.poll();
+    else this.set(key, up);
+  }
+
+  /** Held down by force(key, false). Per accept, not per packet: a size check when nothing is held. */
+  isForcedDown(key: string): boolean { return this.forced.size > 0 && this.forced.get(key) === false; }
 
   /**
    * Whether the backend listens at this moment: a fresh poll (sock_diag, tens of µs; at most one
@@ -155,7 +172,7 @@ export class BackendMonitor {
         const s6 = w.b.proto === 6 ? (tcp6 ??= this.merged('tcp6', true)) : (udp6 ??= this.merged('udp6', false));
         up = s6.has(ANY6 + ':' + w.b.port) || s6.has('0000000000000000FFFF0000' + w.hex + ':' + w.b.port);
       }
-      this.set(key, up);
+      this.set(key, this.forced.get(key) ?? up);
     }
   }
 
@@ -175,5 +192,6 @@ export class BackendMonitor {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.watched.clear();
+    this.forced.clear();
   }
 }

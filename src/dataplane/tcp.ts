@@ -133,6 +133,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
     // accepts reach JS in batches (up to a few ms later), and the flow that fills the table must
     // be seen at once so that the ones after it are dropped by the filter rather than reset.
     const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.nearFull &&
+      !this.env.monitor.isForcedDown(this.backendKey) &&
       net.isIP(s.backendHost) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
     const target = on ? `${s.backendHost}|${s.backendPort}|${s.localAddress ?? ''}` : '';
     if (target === this.autoTarget) return;
@@ -170,6 +171,15 @@ export class TcpListener extends ListenerBase implements RelayListener {
       env.counters.rejectedUser++;
       this.stats.rejected++;
       if (flowEvents.hasSubscribers) this.publish('reject', remote, remotePort, 'userland-reset');
+      return null;
+    }
+    if (env.monitor.isForcedDown(this.backendKey)) {
+      // A backend held down (Node API setBackend) that still listens: with raw refusal the
+      // filter's backend-down mode never lets its SYNs reach accept(); without it (fallback) this
+      // is what a dead backend gives here, a reset after accept.
+      env.counters.refusedReset++;
+      this.stats.refused++;
+      if (flowEvents.hasSubscribers) this.publish('refuse', remote, remotePort, 'backend-down');
       return null;
     }
     const spec = this.spec;

@@ -154,6 +154,9 @@ export class UdpListener extends ListenerBase {
     if (f === undefined) {
       const v = this.decide(address);
       if (!(v & VERDICT_ALLOW)) { env.counters.udpDatagramsIn++; env.counters.rejectedUser++; this.stats.rejected++; return; }
+      // Held down (Node API setBackend) while it still listens; only reached without raw refusal
+      // (else the filter's backend-down mode): silence, as a dead backend gives in that mode.
+      if (env.monitor.isForcedDown(this.backendKey)) { env.counters.udpDatagramsIn++; this.stats.refused++; return; }
       const [udpMs] = env.udpTimeoutsMs(this.spec.instName);
       const entry = env.table.open({
         proto: PROTO_UDP, family: this.spec.family, inst: this.inst, dir: this.spec.kind === 'service' ? INGRESS : EGRESS,

@@ -142,6 +142,14 @@ export class Netd {
   /** The helper's pid (tests check it exits). */
   get pid(): number | undefined { return this.child.pid; }
 
+  /** Resolves once the helper process has exited and been reaped (after close(), or when it
+   * died), so that a caller can leave no child behind (the Node API's stop()). */
+  exited(): Promise<void> {
+    const c = this.child;
+    if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => { c.once('exit', () => resolve()); });
+  }
+
   /** One request, one reply; throws NativeError with the helper's errno on failure. */
   call(req: Buffer, passFd = -1, what = 'capability helper'): { value: number; fd: number } {
     if (this.ctl < 0) throw new NativeError('sendmsg', 32, 'EPIPE', `${what}: the capability helper is closed`);

@@ -1,5 +1,6 @@
-// Kernel socket filters from TypeScript: loads our N-API addon (build/Release/sgemu_native.node)
-// once and wraps its syscalls (linux-techniques.md §1, native-notes/socket-filter.md).
+// Kernel socket filters from TypeScript: loads our N-API addon once (a source build in
+// build/Release, else the prebuilt one the package ships in prebuilds/linux-x64: see
+// src/native/artifacts.ts) and wraps its syscalls (linux-techniques.md §1, native-notes/socket-filter.md).
 //
 // Owns: the addon handle and the translation of { errno, syscall } failures into NativeError.
 // Must not: build or inspect programs (src/policy/bpf.ts does), or decide anything about policy.
@@ -9,10 +10,10 @@
 
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { NativeError } from '../model/errors.js';
+import { addonLocation, type AddonLocation, type ArtifactOrigin } from './artifacts.js';
+
+export { nativeArtifactPath, packageRoot } from './artifacts.js';
 
 type Failure = { errno: number; syscall: string };
 interface Addon {
@@ -29,24 +30,16 @@ let addon: Addon | null = null;
 let loadError: string | null = null;
 let tried = false;
 
-/** The package root: the first ancestor of this file holding binding.gyp (src/ or dist/ layouts). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'binding.gyp'))) return dir;
-    dir = dirname(dir);
-  }
-  return join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-}
+let location: AddonLocation | null = null;
 
 function load(): Addon | null {
   if (tried) return addon;
   tried = true;
-  const path = join(packageRoot(), 'build', 'Release', 'sgemu_native.node');
   try {
     if (process.platform !== 'linux') throw new Error(`platform ${process.platform} has no SO_ATTACH_FILTER`);
-    if (!existsSync(path)) throw new Error(`${path} not found; run \`npm run install\` (node-gyp rebuild) with a C compiler`);
-    addon = createRequire(import.meta.url)(path) as Addon;
+    location = addonLocation();        // build/Release first, then prebuilds/linux-x64 (node-gyp-build)
+    if (!location.path) throw new Error(location.error ?? 'no native build found');
+    addon = createRequire(import.meta.url)(location.path) as Addon;
   } catch (e) {
     addon = null;
     loadError = e instanceof Error ? e.message : String(e);
@@ -55,9 +48,9 @@ function load(): Addon | null {
 }
 
 /** Loads the addon once; never throws. */
-export function nativeStatus(): { loaded: boolean; error: string | null } {
+export function nativeStatus(): { loaded: boolean; error: string | null; path: string | null; origin: ArtifactOrigin | null } {
   const a = load();
-  return { loaded: a !== null, error: a ? null : loadError };
+  return { loaded: a !== null, error: a ? null : loadError, path: a ? location?.path ?? null : null, origin: a ? location?.origin ?? null : null };
 }
 
 /**

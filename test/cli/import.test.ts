@@ -11,7 +11,7 @@ t.test('each source prints a loadable config, exit 0', async (t) => {
   for (const [from, file, extra] of [['aws', 'aws-sgs.json', ['--instances', FIX + 'aws-instances.json']], ['cloudformation', 'cfn.yaml', []], ['terraform', 'terraform.json', []]] as const) {
     const r = await runCommand(t, importCmd, ['--from', from, FIX + file, ...extra]);
     t.equal(r.code, 0, from);
-    t.match(r.out, /^# sgemu config imported from /, from);
+    t.match(r.out, /^# yaml-language-server: \$schema=\S+sgemu\.schema\.json\n# sgemu config imported from /, from);
     if (from !== 'terraform') t.match(r.err, /warning/, from);
     const m = loadConfigText(r.out, `${from}.yaml`);
     t.ok(m.groups.length > 1, from);

@@ -104,6 +104,32 @@ export class Ec2Service {
     }
   }
 
+  /**
+   * One request given as parameters (`{ Action, GroupId, 'IpPermissions.1.IpProtocol', … }`) →
+   * the result XML (inside the response element). Throws AwsError exactly where handle() answers
+   * with error XML: the Node API (src/node/) goes through here, so it shares every check and code.
+   */
+  async call(params: Record<string, string>): Promise<string> {
+    const q = parseQuery(new URLSearchParams(params).toString());
+    return this.dispatch(q, q.str('Action') ?? '');
+  }
+
+  private async dispatch(q: QNode, action: string): Promise<string> {
+    if (action === '') throw new AwsError('MissingParameter', 'The request must contain the parameter Action');
+    const mutation = Object.hasOwn(MUTATIONS, action) ? MUTATIONS[action] : undefined;
+    const reader = Object.hasOwn(READERS, action) ? READERS[action] : undefined;
+    if (!mutation && !reader) {
+      throw new AwsError('InvalidAction', `The action ${clip(action)} is not valid for this web service; sgemu serves ${[...Object.keys(MUTATIONS), ...Object.keys(READERS)].sort().join(', ')}`);
+    }
+    checkParameters(action, q);        // EC2 rejects a parameter the action does not take first
+    const dryRun = q.bool('DryRun');
+    if (mutation) return this.serial(() => this.mutate(mutation, q, dryRun));
+    if (!reader) throw new Error(`no handler for ${action}`);   // unreachable: checked above
+    const xml = reader(this, this.host.getModel(), q);
+    if (dryRun) throw dryRunError();
+    return xml;
+  }
+
   /** Body = the x-www-form-urlencoded POST body. Never throws: errors become EC2 error XML. */
   async handle(body: string): Promise<Ec2Response> {
     const requestId = randomUUID();
@@ -112,24 +138,8 @@ export class Ec2Service {
     try {
       const q = parseQuery(typeof body === 'string' ? body : '');
       action = q.str('Action') ?? '';
-      if (action === '') throw new AwsError('MissingParameter', 'The request must contain the parameter Action');
-      const mutation = Object.hasOwn(MUTATIONS, action) ? MUTATIONS[action] : undefined;
-      const reader = Object.hasOwn(READERS, action) ? READERS[action] : undefined;
-      if (!mutation && !reader) {
-        throw new AwsError('InvalidAction', `The action ${clip(action)} is not valid for this web service; sgemu serves ${[...Object.keys(MUTATIONS), ...Object.keys(READERS)].sort().join(', ')}`);
-      }
-      known = action;
-      checkParameters(action, q);        // EC2 rejects a parameter the action does not take first
-      const dryRun = q.bool('DryRun');
-      let xml: string;
-      if (mutation) {
-        xml = await this.serial(() => this.mutate(mutation, q, dryRun));
-      } else if (reader) {
-        xml = reader(this, this.host.getModel(), q);
-        if (dryRun) throw dryRunError();
-      } else {
-        throw new Error(`no handler for ${action}`);   // unreachable: checked above
-      }
+      if (Object.hasOwn(MUTATIONS, action) || Object.hasOwn(READERS, action)) known = action;
+      const xml = await this.dispatch(q, action);
       return { status: 200, contentType: CONTENT_TYPE, body: successXml(action, requestId, xml), action: known };
     } catch (e) {
       if (e instanceof AwsError) return { status: e.status, contentType: CONTENT_TYPE, body: errorXml(e.code, e.message, requestId), action: known };
