@@ -96,7 +96,7 @@ export class Refuser {
   private onSyn(ev: SynEvent): void {
     const l = this.tcp.get(`${ev.dst}|${ev.dstPort}`);
     if (!l) return;
-    if (!(l.decide(ev.src) & VERDICT_ALLOW)) {
+    if (!(l.decide(ev.src, ev.srcPort) & VERDICT_ALLOW)) {
       this.counters.rejectedKernel++;
       l.stats.rejected++;
       this.hooks.onRejected?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
@@ -117,11 +117,11 @@ export class Refuser {
     if (!l) return;
     if (l.mode === MODE_FULL) {
       // Live flows' datagrams pass a FULL program; the others are new flows the table dropped.
-      if (l.decide(ev.src) & VERDICT_ALLOW && !this.hooks.isTracked?.(l, ev.src, ev.srcPort)) this.overflow(l, ev.src, ev.srcPort);
+      if (l.decide(ev.src, ev.srcPort) & VERDICT_ALLOW && !this.hooks.isTracked?.(l, ev.src, ev.srcPort)) this.overflow(l, ev.src, ev.srcPort);
       return;
     }
     if (l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
-    if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
+    if (!(l.decide(ev.src, ev.srcPort) & VERDICT_ALLOW)) return;
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;
     l.stats.refused++;
