@@ -111,7 +111,7 @@ export function modelToConfigObject(model: Model): unknown {
   return out;
 }
 
-function naclEntryToObject(e: NaclEntry): Record<string, unknown> {
+export function naclEntryToObject(e: NaclEntry): Record<string, unknown> {
   const o: Record<string, unknown> = { ruleNumber: e.ruleNumber, egress: e.egress, protocol: protocolName(e.protocol) };
   if (e.protocol === PROTO_TCP || e.protocol === PROTO_UDP) {
     o.ports = e.fromPort === e.toPort ? e.fromPort : e.fromPort === 0 && e.toPort === 65535 ? 'all' : `${e.fromPort}-${e.toPort}`;
