@@ -237,17 +237,17 @@ class Policy implements CompiledPolicy {
     if (ss >= 0) {
       const n = nacls[this.subnetAcl[ss]!]!;
       if (!n.open) {
-        let e = naclMatch4(n.dirs[EGRESS], proto, dst, dstPort);
+        let e = naclMatch4(n.egress, proto, dst, dstPort);
         if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
-        if (srcPort >= 0) { e = naclMatch4(n.dirs[INGRESS], proto, dst, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
+        if (srcPort >= 0) { e = naclMatch4(n.ingress, proto, dst, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
       }
     }
     if (ds >= 0) {
       const n = nacls[this.subnetAcl[ds]!]!;
       if (!n.open) {
-        let e = naclMatch4(n.dirs[INGRESS], proto, src, dstPort);
+        let e = naclMatch4(n.ingress, proto, src, dstPort);
         if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
-        if (srcPort >= 0) { e = naclMatch4(n.dirs[EGRESS], proto, src, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
+        if (srcPort >= 0) { e = naclMatch4(n.egress, proto, src, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
       }
     }
     return VERDICT_ALLOW;

@@ -53,12 +53,19 @@ export class NaclTable {
 
 /** The compiled NACL: one table per direction (0 ingress, 1 egress) and the entries' actions. */
 export class CompiledNacl {
+  /** Every lookup in both directions allows: the hot path skips this NACL. */
+  readonly open: boolean;
+  readonly ingress: NaclTable;
+  readonly egress: NaclTable;
   constructor(
     readonly acl: NetworkAcl,
     readonly dirs: [NaclTable, NaclTable],
     readonly allow: Uint8Array,         // per entry of acl.entries: 1 allow, 0 deny
-  ) {}
-  get open(): boolean { return this.dirs[0].open && this.dirs[1].open; }
+  ) {
+    this.open = dirs[0].open && dirs[1].open;
+    this.ingress = dirs[0];
+    this.egress = dirs[1];
+  }
 }
 
 // ---- hot path ------------------------------------------------------------------------------------
