@@ -192,3 +192,34 @@ instances:
   t.equal(await probe(laptop, db, dbPort, 600), 'timeout', 'laptop → db from outside: acl-closed denies');
   await sleep(10);
 });
+
+t.test('UDP: a NACL change stops a live flow (its next datagram gets no answer)', async (t) => {
+  const addr = freshAddr(), client = freshAddr();
+  const echo = await udpEcho(t);
+  const listen = await new Promise<number>((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, addr, () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+  const open = IN_ALL(53, 'udp') + OUT(110, '1024-65535', 'udp');
+  const { daemon, configPath } = await startDaemon(t, config(addr, 53, echo.port, open, 'udp', listen));
+  const s = dgram.createSocket('udp4');
+  t.teardown(() => { try { s.close(); } catch { /* closed */ } });
+  await new Promise<void>((r) => s.bind(0, client, () => s.connect(listen, addr, () => r())));
+  const once = (msg: string, ms = 500) => new Promise<string>((resolve) => {
+    const timer = setTimeout(() => { s.off('message', on); resolve('silence'); }, ms);
+    const on = (m: Buffer) => { clearTimeout(timer); resolve(m.toString()); };
+    s.once('message', on);
+    s.send(msg);
+  });
+  t.equal(await once('a'), 'a', 'the flow answers');
+  write(configPath, config(addr, 53, echo.port, IN_ALL(53, 'udp') + OUT(100, '1024-65535', 'udp', 'deny', `${client}/32`) + OUT(110, '1024-65535', 'udp'), 'udp', listen));
+  await daemon.reload();
+  t.equal(await once('b'), 'silence', 'egress rule 100 now denies the replies to this client: no answer');
+  t.equal(daemon.counters.naclCut, 1, 'counted as a NACL cut');
+  t.equal(await ask(freshAddr(), addr, listen), 'ping', 'another client still gets answers (rule 110)');
+});
+
+// No IPv6 wire test: on loopback the only IPv6 address is ::1, which is the instance's own address6,
+// and an instance talking to itself crosses no NACL (one subnet). IPv6 NACL decisions are covered by
+// test/policy/nacl-property.test.ts (matcher and filter ranges) and test/policy/bpf-nacl.test.ts
+// (the program's port checks over IPv6 headers).
