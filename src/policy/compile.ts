@@ -98,6 +98,10 @@ class AddrMap4 {
     readonly net: Uint32Array,        // per mapping: appearance network
     readonly segLo: number[],
     readonly segHi: number[],
+    /** Per segment: the instance whose address it is (instance addresses are one-address
+     * segments of their own), else -1. decideIngress4 gets appearance and source instance from
+     * one search: without it the NACL path searched the instance addresses a second time. */
+    readonly inst: Int32Array,
   ) {}
 }
 
@@ -286,10 +290,14 @@ class Policy implements CompiledPolicy {
   }
 
   decideIngress4(inst: number, proto: number, peerLocal: number, peerPort: number, port: number): number {
-    const peer = this.appear4(peerLocal);
+    peerLocal >>>= 0;
+    const m = this.map4;
+    const seg = segmentOf(m.starts, peerLocal);          // appear4 and instanceAt4 in one search
+    const i = m.idx[seg]!;
+    const peer = i < 0 ? peerLocal : ((peerLocal & m.host[i]!) | m.net[i]!) >>> 0;
     const v = this.decide4(inst, INGRESS, proto, peer, port);
     if (!this.naclsActive || inst < 0 || inst >= this.instSubnet.length) return v;
-    const src = this.instanceAt4(peerLocal);
+    const src = m.inst[seg]!;
     if (this.naclFlow4(src, inst, proto, peer, this.instAddr4[inst]!, peerPort, port) !== VERDICT_ALLOW) return VERDICT_NACL_DENY;
     return v;
   }
@@ -744,7 +752,9 @@ function partition<T extends number | bigint>(maps: Mapping<T>[], pinned: Set<T>
         if (m.lo <= s && s <= m.hi && (best < 0 || m.prefix > maps[best]!.prefix)) best = j;
       }
     }
-    if (idx.length > 0 && idx[idx.length - 1] === best) { hi[hi.length - 1] = e; continue; }
+    // Instance addresses stay segments of their own (AddrMap4.inst), never joined to a neighbour.
+    const joinable = idx.length > 0 && !pinned.has(s) && !pinned.has(lo[lo.length - 1]!);
+    if (joinable && idx[idx.length - 1] === best) { hi[hi.length - 1] = e; continue; }
     lo.push(s); hi.push(e); idx.push(best);
   }
   return { lo, hi, idx };
@@ -761,8 +771,11 @@ function buildMap4(model: Model): AddrMap4 {
   const p = partition(maps, pinned, IPV4_MAX, 0, (x) => x + 1, (x) => x - 1);
   const host = maps.map((m) => ~maskOf4(m.prefix) >>> 0);
   const net = maps.map((m, j) => (m.appLo & ~host[j]!) >>> 0);
+  const byAddr = new Map<number, number>();
+  model.instances.forEach((i, k) => { const a = parseIpv4(i.address); if (!byAddr.has(a)) byAddr.set(a, k); });
+  const inst = Int32Array.from(p.lo.map((lo, k) => (lo === p.hi[k] ? byAddr.get(lo) ?? -1 : -1)));
   return new AddrMap4(Uint32Array.from(p.lo), Int32Array.from(p.idx), Uint32Array.from(host),
-    Uint32Array.from(net), p.lo, p.hi);
+    Uint32Array.from(net), p.lo, p.hi, inst);
 }
 
 function buildMap6(model: Model): AddrMap6 {
