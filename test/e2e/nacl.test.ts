@@ -7,7 +7,9 @@
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { freshAddr, freePort, echoServer, probe, startDaemon, write, sleep } from './helpers.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freshAddr, freePort, echoServer, probe, startDaemon, write, sleep, isRoot } from './helpers.js';
 
 /** One instance `web` in subnet-app behind acl-app, SG open to 127/8 on `port`. */
 function config(addr: string, port: number, backend: number, entries: string, proto = 'tcp', listen = port): string {
@@ -223,3 +225,21 @@ t.test('UDP: a NACL change stops a live flow (its next datagram gets no answer)'
 // and an instance talking to itself crosses no NACL (one subnet). IPv6 NACL decisions are covered by
 // test/policy/nacl-property.test.ts (matcher and filter ranges) and test/policy/bpf-nacl.test.ts
 // (the program's port checks over IPv6 headers).
+
+t.test('flow log: a SYN the NACL denies is a REJECT record, and counted as rejected by the kernel', { skip: isRoot() ? false : 'REJECT records come from libpcap: needs CAP_NET_RAW (root)' }, async (t) => {
+  const addr = freshAddr(), client = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const flows = join(t.testdir({}), 'flows.log');
+  const { daemon } = await startDaemon(t, config(addr, port, echo.port, IN_ALL(port) + OUT(100, '80')), { flowLog: flows, flowLogIntervalS: 1 });
+  t.equal(await probe(client, addr, port, 600), 'timeout', 'the NACL drops it: timeout');
+  let text = '';
+  for (let i = 0; i < 40 && !/ REJECT OK/.test(text); i++) {
+    await sleep(100);
+    text = existsSync(flows) ? readFileSync(flows, 'utf8') : '';
+  }
+  const line = text.split('\n').find((l) => l.includes(` ${client} ${addr} `) && l.endsWith(' REJECT OK'));
+  t.ok(line, `a REJECT record for ${client} -> ${addr}:${port}`);
+  t.match(line ?? '', new RegExp(` ${port} 6 \\d+ \\d+ \\d+ \\d+ REJECT OK$`));
+  t.ok(daemon.counters.rejectedKernel >= 1, 'counted as rejected by the kernel filter');
+});
