@@ -14,7 +14,7 @@
 // Network ACLs (issue 14): decideIngress4, the listener's whole decision (SG ingress + the NACLs
 // of the request and the reply, with a random client port), on the same SG rules without NACLs
 // and with 20 NACL entries per direction on the instance's subnet (and on the client's, for
-// flows from an instance in another subnet: four NACL lookups). Ratio to the SG-only figure.
+// flows from an instance in another subnet: its egress and the destination's ingress; its replies were checked by its outbound entry). Ratio to the SG-only figure.
 
 import os from 'node:os';
 import { compilePolicy } from '../../src/policy/compile.js';

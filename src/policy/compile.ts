@@ -43,7 +43,7 @@ import type { Direction, Instance, Model, Rule, SecurityGroup } from '../model/t
 import { EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, defaultNetworkAcl, defaultNetworkAclId, networkAclsOf } from '../model/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED, type CompiledPolicy, type SourceRanges } from './types.js';
 import {
-  addressCuts4, addressCuts6, compileNacl, intersectPorts, naclMatch4, naclMatch6, portsAllowed4, portsAllowed6, type CompiledNacl,
+  addressCuts4, addressCuts6, compileNacl, naclMatch4, naclMatch6, portsAllowed4, portsAllowed6, type CompiledNacl,
 } from './nacl.js';
 import { bigIntToIpv6, cidrPrefix, cidrToRange4, cidrToRange6, IPV6_MAX, ipv6ToBigInt, maskOf4, parseIpv4, parseIpv6Words } from './addr.js';
 import { clipShift4, clipShift6, mergeRanges4, mergeRanges6 } from './ranges.js';
@@ -298,6 +298,9 @@ class Policy implements CompiledPolicy {
     const v = this.decide4(inst, INGRESS, proto, peer, port);
     if (!this.naclsActive || inst < 0 || inst >= this.instSubnet.length) return v;
     const src = m.inst[seg]!;
+    // From an instance the flow came through its outbound entry, whose listener checked the replies
+    // with the app's real port; this connection's port is the relay's own: the request only here.
+    if (src >= 0) peerPort = -1;
     if (this.naclFlow4(src, inst, proto, peer, this.instAddr4[inst]!, peerPort, port) !== VERDICT_ALLOW) return VERDICT_NACL_DENY;
     return v;
   }
@@ -308,6 +311,7 @@ class Policy implements CompiledPolicy {
     const v = this.decide6(inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, port);
     if (!this.naclsActive || inst < 0 || inst >= this.instSubnet.length) return v;
     const src = this.instanceAt6(peerLocal[0]!, peerLocal[1]!, peerLocal[2]!, peerLocal[3]!);
+    if (src >= 0) peerPort = -1;          // as decideIngress4: the outbound entry checked the replies
     if (this.naclFlow6(src, inst, proto, a, this.instAddr6.subarray(inst * 4, inst * 4 + 4), peerPort, port) !== VERDICT_ALLOW) return VERDICT_NACL_DENY;
     return v;
   }
@@ -451,9 +455,10 @@ class Policy implements CompiledPolicy {
           if (srcSub !== dstSub) {
             const peer = this.appear4(lo);
             if (this.naclFlow4(srcInst, inst, proto, peer, dst, -1, port) !== VERDICT_ALLOW) ports = null;
-            else {
+            else if (srcInst < 0) {
+              // An outside client: its replies go to its port. (An instance's replies were checked
+              // by its outbound entry with the app's port: decideIngress4.)
               ports = portsAllowed4(dstAcl, EGRESS, proto, peer);
-              if (srcSub >= 0) ports = intersectPorts(ports, portsAllowed4(nx.nacls[nx.subnetAcl[srcSub]!]!, INGRESS, proto, dst));
               if (ports.length === 0) ports = null;
             }
           }
@@ -498,9 +503,8 @@ class Policy implements CompiledPolicy {
             const peer = new Uint32Array(4);
             this.appear6(w[0]!, w[1]!, w[2]!, w[3]!, peer);
             if (this.naclFlow6(srcInst, inst, proto, peer, dst, -1, port) !== VERDICT_ALLOW) ports = null;
-            else {
+            else if (srcInst < 0) {
               ports = portsAllowed6(dstAcl, EGRESS, proto, peer);
-              if (srcSub >= 0) ports = intersectPorts(ports, portsAllowed6(nx.nacls[nx.subnetAcl[srcSub]!]!, INGRESS, proto, dst));
               if (ports.length === 0) ports = null;
             }
           }

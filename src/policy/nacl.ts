@@ -299,15 +299,3 @@ export function addressCuts6(n: CompiledNacl, dir: 0 | 1, proto: number): bigint
   }
   return [...out];
 }
-
-/** Intersection of two merged inclusive pair lists. */
-export function intersectPorts(a: readonly number[], b: readonly number[]): number[] {
-  const out: number[] = [];
-  let i = 0, j = 0;
-  while (i < a.length && j < b.length) {
-    const lo = Math.max(a[i]!, b[j]!), hi = Math.min(a[i + 1]!, b[j + 1]!);
-    if (lo <= hi) out.push(lo, hi);
-    if (a[i + 1]! < b[j + 1]!) i += 2; else j += 2;
-  }
-  return out;
-}

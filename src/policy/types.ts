@@ -91,7 +91,10 @@ export interface CompiledPolicy {
   /**
    * Hot path, the listener's whole decision for a new inbound flow to `inst`: its security groups'
    * ingress for the peer's appearance, and the NACLs of both paths. `peerLocal` is the real socket
-   * peer, `peerPort` its port. Verdict bits as decide4, VERDICT_NACL_DENY when a NACL drops it.
+   * peer, `peerPort` its port. A peer that is another instance comes through that instance's
+   * outbound entry, whose listener checked the replies with the app's real port; its port here is
+   * the relay's, so only the request path is checked. Verdict bits as decide4, VERDICT_NACL_DENY
+   * when a NACL drops it.
    */
   decideIngress4(inst: number, proto: number, peerLocal: number, peerPort: number, port: number): number;
   decideIngress6(inst: number, proto: number, peerLocal: Uint32Array, peerPort: number, port: number): number;

@@ -243,3 +243,44 @@ t.test('flow log: a SYN the NACL denies is a REJECT record, and counted as rejec
   t.match(line ?? '', new RegExp(` ${port} 6 \\d+ \\d+ \\d+ \\d+ REJECT OK$`));
   t.ok(daemon.counters.rejectedKernel >= 1, 'counted as rejected by the kernel filter');
 });
+
+t.test('outbound entry: the replies come back to the app\'s port, so the source subnet\'s ingress must allow it', async (t) => {
+  const web = freshAddr(), db = freshAddr(), app = freshAddr();
+  const dbPort = await freePort(db), out = await freePort(web);
+  const echo = await echoServer(t);
+  const okPort = await freePort(app);
+  const yaml = (inPorts: string) => `
+networkAcls:
+  - id: acl-web
+    entries:
+      - { ruleNumber: 100, egress: true, protocol: tcp, ports: 5432, cidr: ${db}/32, action: allow }
+      - { ruleNumber: 100, egress: false, protocol: tcp, ports: ${inPorts}, cidr: ${db}/32, action: allow }
+subnets:
+  - { id: subnet-web, networkAcl: acl-web }
+  - { id: subnet-db }
+securityGroups:
+  - id: sg-db
+    ingress:
+      - { protocol: tcp, ports: 5432, cidr: 127.0.0.0/8 }
+instances:
+  - name: web
+    address: ${web}
+    subnet: subnet-web
+    outbound:
+      - { protocol: tcp, port: ${out}, to: "db:5432" }
+  - name: db
+    address: ${db}
+    subnet: subnet-db
+    securityGroups: [sg-db]
+    services:
+      - { protocol: tcp, port: 5432, listenPort: ${dbPort}, backend: "127.0.0.1:${echo.port}" }
+`;
+  const { daemon, configPath } = await startDaemon(t, yaml(`${okPort}`));
+  t.equal(await probeFrom(app, okPort, web, out), 'allowed', `the app's port ${okPort} is allowed back in: web → db passes`);
+  let other = await freePort(app);
+  while (other === okPort) other = await freePort(app);
+  t.equal(await probeFrom(app, other, web, out), 'timeout', `from port ${other} the replies would be dropped: the app's connect times out`);
+  write(configPath, yaml('1024-65535'));
+  await daemon.reload();
+  t.equal(await probeFrom(app, other, web, out), 'allowed', 'ingress 1024-65535 from db: allowed');
+});

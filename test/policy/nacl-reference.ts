@@ -70,7 +70,8 @@ function fmt(v: bigint, family: 4 | 6): string {
   return g.join(':');
 }
 
-/** The listener's whole decision for a new inbound flow from a local peer: SG ingress, then NACLs. */
+/** The listener's whole decision for a new inbound flow from a local peer: SG ingress, then NACLs
+ * (both paths for an outside peer; the request only for another instance, see below). */
 export function refDecideIngress(model: Model, instName: string, proto: number, peerLocal: string, peerPort: number, port: number): number {
   const fam = refAddr(peerLocal).family;
   const app = fmt(refAppear(model, peerLocal), fam);
@@ -83,5 +84,7 @@ export function refDecideIngress(model: Model, instName: string, proto: number, 
   const inst = model.instances.find((i) => i.name === instName)!;
   const dst = fam === 4 ? inst.address : inst.address6;
   if (dst === null) return sg;
-  return refNaclFlow(model, srcInst?.name ?? null, instName, proto, app, dst, peerPort, port) ? sg : 4;
+  // From another instance: its outbound entry checked the replies with the app's port (the port
+  // here is the relay's), so the listener checks the request only.
+  return refNaclFlow(model, srcInst?.name ?? null, instName, proto, app, dst, srcInst ? -1 : peerPort, port) ? sg : 4;
 }
