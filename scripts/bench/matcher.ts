@@ -10,13 +10,19 @@
 //   naive   test/policy/reference.ts, the reference evaluator (strings, ipaddr.js, bigint)
 // Flows: 4096 per size, half built to hit a random rule (address inside its CIDR, port in range),
 // half random (mostly misses); the same flows for every matcher.
+//
+// Network ACLs (issue 14): decideIngress4, the listener's whole decision (SG ingress + the NACLs
+// of the request and the reply, with a random client port), on the same SG rules without NACLs
+// and with 20 NACL entries per direction on the instance's subnet (and on the client's, for
+// flows from an instance in another subnet: its egress and the destination's ingress; its replies were checked by its outbound entry). Ratio to the SG-only figure.
 
 import os from 'node:os';
 import { compilePolicy } from '../../src/policy/compile.js';
 import { cidrToRange4, cidrToRange6, formatIpv4, formatIpv6, bigIntToIpv6, maskOf4 } from '../../src/policy/addr.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
-import type { Model, Rule, SecurityGroup } from '../../src/model/types.js';
+import type { Model, NaclEntry, NetworkAcl, Rule, SecurityGroup } from '../../src/model/types.js';
 import { mkGroup, mkInstance, mkModel, refDecide, type RuleSpec } from '../../test/policy/reference.js';
+import { refDecideIngress } from '../../test/policy/nacl-reference.js';
 
 const QUICK = process.argv.includes('--quick');
 const SAMPLES = QUICK ? 5 : 11;
@@ -193,3 +199,69 @@ for (const n of SIZES) {
 }
 const r10 = results[0]!.c4.opsPerS, r1000 = results[results.length - 1]!.c4.opsPerS;
 console.log(`# decide4 at 1000 rules is ${(r10 / r1000).toFixed(2)}× slower than at 10 rules (target ≤ 1.5×); sink=${sink % 10}`);
+
+// ---- network ACLs --------------------------------------------------------------------------------
+
+/** 20 entries per direction: tcp/udp ranges and all-protocol denies over 10/8 pieces, rule numbers
+ * 10, 20, ...; the last egress and ingress entries allow tcp/udp 1024-65535 from/to 10.0.0.0/8 so
+ * both outcomes are common. */
+function naclOf(id: string, perDir: number): NetworkAcl {
+  const entries: NaclEntry[] = [];
+  for (const egress of [false, true]) {
+    for (let i = 0; i < perDir; i++) {
+      const last = i === perDir - 1;
+      const k = int(10);
+      const protocol = last ? 6 : k < 6 ? 6 : k < 8 ? 17 : -1;
+      const lo = 1 + int(60000);
+      const [fromPort, toPort] = last ? [1024, 65535] : protocol === -1 ? [-1, -1] : int(3) === 0 ? [lo, Math.min(65535, lo + int(5000))] : [lo, lo];
+      const prefix = last ? 8 : [16, 24, 28, 32][int(4)]!;
+      const cidr = `${formatIpv4(cidrToRange4(`10.${int(256)}.${int(256)}.${int(256)}/${prefix}`)[0])}/${prefix}`;
+      entries.push({ ruleNumber: (i + 1) * 10, egress, protocol, fromPort, toPort, cidr, family: 4, allow: last || int(3) !== 0 });
+    }
+  }
+  return { id, vpcId: 'vpc-local', isDefault: false, entries, tags: {} };
+}
+
+function benchIngress(p: CompiledPolicy, f: Flows, ports: Uint16Array, from: number): Stat {
+  return measure((reps) => {
+    let acc = 0;
+    for (let r = 0; r < reps; r++) {
+      for (let i = 0; i < FLOWS; i++) acc += p.decideIngress4(0, f.proto[i]!, from === 0 ? f.v4[i]! : from, ports[i]!, f.port[i]!);
+    }
+    sink += acc; return acc;
+  }, FLOWS);
+}
+
+console.log('');
+console.log('# network ACLs: decideIngress4 (SG + NACL request and reply paths, random client ports), 20 entries per direction');
+console.log('rules  SG only              + NACL (outside client)  ratio   + NACL (instance in another subnet)  ratio');
+for (const n of SIZES) {
+  const specs = ruleSpecs(n, false);
+  const sgOnly = modelWith(specs);
+  sgOnly.instances.push(mkInstance('peer', '10.200.0.1', [], null));
+  const withNacl: Model = { ...sgOnly, networkAcls: [naclOf('acl-bench', 20), naclOf('acl-peer', 20)],
+    subnets: [{ id: 'subnet-bench', vpcId: 'vpc-local', cidr: null, networkAclId: 'acl-bench' }, { id: 'subnet-peer', vpcId: 'vpc-local', cidr: null, networkAclId: 'acl-peer' }] };
+  withNacl.instances = sgOnly.instances.map((i) => ({ ...i, subnetId: i.name === 'bench' ? 'subnet-bench' : 'subnet-peer' }));
+  const p0 = compilePolicy(sgOnly), p1 = compilePolicy(withNacl);
+  const f = flowsFor(specs, false);
+  const ports = new Uint16Array(FLOWS);
+  for (let i = 0; i < FLOWS; i++) ports[i] = 32768 + int(28232);        // Linux's ephemeral range
+  const peer = cidrToRange4('10.200.0.1/32')[0];
+  let denied = 0;
+  for (let i = 0; i < FLOWS; i++) {
+    for (const src of [f.v4[i]!, peer]) {
+      const want = refDecideIngress(withNacl, 'bench', f.proto[i]!, formatIpv4(src), ports[i]!, f.port[i]!);
+      const got = p1.decideIngress4(0, f.proto[i]!, src, ports[i]!, f.port[i]!);
+      if ((got & 1) !== (want & 1) || (i < 64 && got !== want)) throw new Error(`NACL matcher disagrees with the reference on flow ${i} at ${n} rules`);
+      if (got === 4) denied++;
+    }
+    if (i >= 512) break;                                                 // the reference is slow: check the first 513 × 2
+    if ((p0.decideIngress4(0, f.proto[i]!, f.v4[i]!, ports[i]!, f.port[i]!) & 1) !== (p0.decide4(0, 0, f.proto[i]!, f.v4[i]!, f.port[i]!) & 1)) {
+      throw new Error('decideIngress4 without NACLs differs from decide4');
+    }
+  }
+  const s0 = benchIngress(p0, f, ports, 0), s1 = benchIngress(p1, f, ports, 0), s2 = benchIngress(p1, f, ports, peer);
+  console.log(`${String(n).padStart(5)}  ${fmt(s0)}  ${fmt(s1)}     ${(s1.opsPerS / s0.opsPerS).toFixed(2)}×   ${fmt(s2)}                 ${(s2.opsPerS / s0.opsPerS).toFixed(2)}×`
+    + `   (${denied} of ${2 * 512 + 2} checked flows NACL-denied)`);
+}
+console.log(`# target: ≥ 10 M decisions/s with the NACLs; sink=${sink % 10}`);

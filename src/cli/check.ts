@@ -12,7 +12,8 @@ const check: Command = {
   usage: `Usage: sgemu check [-c FILE] [--json]
 
 Validates an sgemu config (YAML or JSON) the way AWS would validate the same security groups:
-schema, references between groups, prefix lists, VPCs and instances, and AWS's quotas.
+schema, references between groups, prefix lists, VPCs and instances, subnets and network ACLs
+(rule numbers, CIDRs, associations), and AWS's quotas.
 Every error is listed, one per line, as
 
   CODE path line:col message
@@ -36,7 +37,10 @@ Exit codes: 0 valid, 2 invalid (or bad usage).`,
         printJson({ valid: true, errors: [] });
       } else {
         const rules = model.groups.reduce((n, g) => n + g.ingress.length + g.egress.length, 0);
-        process.stdout.write(`ok: ${file}: ${model.vpcs.length} VPCs, ${model.groups.length} groups, ${rules} rules, ${model.instances.length} instances\n`);
+        const subnets = model.subnets?.length ?? 0;
+        const acls = (model.networkAcls ?? []).filter((a) => !a.isDefault).length;
+        const net = subnets + acls > 0 ? `, ${subnets} subnets, ${acls} network ACLs` : '';
+        process.stdout.write(`ok: ${file}: ${model.vpcs.length} VPCs, ${model.groups.length} groups, ${rules} rules, ${model.instances.length} instances${net}\n`);
       }
       return EXIT_OK;
     } catch (e) {

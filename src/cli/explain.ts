@@ -15,6 +15,7 @@ const OPTIONS = {
   port: { type: 'string' },
   'icmp-type': { type: 'string' },
   'icmp-code': { type: 'string' },
+  'source-port': { type: 'string' },
 } as const;
 
 export function formatExplain(r: ExplainResult): string {
@@ -24,6 +25,12 @@ export function formatExplain(r: ExplainResult): string {
   const dst = r.destination + (r.destinationInstance ? ` (${r.destinationInstance})` : '') + (r.destinationAppearsAs ? ` appears as ${r.destinationAppearsAs}` : '');
   lines.push(`${r.decision.toUpperCase()} ${what} from ${src} to ${dst}`);
   for (const c of r.checks) {
+    if (c.layer === 'nacl') {
+      const pkt = c.path === 'reply' ? `reply to ${c.packetPort}` : `request to ${c.packetPort}`;
+      lines.push(`  nacl ${c.path} ${c.networkAclId} (${c.subnet}, ${c.instance}) ${c.direction}: ${c.decision} by rule ${c.ruleNumber} (${pkt})`);
+      for (const n of c.nearMisses) lines.push(`    near miss (${n.respect}): ${n.rule}`);
+      continue;
+    }
     lines.push(`  ${c.instance} ${c.direction}: ${c.decision}${c.decision === 'allow' ? (c.tracked ? ' (tracked)' : ' (untracked)') : ''}`);
     for (const m of c.matched) lines.push(`    matched ${m.groupId} ${m.ruleId} via ${m.via}`);
     for (const n of c.nearMisses) lines.push(`    near miss (${n.respect}): ${n.rule} [${n.ruleId}]`);
@@ -51,10 +58,16 @@ Options:
       --port N         destination port, required for tcp and udp (or give DST as addr:port)
       --icmp-type T    icmp/icmpv6 type (default 8, echo request; icmpv6 128)
       --icmp-code C    icmp/icmpv6 code (default 0)
+      --source-port N  the client's port, where replies go (network ACLs check it; or give SRC as
+                       addr:port). Default: every port of 32768-60999, the first denied reported
   -c, --config FILE    the config (default ./sgemu.yaml)
       --json           print one object: { decision, protocol, port, source, destination,
                        checks: [ { instance, direction, decision, tracked, matched, nearMisses } ], reason }
   -h, --help           this help
+
+With subnets or network ACLs in the config, checks also list the NACLs both paths cross (SPEC §7):
+the request (source subnet egress, destination ingress) and the replies (destination egress,
+source ingress, to the client's port), each with the deciding rule number or * and its action.
 
 A denied check lists near misses: rules that match in all but one respect (port, protocol, source
 for ingress, destination for egress). "untracked" marks flows AWS does not track (CT §3.2): allowed
@@ -72,12 +85,14 @@ Example: sgemu explain --from 127.0.0.1 --to web --protocol tcp --port 22`,
     const port = values.port === undefined ? undefined : intOption('port', values.port, 0, 65535, 0);
     const icmpType = values['icmp-type'] === undefined ? undefined : intOption('icmp-type', values['icmp-type'], 0, 255, 8);
     const icmpCode = values['icmp-code'] === undefined ? undefined : intOption('icmp-code', values['icmp-code'], 0, 255, 0);
+    const sourcePort = values['source-port'] === undefined ? undefined : intOption('source-port', values['source-port'], 0, 65535, 0);
     const model = loadConfigFile(values.config);
     const result = explainFlow(model, {
       from: values.from, to: values.to, protocol: values.protocol,
       ...(port !== undefined ? { port } : {}),
       ...(icmpType !== undefined ? { icmpType } : {}),
       ...(icmpCode !== undefined ? { icmpCode } : {}),
+      ...(sourcePort !== undefined ? { sourcePort } : {}),
     });
     if (values.json) printJson(result);
     else process.stdout.write(formatExplain(result));

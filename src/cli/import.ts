@@ -11,7 +11,7 @@ import { importTerraform } from '../import/terraform.js';
 import { COMMON_OPTIONS, EXIT_OK, parseCommandArgs, printJson, type Command } from './command.js';
 import { schemaLine } from './schema-line.js';
 
-const OPTIONS = { ...COMMON_OPTIONS, from: { type: 'string' }, instances: { type: 'string' } } as const;
+const OPTIONS = { ...COMMON_OPTIONS, from: { type: 'string' }, instances: { type: 'string' }, 'network-acls': { type: 'string' }, subnets: { type: 'string' } } as const;
 const SOURCES: readonly ImportSource[] = ['aws', 'cloudformation', 'terraform'];
 const MAX_INPUT_BYTES = 64 * 1024 * 1024;
 
@@ -36,11 +36,14 @@ function readJson(file: string, what: string): unknown {
 }
 
 /** Runs one importer on a file (and the optional describe-instances file). */
-export function importFile(source: ImportSource, file: string, instancesFile?: string): ImportResult {
+export function importFile(source: ImportSource, file: string, instancesFile?: string, naclsFile?: string, subnetsFile?: string): ImportResult {
   const instances = instancesFile === undefined ? undefined : readJson(instancesFile, '--instances file');
   if (instances !== undefined && source !== 'aws') throw new UsageError('--instances (describe-instances JSON) goes with --from aws');
+  if ((naclsFile !== undefined || subnetsFile !== undefined) && source !== 'aws') throw new UsageError('--network-acls and --subnets (describe-network-acls / describe-subnets JSON) go with --from aws');
+  const nacls = naclsFile === undefined ? undefined : readJson(naclsFile, '--network-acls file');
+  const subnets = subnetsFile === undefined ? undefined : readJson(subnetsFile, '--subnets file');
   switch (source) {
-    case 'aws': return importAws(readJson(file, 'describe-security-groups output'), instances);
+    case 'aws': return importAws(readJson(file, 'describe-security-groups output'), instances, nacls, subnets);
     case 'cloudformation': return importCloudFormation(parseTemplate(readText(file, 'template'), file));
     case 'terraform': return importTerraform(readJson(file, 'terraform show -json output'));
   }
@@ -66,6 +69,11 @@ Prints an sgemu config (YAML, with a header comment saying where it came from) o
                          in the root module and child modules.
   --instances FILE       (with aws) 'aws ec2 describe-instances' JSON: adds the instances on loopback
                          addresses 127.0.0.10, .11, ...; the header maps them to their private IPs.
+  --network-acls FILE    (with aws) 'aws ec2 describe-network-acls' JSON: network ACLs and the
+                         subnets they are associated with (FILE itself may be this output too)
+  --subnets FILE         (with aws) 'aws ec2 describe-subnets' JSON: subnet CIDRs and VPCs
+  CloudFormation also reads AWS::EC2::NetworkAcl, NetworkAclEntry, SubnetNetworkAclAssociation and
+  Subnet; Terraform aws_network_acl, aws_network_acl_rule, aws_network_acl_association, aws_subnet.
       --json             print the config as JSON instead of YAML (no header)
   FILE may be - for stdin.
 
@@ -85,7 +93,7 @@ Exit codes: 0 converted, 2 bad input (unreadable file, wrong format).`,
       throw new UsageError(`give exactly one input FILE (got ${positionals.length}), e.g. sgemu import --from ${source} groups.json`);
     }
     const file = positionals[0];
-    const res = importFile(source as ImportSource, file, values.instances);
+    const res = importFile(source as ImportSource, file, values.instances, values['network-acls'], values.subnets);
     for (const w of res.warnings) process.stderr.write(`sgemu import: warning: ${w}\n`);
     if (values.json) printJson(res.config);
     else process.stdout.write(schemaLine() + '\n' + renderText(res, source as ImportSource, file));

@@ -14,6 +14,8 @@ import {
   protocolName,
   type AddressMapping, type Direction, type Instance, type Model, type Outbound, type Peer, type PrefixList, type Quotas,
   type Rule, type SecurityGroup, type Service, type SourcePos, type Vpc,
+  DEFAULT_NACL_ENTRIES, NACL_RULE_MAX, NACL_RULE_MIN, defaultNetworkAcl, defaultNetworkAclId, sortNaclEntries,
+  type NaclEntry, type NetworkAcl, type Subnet,
 } from '../model/types.js';
 import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
 import { defaultGroupId, instanceId, ruleId, ruleKey } from './ids.js';
@@ -41,6 +43,9 @@ const INSTANCE_KEYS = fieldsOf('instance');
 const CT_KEYS = fieldsOf('connectionTracking');
 const SERVICE_KEYS = fieldsOf('service');
 const OUTBOUND_KEYS = fieldsOf('outbound');
+const ACL_KEYS = fieldsOf('networkAcl');
+const ACL_ENTRY_KEYS = fieldsOf('networkAclEntry');
+const SUBNET_KEYS = fieldsOf('subnet');
 
 const VPC_ID = new RegExp(PATTERNS.vpcId);
 const SG_ID = new RegExp(PATTERNS.groupId);
@@ -48,6 +53,8 @@ const PL_ID = new RegExp(PATTERNS.prefixListId);
 const INSTANCE_ID = new RegExp(PATTERNS.instanceId);
 const INSTANCE_NAME = new RegExp(PATTERNS.instanceName);
 const SGR_ID = new RegExp(PATTERNS.ruleId);
+const ACL_ID = new RegExp(PATTERNS.networkAclId);
+const SUBNET_ID = new RegExp(PATTERNS.subnetId);
 const CT = CONFIG_OBJECTS.connectionTracking.properties;
 const QUOTAS = CONFIG_OBJECTS.quotas.properties;
 const range = (s: { minimum: number; maximum: number }): [number, number] => [s.minimum, s.maximum];
@@ -140,6 +147,9 @@ class Loader {
   ruleKeys = new Map<string, string>();          // ruleKey → path of the first rule with it
   instances: Instance[] = [];
   addresses: AddressMapping[] = [];
+  networkAcls = new Map<string, NetworkAcl>();
+  subnets = new Map<string, Subnet>();
+  explicitAcls = false;
 
   constructor(fileName: string) {
     this.r = new Reader(fileName);
@@ -158,6 +168,8 @@ class Loader {
     this.readQuotas(top);
     this.readVpcs(top);
     this.readPrefixLists(top);
+    this.readNetworkAcls(top);
+    this.readSubnets(top);
     this.readGroups(top);
     this.readInstances(top);
     this.readAddresses(top);
@@ -175,6 +187,8 @@ class Loader {
       instances: this.instances,
       addresses: this.addresses,
       quotas: this.quotas,
+      subnets: [...this.subnets.values()],
+      networkAcls: [...this.networkAcls.values()],
     };
   }
 
@@ -203,6 +217,8 @@ class Loader {
     if (!q) return;
     const gpi = r.int(r.child(q, 'groupsPerInstance'), 'quotas.groupsPerInstance', 'quotas.groupsPerInstance', ...range(QUOTAS.groupsPerInstance));
     const rpg = r.int(r.child(q, 'rulesPerGroup'), 'quotas.rulesPerGroup', 'quotas.rulesPerGroup', ...range(QUOTAS.rulesPerGroup));
+    const nae = r.int(r.child(q, 'networkAclEntries'), 'quotas.networkAclEntries', 'quotas.networkAclEntries', ...range(QUOTAS.networkAclEntries));
+    if (nae !== undefined) this.quotas = { ...this.quotas, naclEntriesPerDirection: nae };
     const groupsPerInstance = gpi ?? DEFAULT_QUOTAS.groupsPerInstance;
     const rulesPerGroup = rpg ?? DEFAULT_QUOTAS.rulesPerGroupPerDirection;
     if (groupsPerInstance * rulesPerGroup > DEFAULT_QUOTAS.rulesTimesGroups) {
@@ -550,9 +566,9 @@ class Loader {
   }
 
   /** protocol + ports / icmpType / icmpCode → the model's protocol, fromPort, toPort. */
-  readProtocolAndPorts(m: TMap, path: string): { protocol: number; from: number; to: number } | undefined {
+  readProtocolAndPorts(m: TMap, path: string, what = 'a rule'): { protocol: number; from: number; to: number } | undefined {
     const r = this.r;
-    const pn = r.need(m, 'protocol', path, 'a rule');
+    const pn = r.need(m, 'protocol', path, what);
     if (!pn) return undefined;
     const protocol = parseProtocol(pn);
     const ppath = keyPath(path, 'protocol');
@@ -749,12 +765,15 @@ class Loader {
 
       const { vpcId, groupIds } = this.readInstanceGroups(m, path, name);
       if (vpcId === undefined) ok = false;
+      const subnetId = vpcId === undefined ? null : this.readInstanceSubnet(m, path, vpcId);
+      if (subnetId === undefined) ok = false;
       const connectionTracking = this.readConnectionTracking(m, path);
       const services = this.readServices(m, path);
       if (!ok || vpcId === undefined || name === undefined) continue;
       const inst: Instance = {
         name, id, vpcId, address, address6, groupIds, connectionTracking, services, outbound: [], pos: r.sourcePos(path, m),
       };
+      if (subnetId) inst.subnetId = subnetId;
       this.instances.push(inst);
       pendingOutbound.push({ inst, m, path });
     }
@@ -802,6 +821,184 @@ class Loader {
         `The maximum number of security groups per instance has been reached: ${refs.length} groups, quota ${this.quotas.groupsPerInstance} (raise quotas.groupsPerInstance, up to 16)`);
     }
     return { vpcId, groupIds };
+  }
+
+  /** The instance's `subnet` (null: the implicit one); undefined when it is wrong (error recorded). */
+  readInstanceSubnet(m: TMap, path: string, vpcId: string): string | null | undefined {
+    const r = this.r;
+    const n = r.child(m, 'subnet');
+    if (!n) return null;
+    const id = r.str(n, keyPath(path, 'subnet'), 'subnet');
+    if (id === undefined) return undefined;
+    const sn = this.subnets.get(id);
+    if (!sn) {
+      const known = [...this.subnets.keys()];
+      r.err('InvalidSubnetID.NotFound', keyPath(path, 'subnet'), n.pos,
+        `The subnet ID '${id}' does not exist; ${known.length ? `subnets: ${known.join(', ')}` : 'define it under subnets:'}`);
+      return undefined;
+    }
+    if (sn.vpcId !== vpcId) {
+      r.err('InvalidParameterValue', keyPath(path, 'subnet'), n.pos, `subnet ${id} is in ${sn.vpcId} but the instance is in ${vpcId}; an instance's subnet must be in its VPC`);
+      return undefined;
+    }
+    return id;
+  }
+
+  /**
+   * networkAcls: each VPC's default NACL (AWS: rule 100 allows all, both directions; `default: true`
+   * gives its entries instead, as state files do), then the NACLs defined here, which start with only
+   * the final `*` deny (a new NACL in AWS) plus the entries listed.
+   */
+  readNetworkAcls(top: TMap): void {
+    const r = this.r;
+    for (const v of this.vpcs) this.networkAcls.set(defaultNetworkAclId(v.id), defaultNetworkAcl(v.id));
+    for (const { node, path } of r.list(r.child(top, 'networkAcls'), 'networkAcls', 'networkAcls')) {
+      const m = r.map(node, path, ACL_KEYS, 'a network ACL');
+      if (!m) continue;
+      const isDefault = r.bool(r.child(m, 'default'), keyPath(path, 'default'), 'default') === true;
+      const vpcId = this.vpcOf(m, path, 'a network ACL');
+      const idNode = isDefault ? r.child(m, 'id') : r.need(m, 'id', path, 'a network ACL');
+      const id = r.str(idNode, keyPath(path, 'id'), 'network ACL id');
+      const tags = this.readTags(m, path);
+      if (vpcId === undefined) continue;
+      let acl: NetworkAcl;
+      if (isDefault) {
+        const did = defaultNetworkAclId(vpcId);
+        if (id !== undefined && idNode && id !== did) {
+          r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `the default network ACL of ${vpcId} has the id ${did}, not "${id}"; leave id out`);
+          continue;
+        }
+        const cur = this.networkAcls.get(did);
+        if (cur?.pos) { r.err('NetworkAclAlreadyExists', keyPath(path, 'default'), m.pos, `the default network ACL of ${vpcId} is already given at ${cur.pos.path}`); continue; }
+        acl = { id: did, vpcId, isDefault: true, entries: [], tags, pos: r.sourcePos(path, m) };
+      } else {
+        if (id === undefined || !idNode) continue;
+        if (!ACL_ID.test(id)) {
+          r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `network ACL id "${id}" must look like acl-<letters, digits, . _ ->, e.g. acl-app`);
+          continue;
+        }
+        const prior = this.networkAcls.get(id);
+        if (prior) {
+          r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos,
+            `network ACL id "${id}" is already ${prior.isDefault ? `the default network ACL of ${prior.vpcId}` : `defined at ${prior.pos?.path ?? 'another entry'}`}`);
+          continue;
+        }
+        acl = { id, vpcId, isDefault: false, entries: [], tags, pos: r.sourcePos(path, m) };
+      }
+      acl.entries = this.readNaclEntries(m, path, acl.id);
+      this.networkAcls.set(acl.id, acl);
+    }
+  }
+
+  readNaclEntries(m: TMap, path: string, aclId: string): NaclEntry[] {
+    const r = this.r;
+    const out: NaclEntry[] = [];
+    const seen = new Map<string, string>();                 // direction|ruleNumber → path
+    const en = r.child(m, 'entries');
+    const epath = keyPath(path, 'entries');
+    for (const { node, path: p } of r.list(en, epath, 'entries')) {
+      const em = r.map(node, p, ACL_ENTRY_KEYS, 'a network ACL entry');
+      if (!em) continue;
+      const rnNode = r.need(em, 'ruleNumber', p, 'a network ACL entry');
+      const ruleNumber = r.int(rnNode, keyPath(p, 'ruleNumber'), 'ruleNumber', NACL_RULE_MIN, NACL_RULE_MAX);
+      const egNode = r.need(em, 'egress', p, 'a network ACL entry (true: outbound, false: inbound)');
+      const egress = r.bool(egNode, keyPath(p, 'egress'), 'egress');
+      const ports = this.readProtocolAndPorts(em, p, 'a network ACL entry');
+      const cn = r.need(em, 'cidr', p, 'a network ACL entry');
+      const ctext = r.str(cn, keyPath(p, 'cidr'), 'cidr');
+      let cidr: ParsedCidr | null = null;
+      if (ctext !== undefined && cn) {
+        cidr = parseCidr(ctext);
+        if (!cidr) r.err('InvalidParameterValue', keyPath(p, 'cidr'), cn.pos, cidrMessage(ctext));
+      }
+      const an = r.need(em, 'action', p, 'a network ACL entry (allow or deny)');
+      const atext = r.str(an, keyPath(p, 'action'), 'action');
+      let allow: boolean | undefined;
+      if (atext !== undefined && an) {
+        const a = atext.trim().toLowerCase();
+        if (a === 'allow' || a === 'deny') allow = a === 'allow';
+        else r.err('InvalidParameterValue', keyPath(p, 'action'), an.pos, `action "${atext}" is not valid; use allow or deny`);
+      }
+      if (ruleNumber === undefined || egress === undefined || !ports || !cidr || allow === undefined || !rnNode) continue;
+      const k = `${egress ? 'egress' : 'ingress'}|${ruleNumber}`;
+      const first = seen.get(k);
+      if (first !== undefined) {
+        r.err('NetworkAclEntryAlreadyExists', keyPath(p, 'ruleNumber'), rnNode.pos,
+          `The network acl entry identified by ${ruleNumber} already exists in ${aclId} (${egress ? 'egress' : 'ingress'}, at ${first}); rule numbers are unique per direction`);
+        continue;
+      }
+      seen.set(k, p);
+      out.push({ ruleNumber, egress, protocol: ports.protocol, fromPort: ports.from, toPort: ports.to, cidr: cidr.text, family: cidr.family, allow, pos: r.sourcePos(p, em) });
+    }
+    // Quota: per direction, counted separately for IPv4 and IPv6 entries (amazon-vpc-limits).
+    const max = this.quotas.naclEntriesPerDirection ?? DEFAULT_NACL_ENTRIES;
+    for (const egress of [false, true]) {
+      for (const fam of [4, 6] as const) {
+        const n = out.filter((e) => e.egress === egress && e.family === fam).length;
+        if (n > max) {
+          r.err('NetworkAclEntryLimitExceeded', epath, en?.pos ?? m.pos,
+            `The maximum number of network ACL entries has been reached: ${aclId} has ${n} IPv${fam} ${egress ? 'egress' : 'ingress'} entries, over the quota of ${max} per direction; raise quotas.networkAclEntries (up to 40)`);
+        }
+      }
+    }
+    return sortNaclEntries(out);
+  }
+
+  /** subnets: id, VPC, CIDR (informational, IPv4 /16../28, no overlap within a VPC), network ACL. */
+  readSubnets(top: TMap): void {
+    const r = this.r;
+    const cidrs: { c: ParsedCidr; vpcId: string; path: string }[] = [];
+    for (const { node, path } of r.list(r.child(top, 'subnets'), 'subnets', 'subnets')) {
+      const m = r.map(node, path, SUBNET_KEYS, 'a subnet');
+      if (!m) continue;
+      const idNode = r.need(m, 'id', path, 'a subnet');
+      const id = r.str(idNode, keyPath(path, 'id'), 'subnet id');
+      const vpcId = this.vpcOf(m, path, 'a subnet');
+      if (id === undefined || !idNode || vpcId === undefined) continue;
+      if (!SUBNET_ID.test(id)) {
+        r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `subnet id "${id}" must look like subnet-<letters, digits, . _ ->, e.g. subnet-app`);
+        continue;
+      }
+      if (this.subnets.has(id)) {
+        r.err('InvalidParameterValue', keyPath(path, 'id'), idNode.pos, `subnet id "${id}" is defined twice (first at ${this.subnets.get(id)?.pos?.path})`);
+        continue;
+      }
+      let cidr: string | null = null;
+      const cn = r.child(m, 'cidr');
+      const ctext = r.str(cn, keyPath(path, 'cidr'), 'cidr');
+      if (cn && ctext !== undefined) {
+        const c = parseCidr(ctext);
+        if (!c) { r.err('InvalidParameterValue', keyPath(path, 'cidr'), cn.pos, cidrMessage(ctext)); continue; }
+        if (c.family !== 4 || c.prefix < 16 || c.prefix > 28) {
+          r.err('InvalidSubnet.Range', keyPath(path, 'cidr'), cn.pos, `The CIDR '${c.text}' is invalid: a subnet's CIDR is IPv4, /16 to /28`);
+          continue;
+        }
+        const clash = cidrs.find((o) => o.vpcId === vpcId && cidrsOverlap(o.c, c));
+        if (clash) {
+          r.err('InvalidSubnet.Conflict', keyPath(path, 'cidr'), cn.pos, `The CIDR '${c.text}' conflicts with another subnet (${clash.c.text} at ${clash.path})`);
+          continue;
+        }
+        cidrs.push({ c, vpcId, path: keyPath(path, 'cidr') });
+        cidr = c.text;
+      }
+      let networkAclId = defaultNetworkAclId(vpcId);
+      const an = r.child(m, 'networkAcl');
+      const atext = r.str(an, keyPath(path, 'networkAcl'), 'networkAcl');
+      if (an && atext !== undefined) {
+        const acl = this.networkAcls.get(atext);
+        if (!acl) {
+          r.err('InvalidNetworkAclID.NotFound', keyPath(path, 'networkAcl'), an.pos,
+            `The network ACL ID '${atext}' does not exist; network ACLs: ${[...this.networkAcls.keys()].join(', ')}`);
+          continue;
+        }
+        if (acl.vpcId !== vpcId) {
+          r.err('InvalidParameterValue', keyPath(path, 'networkAcl'), an.pos, `network ACL ${atext} is in ${acl.vpcId} but subnet ${id} is in ${vpcId}; a subnet's NACL must be in its VPC`);
+          continue;
+        }
+        networkAclId = acl.id;
+      }
+      this.subnets.set(id, { id, vpcId, cidr, networkAclId, pos: r.sourcePos(path, m) });
+    }
   }
 
   readConnectionTracking(m: TMap, path: string): Instance['connectionTracking'] {

@@ -20,6 +20,8 @@ export const PATTERNS = {
   instanceId: '^i-[0-9a-f]{1,32}$',
   instanceName: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
   ruleId: '^sgr-[0-9a-f]{17}$',
+  networkAclId: `^acl-${ID_TAIL}$`,
+  subnetId: `^subnet-${ID_TAIL}$`,
 } as const;
 
 const str = { type: 'string' } as const;
@@ -111,6 +113,47 @@ const connectionTracking = {
   },
 } as const;
 
+const networkAclEntry = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['ruleNumber', 'egress', 'protocol', 'cidr', 'action'],
+  properties: {
+    ruleNumber: { description: '1..32766, unique per direction; lowest first, first match decides', type: 'integer', minimum: 1, maximum: 32766 },
+    egress: { description: 'true: outbound, false: inbound', type: 'boolean' },
+    protocol,
+    ports: { description: 'tcp/udp: 443 | "1024-65535" | all', anyOf: [port, str] },
+    icmpType: { type: 'integer', minimum: -1, maximum: 255 },
+    icmpCode: { type: 'integer', minimum: -1, maximum: 255 },
+    cidr: { description: 'IPv4 or IPv6 CIDR', type: 'string' },
+    action: { enum: ['allow', 'deny'] },
+  },
+} as const;
+
+const networkAcl = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id'],
+  properties: {
+    id: { description: 'acl-…; a NACL defined here starts with only the final * deny', type: 'string', pattern: PATTERNS.networkAclId },
+    vpc: { type: 'string', pattern: PATTERNS.vpcId },
+    default: { description: "true: the VPC's default NACL (used by subnets that name none)", type: 'boolean' },
+    tags: { type: 'object', additionalProperties: str },
+    entries: { type: 'array', items: networkAclEntry },
+  },
+} as const;
+
+const subnet = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'cidr'],
+  properties: {
+    id: { type: 'string', pattern: PATTERNS.subnetId },
+    vpc: { type: 'string', pattern: PATTERNS.vpcId },
+    cidr: { description: 'IPv4 CIDR of the subnet', type: 'string' },
+    networkAcl: { description: "acl-…; default: the VPC's default NACL", type: 'string', pattern: PATTERNS.networkAclId },
+  },
+} as const;
+
 const instance = {
   type: 'object',
   additionalProperties: false,
@@ -119,6 +162,7 @@ const instance = {
     name: { type: 'string', pattern: PATTERNS.instanceName },
     id: { type: 'string', pattern: PATTERNS.instanceId },
     vpc: { type: 'string', pattern: PATTERNS.vpcId },
+    subnet: { description: "subnet-…; default: the VPC's implicit subnet (crosses no NACL)", type: 'string', pattern: PATTERNS.subnetId },
     address: { description: 'the private IPv4 address, on loopback (127.0.0.0/8)', type: 'string' },
     address6: { description: 'an IPv6 address (e.g. ::1)', type: 'string' },
     securityGroups: { description: "ids or names; default: the VPC's default group", ...oneOrMany(str) },
@@ -167,6 +211,8 @@ export const CONFIG_SCHEMA = {
       },
     },
     prefixLists: { type: 'array', items: prefixList },
+    networkAcls: { type: 'array', items: networkAcl },
+    subnets: { type: 'array', items: subnet },
     securityGroups: { type: 'array', items: securityGroup },
     instances: { type: 'array', items: instance },
     addresses: {
@@ -180,6 +226,7 @@ export const CONFIG_SCHEMA = {
       properties: {
         groupsPerInstance: { type: 'integer', minimum: 1, maximum: 16 },
         rulesPerGroup: { type: 'integer', minimum: 1, maximum: 1000 },
+        networkAclEntries: { description: 'per direction (AWS: 20, up to 40)', type: 'integer', minimum: 1, maximum: 40 },
       },
     },
   },
@@ -198,6 +245,9 @@ export const CONFIG_OBJECTS = {
   connectionTracking,
   service,
   outbound,
+  networkAcl,
+  networkAclEntry,
+  subnet,
 } as const;
 
 /** The field names of one object schema, in schema order. */

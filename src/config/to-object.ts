@@ -4,7 +4,10 @@
 // as its own entry (one peer), egress explicitly (so no default is re-added), and a rule `id`
 // only when it is not the content-derived one.
 
-import { DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName, type Model, type Rule, type SecurityGroup } from '../model/types.js';
+import {
+  DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
+  DEFAULT_NACL_ENTRIES, defaultNaclEntries, naclEntryKey, type Model, type NaclEntry, type Rule, type SecurityGroup,
+} from '../model/types.js';
 import { defaultGroupId, instanceId, ruleId } from './ids.js';
 
 export function modelToConfigObject(model: Model): unknown {
@@ -14,8 +17,13 @@ export function modelToConfigObject(model: Model): unknown {
     vpcs: model.vpcs.map((v) => ({ id: v.id })),
   };
   const q = model.quotas;
-  if (q.groupsPerInstance !== DEFAULT_QUOTAS.groupsPerInstance || q.rulesPerGroupPerDirection !== DEFAULT_QUOTAS.rulesPerGroupPerDirection) {
-    out.quotas = { groupsPerInstance: q.groupsPerInstance, rulesPerGroup: q.rulesPerGroupPerDirection };
+  const nae = q.naclEntriesPerDirection ?? DEFAULT_NACL_ENTRIES;
+  if (q.groupsPerInstance !== DEFAULT_QUOTAS.groupsPerInstance || q.rulesPerGroupPerDirection !== DEFAULT_QUOTAS.rulesPerGroupPerDirection
+    || nae !== DEFAULT_NACL_ENTRIES) {
+    out.quotas = {
+      groupsPerInstance: q.groupsPerInstance, rulesPerGroup: q.rulesPerGroupPerDirection,
+      ...(nae !== DEFAULT_NACL_ENTRIES ? { networkAclEntries: nae } : {}),
+    };
   }
   if (model.prefixLists.length > 0) {
     out.prefixLists = model.prefixLists.map((pl) => ({
@@ -24,6 +32,22 @@ export function modelToConfigObject(model: Model): unknown {
       // An empty list given without maxEntries has 0, which the loader refuses (1..1000): leave it out.
       ...(pl.maxEntries >= 1 ? { maxEntries: pl.maxEntries } : {}),
       entries: pl.entries.map((e) => (e.description ? { cidr: e.cidr, description: e.description } : e.cidr)),
+    }));
+  }
+  const std = defaultNaclEntries().map(naclEntryKey).join(',');
+  const acls: Record<string, unknown>[] = [];
+  for (const a of model.networkAcls ?? []) {
+    const entries = a.entries.map(naclEntryToObject);
+    const tags = Object.keys(a.tags).length ? { tags: { ...a.tags } } : {};
+    if (a.isDefault) {
+      if (a.entries.map(naclEntryKey).join(',') === std && !tags.tags) continue;
+      acls.push({ default: true, vpc: a.vpcId, ...tags, entries });
+    } else acls.push({ id: a.id, vpc: a.vpcId, ...tags, entries });
+  }
+  if (acls.length > 0) out.networkAcls = acls;
+  if ((model.subnets ?? []).length > 0) {
+    out.subnets = (model.subnets ?? []).map((sn) => ({
+      id: sn.id, vpc: sn.vpcId, ...(sn.cidr ? { cidr: sn.cidr } : {}), networkAcl: sn.networkAclId,
     }));
   }
   const groups: Record<string, unknown>[] = [];
@@ -54,6 +78,7 @@ export function modelToConfigObject(model: Model): unknown {
       const o: Record<string, unknown> = { name: i.name };
       if (i.id !== instanceId(i.name)) o.id = i.id;
       o.vpc = i.vpcId;
+      if (i.subnetId) o.subnet = i.subnetId;
       o.address = i.address;
       if (i.address6) o.address6 = i.address6;
       if (!(i.groupIds.length === 1 && i.groupIds[0] === defaultGroupId(i.vpcId))) o.securityGroups = [...i.groupIds];
@@ -85,6 +110,19 @@ export function modelToConfigObject(model: Model): unknown {
     out.addresses = map;
   }
   return out;
+}
+
+export function naclEntryToObject(e: NaclEntry): Record<string, unknown> {
+  const o: Record<string, unknown> = { ruleNumber: e.ruleNumber, egress: e.egress, protocol: protocolName(e.protocol) };
+  if (e.protocol === PROTO_TCP || e.protocol === PROTO_UDP) {
+    o.ports = e.fromPort === e.toPort ? e.fromPort : e.fromPort === 0 && e.toPort === 65535 ? 'all' : `${e.fromPort}-${e.toPort}`;
+  } else if (e.protocol === PROTO_ICMP || e.protocol === PROTO_ICMPV6) {
+    o.icmpType = e.fromPort;
+    o.icmpCode = e.toPort;
+  }
+  o.cidr = e.cidr;
+  o.action = e.allow ? 'allow' : 'deny';
+  return o;
 }
 
 function ruleToObject(r: Rule): Record<string, unknown> {

@@ -127,7 +127,8 @@ export function readStateFile(statePath: string): StateFile | null {
 
 /**
  * The persisted world on top of `base` (the config file's model), validated by loadConfigText.
- * Groups come from the state; groups only in the config are added unless the API deleted them;
+ * Groups and network ACLs come from the state; those only in the config are added unless the API
+ * deleted them; subnets come from the config with the state's NACL associations;
  * instances, services, prefix lists, VPCs and addresses come from the config, except each
  * instance's security groups, which the state keeps (ModifyInstanceAttribute).
  * Null when there is no state file; ConfigErrors when it is corrupt or does not fit the config.
@@ -151,6 +152,25 @@ export function mergeState(base: Model, st: StateFile): Record<string, unknown> 
   const groups = [...stGroups, ...kept];
   if (groups.length > 0) obj.securityGroups = groups;
   else delete obj.securityGroups;
+
+  // Network ACLs as groups (the API's deletions of acl- ids are kept in deletedGroupIds), and the
+  // subnets' NACL associations (ReplaceNetworkAclAssociation) over the config's subnets.
+  const stAcls = asArray(st.config.networkAcls).map(asRecord).filter((g): g is Record<string, unknown> => g !== null);
+  const aclInState = new Set(stAcls.map(key));
+  const baseAcls = asArray(obj.networkAcls).map(asRecord).filter((g): g is Record<string, unknown> => g !== null);
+  const acls = [...stAcls, ...baseAcls.filter((g) => !aclInState.has(key(g)) && !(typeof g.id === 'string' && deleted.has(g.id)))];
+  if (acls.length > 0) obj.networkAcls = acls;
+  else delete obj.networkAcls;
+  const stSubnets = new Map<string, Record<string, unknown>>();
+  for (const sn of asArray(st.config.subnets)) {
+    const r = asRecord(sn);
+    if (r && typeof r.id === 'string') stSubnets.set(r.id, r);
+  }
+  for (const sn of asArray(obj.subnets)) {
+    const r = asRecord(sn);
+    const s = r && typeof r.id === 'string' ? stSubnets.get(r.id) : undefined;
+    if (r && s && typeof s.networkAcl === 'string') r.networkAcl = s.networkAcl;
+  }
 
   const stInstances = new Map<string, Record<string, unknown>>();
   for (const i of asArray(st.config.instances)) {

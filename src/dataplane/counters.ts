@@ -10,6 +10,7 @@ export class Counters {
   refusedReset = 0;        // allowed, backend down, fallback accept-then-reset
   overflowDropped = 0;     // new flows dropped because conntrack was full
   untrackedCut = 0;        // untracked flows cut by a rule change
+  naclCut = 0;             // flows (tracked or not) stopped because a network ACL now drops their packets
   idleExpired = 0;
   resets = 0;              // ECONNRESET / EPIPE seen on relayed sockets (counted, not logged)
   bytesIn = 0;             // closed flows' bytes, client → backend

@@ -10,7 +10,7 @@
 
 import { INGRESS, EGRESS } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
-import { VERDICT_ALLOW } from '../policy/types.js';
+import { VERDICT_ALLOW, VERDICT_NACL_DENY } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram } from '../policy/bpf.js';
 import { attachFilter, releaseSocket } from '../native/sock-filter.js';
@@ -60,7 +60,8 @@ export interface Listener {
   refreshFilter(force?: boolean): void;
   /** The conntrack table crossed its near-full mark (ConnTable.onNearFullChange). */
   tableNearFullChanged?(): void;
-  decide(remote: string): number;
+  /** The verdict for a new flow from `remote`:`remotePort` (-1: port unknown, NACL reply check skipped). */
+  decide(remote: string, remotePort?: number): number;
   /** The version of the policy this listener decides by (its filter and its live flows). */
   readonly policyVersion: number;
   describe(): string;
@@ -83,8 +84,6 @@ export interface ListenerEnv {
   kernelTcpFilter: boolean;
   log: (line: string) => void;
 }
-
-const scratch6 = new Uint32Array(4);
 
 /**
  * The policy side of a listener, shared by TCP and UDP: which instance it speaks for, the verdict
@@ -204,7 +203,15 @@ export abstract class ListenerBase implements Listener {
   protected program(): Buffer {
     this.mode = this.computeMode();
     if (this.mode !== MODE_RULES) return encodeProgram(compileDropAllNew(this.kindName));
-    if (this.spec.kind === 'outbound') return encodeProgram(compileAcceptAll());
+    if (this.spec.kind === 'outbound') {
+      // NACLs: the replies go to the app's port, so only the ports their entries let back in pass.
+      const ports = this.outboundClientPorts(this.policy!);
+      if (ports === null) return encodeProgram(compileAcceptAll());
+      const all = this.spec.family === 4
+        ? { v4: Uint32Array.from([0, 0xffffffff]), v6: [], ports4: [ports] }
+        : { v4: new Uint32Array(0), v6: [0n, (1n << 128n) - 1n], ports6: [ports] };
+      return encodeProgram(compileSourceFilter(this.kindName, this.spec.family, all).insns);
+    }
     const { insns, exact } = compileSourceFilter(this.kindName, this.spec.family, this.allowedSources(this.policy!));
     this.filterExact = exact;
     if (!exact && !this.warnedInexact) {
@@ -215,9 +222,9 @@ export abstract class ListenerBase implements Listener {
     return encodeProgram(insns);
   }
 
-  /** The verdict for a new flow from a local source address (the real socket peer). */
-  decide(remote: string): number {
-    return this.verdictUnder(this.policy!, this.inst, this.outboundVerdict, remote);
+  /** The verdict for a new flow from a local source address and port (the real socket peer). */
+  decide(remote: string, remotePort = -1): number {
+    return this.verdictUnder(this.policy!, this.inst, this.outboundVerdict, remote, remotePort);
   }
 
   /**
@@ -225,19 +232,50 @@ export abstract class ListenerBase implements Listener {
    * current, exact filter would have dropped and that the kernel still let through had its SYN
    * judged by the filter before the swap: it is a connection that existed when the rules changed.
    */
-  decidePrevious(remote: string): number {
+  decidePrevious(remote: string, remotePort = -1): number {
     const p = this.prev;
-    return p === null ? 0 : this.verdictUnder(p.policy, p.inst, p.outboundVerdict, remote);
+    return p === null ? 0 : this.verdictUnder(p.policy, p.inst, p.outboundVerdict, remote, remotePort);
   }
 
-  private verdictUnder(p: CompiledPolicy, inst: number, outboundVerdict: number, remote: string): number {
+  private verdictUnder(p: CompiledPolicy, inst: number, outboundVerdict: number, remote: string, remotePort: number): number {
     if (inst < 0) return 0;
-    if (this.spec.kind === 'outbound') return outboundVerdict;
+    if (this.spec.kind === 'outbound') {
+      if (!(outboundVerdict & VERDICT_ALLOW) || !p.naclsActive) return outboundVerdict;
+      return this.outboundNacl(p, inst, remotePort) === VERDICT_ALLOW ? outboundVerdict : VERDICT_NACL_DENY;
+    }
     const proto = this.spec.protocol;
-    if (this.spec.family === 4) return p.decide4(inst, INGRESS, proto, p.appear4(parseIpv4(remote)), this.spec.rulePort);
-    const w = parseIpv6Words(remote);
-    const a = p.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch6) ? scratch6 : w;
-    return p.decide6(inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, this.spec.rulePort);
+    if (this.spec.family === 4) return p.decideIngress4(inst, proto, parseIpv4(remote), remotePort, this.spec.rulePort);
+    return p.decideIngress6(inst, proto, parseIpv6Words(remote), remotePort, this.spec.rulePort);
+  }
+
+  /** NACLs of an outbound entry's flow: the instance → the destination the rules see (the target
+   * instance's subnet when it is one), replies to the app's port. */
+  private outboundNacl(p: CompiledPolicy, inst: number, clientPort: number): number {
+    const s = this.spec;
+    if (!s.asAddress) return 0;
+    const src = p.model.instances[inst]!;
+    const t = s.targetInstName === null ? -1 : p.instanceIndex.get(s.targetInstName) ?? -1;
+    if (!s.asAddress.includes(':')) return p.naclFlow4(inst, t, s.protocol, parseIpv4(src.address), parseIpv4(s.asAddress), clientPort, s.rulePort);
+    if (!src.address6) return VERDICT_ALLOW;
+    return p.naclFlow6(inst, t, s.protocol, parseIpv6Words(src.address6), parseIpv6Words(s.asAddress), clientPort, s.rulePort);
+  }
+
+  /** The app ports whose flows the NACLs pass (merged pairs), null = every port; [] = none. */
+  private outboundClientPorts(p: CompiledPolicy): number[] | null {
+    if (!p.naclsActive || this.inst < 0) return null;
+    if (this.outboundNacl(p, this.inst, -1) !== VERDICT_ALLOW) return [];
+    // The reply check for every port: 65536 lookups (a few ms), on a policy swap or mode change only.
+    const out: number[] = [];
+    let lo = -1;
+    let prev = false;
+    for (let port = 0; port <= 65535; port++) {
+      const ok = this.outboundNacl(p, this.inst, port) === VERDICT_ALLOW;
+      if (ok && !prev) lo = port;
+      if (!ok && prev) out.push(lo, port - 1);
+      prev = ok;
+    }
+    if (prev) out.push(lo, 65535);
+    return out.length === 2 && out[0] === 0 && out[1] === 65535 ? null : out;
   }
 
   /** Egress of the instance to the destination the rules see, and the target instance's ingress. */

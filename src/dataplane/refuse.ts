@@ -21,7 +21,7 @@ import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
 import { RawSender } from '../native/raw.js';
 import { NetdWatch, type Netd } from '../native/netd.js';
 import { probeCapNetRaw } from '../native/probe.js';
-import { VERDICT_ALLOW } from '../policy/types.js';
+import { VERDICT_ALLOW, VERDICT_NACL_DENY } from '../policy/types.js';
 import { MODE_DOWN, MODE_FULL, type Listener } from './listener.js';
 import type { Counters } from './counters.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
@@ -115,11 +115,13 @@ export class Refuser {
   private onSyn(ev: SynEvent): void {
     const l = this.tcp.get(`${ev.dst}|${ev.dstPort}`);
     if (!l) return;
-    if (!(l.decide(ev.src) & VERDICT_ALLOW)) {
+    const v = l.decide(ev.src, ev.srcPort);
+    if (!(v & VERDICT_ALLOW)) {
       this.counters.rejectedKernel++;
       l.stats.rejected++;
       this.hooks.onRejected?.(l, ev.src, ev.srcPort, ev.dst, ev.dstPort);
-      if (flowEvents.hasSubscribers) this.publish('reject', l, ev.src, ev.srcPort, 'kernel-filter');
+      // The kernel filter dropped it either way; the reason says which layer denied it.
+      if (flowEvents.hasSubscribers) this.publish('reject', l, ev.src, ev.srcPort, v & VERDICT_NACL_DENY ? 'network-acl' : 'kernel-filter');
       return;
     }
     if (l.mode === MODE_FULL) { this.overflow(l, ev.src, ev.srcPort); return; }
@@ -139,11 +141,11 @@ export class Refuser {
     if (!l) return;
     if (l.mode === MODE_FULL) {
       // Live flows' datagrams pass a FULL program; the others are new flows the table dropped.
-      if (l.decide(ev.src) & VERDICT_ALLOW && !this.hooks.isTracked?.(l, ev.src, ev.srcPort)) this.overflow(l, ev.src, ev.srcPort);
+      if (l.decide(ev.src, ev.srcPort) & VERDICT_ALLOW && !this.hooks.isTracked?.(l, ev.src, ev.srcPort)) this.overflow(l, ev.src, ev.srcPort);
       return;
     }
     if (l.mode !== MODE_DOWN) return;   // datagrams of live flows are not "new": only DOWN answers
-    if (!(l.decide(ev.src) & VERDICT_ALLOW)) return;
+    if (!(l.decide(ev.src, ev.srcPort) & VERDICT_ALLOW)) return;
     if (this.hooks.backendUpNow?.(l)) { this.counters.refusalsAvoided++; return; }
     this.raw!.sendPortUnreachable(ev.family, ev.dst, ev.ipPacket);
     this.counters.refusedRaw++;

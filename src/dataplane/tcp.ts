@@ -22,7 +22,7 @@ import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { INGRESS, EGRESS, PROTO_TCP } from '../model/types.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
+import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { createTcpListener, nativeStatus } from '../native/sock-filter.js';
 import {
   relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayListen, relayReset, relayUnlisten,
@@ -156,14 +156,14 @@ export class TcpListener extends ListenerBase implements RelayListener {
    */
   private admit(remote: string, remotePort: number): FlowEntry | null {
     const env = this.env;
-    let verdict = this.decide(remote);
+    let verdict = this.decide(remote, remotePort);
     this.admittedExisting = false;
     if (!(verdict & VERDICT_ALLOW) && this.filterExact && this.mode === MODE_RULES) {
       // The exact filter in force would have dropped this SYN, yet the kernel completed the
       // handshake: the filter before the last swap let it through (during the swap, after the
       // relay was drained). AWS keeps such a connection as one that existed when the rules
       // changed: book it under the old verdict, then judge it as every live flow was at the swap.
-      const old = this.decidePrevious(remote);
+      const old = this.decidePrevious(remote, remotePort);
       if (old & VERDICT_ALLOW) { verdict = old; this.admittedExisting = true; }
     }
     if (!(verdict & VERDICT_ALLOW)) {
@@ -284,16 +284,21 @@ abstract class FlowBase implements FlowOwner {
   /** Stop relaying both ways; keep both sockets open and unread until a peer gives up. */
   protected abstract blackhole(): void;
 
-  /** After a policy swap: AWS cuts untracked flows whose rule is gone; tracked ones live on. */
+  /** After a policy swap: AWS cuts untracked flows whose rule is gone; tracked ones live on.
+   * Network ACLs keep no state: a flow whose packets a NACL now drops stops, tracked or not. */
   recheck(): void {
     const e = this.entry;
     if (!e.live || this.blackholed) return;
-    const v = this.listener.decide(e.src);
+    const v = this.listener.decide(e.src, e.srcPort);
     if (v & VERDICT_ALLOW) {
       e.tracked = !(v & VERDICT_UNTRACKED);
       return;
     }
-    if (!e.tracked) {
+    if (v & VERDICT_NACL_DENY) {
+      this.listener.env.counters.naclCut++;
+      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'nacl-denied', e.tracked, e);
+      this.listener.env.table.drop(e, EXPIRE_CUT);
+    } else if (!e.tracked) {
       this.listener.env.counters.untrackedCut++;
       if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
       this.listener.env.table.drop(e, EXPIRE_CUT);
@@ -321,7 +326,7 @@ abstract class FlowBase implements FlowOwner {
       }
       // AWS: once the entry is gone, the next packet is judged as new traffic. If the rules still
       // allow it, it is tracked again; otherwise it is dropped from now on.
-      const v = this.listener.decide(e.src);
+      const v = this.listener.decide(e.src, e.srcPort);
       if (v & VERDICT_ALLOW) {
         const again = env.table.open({
           proto: e.proto, family: e.family as 4 | 6, inst: e.inst, dir: e.dir, listener: e.listener,

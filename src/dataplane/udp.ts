@@ -30,7 +30,7 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
-import { VERDICT_ALLOW, VERDICT_UNTRACKED } from '../policy/types.js';
+import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
 import { mergeRanges4, mergeRanges6 } from '../policy/ranges.js';
 import { compileSourceFilter, encodeProgram } from '../policy/bpf.js';
@@ -133,6 +133,7 @@ export class UdpListener extends ListenerBase {
   /** Adds the sources of live flows (tracked ones only, or all) to `r`. */
   private withFlowSources(r: SourceRanges, trackedOnly: boolean): SourceRanges {
     if (this.flows.size === 0) return r;
+    if (r.ports4 || r.ports6) return this.withFlowPorts(r, trackedOnly);
     const v4: number[] = Array.from(r.v4);
     const v6 = [...r.v6];
     for (const f of this.flows.values()) {
@@ -146,13 +147,43 @@ export class UdpListener extends ListenerBase {
     return { v4: Uint32Array.from(mergeRanges4(v4)), v6: mergeRanges6(v6) };
   }
 
+  /**
+   * The same when NACLs limit source ports: each live flow's exact source address and port become
+   * their own range, so its datagrams keep passing (a flow a NACL now drops was cut by recheck).
+   */
+  private withFlowPorts(r: SourceRanges, trackedOnly: boolean): SourceRanges {
+    const six = this.spec.family === 6;
+    const pieces: [bigint, bigint, number[] | null][] = [];
+    const base: ArrayLike<number | bigint> = six ? r.v6 : r.v4;
+    const ports = (six ? r.ports6 : r.ports4) ?? [];
+    for (let i = 0; i < base.length; i += 2) pieces.push([BigInt(base[i]!), BigInt(base[i + 1]!), ports[i / 2] ?? null]);
+    for (const f of this.flows.values()) {
+      if (!f.entry.live || (trackedOnly && !f.entry.tracked)) continue;
+      const a = six ? ipv6ToBigInt(parseIpv6Words(f.entry.src)) : BigInt(parseIpv4(f.entry.src));
+      const k = pieces.findIndex(([lo, hi]) => lo <= a && a <= hi);
+      if (k < 0) { pieces.push([a, a, [f.entry.srcPort, f.entry.srcPort]]); continue; }
+      const [lo, hi, p] = pieces[k]!;
+      if (p === null) continue;
+      const add = [...p, f.entry.srcPort, f.entry.srcPort];
+      const split: [bigint, bigint, number[] | null][] = [];
+      if (lo < a) split.push([lo, a - 1n, p]);
+      split.push([a, a, mergePortPairs(add)]);
+      if (a < hi) split.push([a + 1n, hi, p]);
+      pieces.splice(k, 1, ...split);
+    }
+    pieces.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+    const pairs = pieces.flatMap(([lo, hi]) => [lo, hi]);
+    const pp = pieces.map((x) => x[2]);
+    return six ? { v4: new Uint32Array(0), v6: pairs, ports6: pp } : { v4: Uint32Array.from(pairs.map(Number)), v6: [], ports4: pp };
+  }
+
   /** A datagram from a client (every one on the node path; only unknown clients' on the native path). */
   private readonly onDatagram = (address: string, port: number, msg: Buffer): void => {
     const env = this.env;
     const key: number | string = this.spec.family === 4 ? parseIpv4(address) * 65536 + port : `${address}|${port}`;
     let f = this.flows.get(key);
     if (f === undefined) {
-      const v = this.decide(address);
+      const v = this.decide(address, port);
       if (!(v & VERDICT_ALLOW)) { env.counters.udpDatagramsIn++; env.counters.rejectedUser++; this.stats.rejected++; return; }
       // Held down (Node API setBackend) while it still listens; only reached without raw refusal
       // (else the filter's backend-down mode): silence, as a dead backend gives in that mode.
@@ -347,9 +378,13 @@ export class UdpFlow implements FlowOwner {
   recheck(): void {
     const e = this.entry;
     if (!e.live) return;
-    const v = this.listener.decide(e.src);
+    const v = this.listener.decide(e.src, e.srcPort);
     if (v & VERDICT_ALLOW) { e.tracked = !(v & VERDICT_UNTRACKED); return; }
-    if (!e.tracked) {
+    if (v & VERDICT_NACL_DENY) {
+      // NACLs keep no state: the flow's datagrams are dropped from now on, tracked or not.
+      this.listener.env.counters.naclCut++;
+      this.listener.env.table.drop(e, EXPIRE_CUT);
+    } else if (!e.tracked) {
       this.listener.env.counters.untrackedCut++;
       this.listener.env.table.drop(e, EXPIRE_CUT);
     }
@@ -369,4 +404,17 @@ export class UdpFlow implements FlowOwner {
       try { this.sock!.close(); } catch { /* already closed */ }
     }
   }
+}
+
+/** Sorted, merged inclusive port pairs. */
+function mergePortPairs(p: number[]): number[] {
+  const all: [number, number][] = [];
+  for (let i = 0; i < p.length; i += 2) all.push([p[i]!, p[i + 1]!]);
+  all.sort((x, y) => x[0] - y[0]);
+  const out: number[] = [];
+  for (const [lo, hi] of all) {
+    const n = out.length;
+    if (n > 0 && lo <= out[n - 1]! + 1) { if (hi > out[n - 1]!) out[n - 1] = hi; } else out.push(lo, hi);
+  }
+  return out;
 }

@@ -4,7 +4,10 @@
 // Must not: do I/O (the CLI reads the files).
 
 import { UsageError } from '../model/errors.js';
-import { arr, isObj, readTags, renderConfig, str, toInt, type ImportedGroup, type ImportedInstance, type ImportedRule, type ImportResult } from './common.js';
+import {
+  arr, isObj, readTags, renderConfig, str, toInt,
+  type ImportedGroup, type ImportedInstance, type ImportedNacl, type ImportedNetwork, type ImportedRule, type ImportedSubnet, type ImportResult,
+} from './common.js';
 
 function permissions(v: unknown, where: string): ImportedRule[] {
   const out: ImportedRule[] = [];
@@ -64,12 +67,64 @@ export function awsInstances(doc: unknown): ImportedInstance[] {
         vpcId: str(inst['VpcId']),
         groupIds,
         privateAddress: str(inst['PrivateIpAddress']) ?? '',
+        subnetId: str(inst['SubnetId']),
       });
     }
   }
   return out;
 }
 
-export function importAws(groupsDoc: unknown, instancesDoc?: unknown): ImportResult {
-  return renderConfig(awsGroups(groupsDoc), instancesDoc === undefined ? [] : awsInstances(instancesDoc));
+/** Parsed `aws ec2 describe-network-acls` JSON → NACLs (entries as listed, * included) and the
+ * subnets their associations name. */
+export function awsNetworkAcls(doc: unknown): { nacls: ImportedNacl[]; assoc: Map<string, { aclId: string; vpcId: string | null }> } {
+  if (!isObj(doc) || !Array.isArray(doc['NetworkAcls'])) {
+    throw new UsageError('not aws ec2 describe-network-acls output: expected a JSON object with a "NetworkAcls" list');
+  }
+  const assoc = new Map<string, { aclId: string; vpcId: string | null }>();
+  const nacls = doc['NetworkAcls'].map((a, i): ImportedNacl => {
+    if (!isObj(a)) throw new UsageError(`NetworkAcls[${i}] is not an object`);
+    const id = str(a['NetworkAclId']);
+    if (id === null) throw new UsageError(`NetworkAcls[${i}] has no NetworkAclId`);
+    const vpcId = str(a['VpcId']);
+    for (const s of arr(a['Associations'])) if (isObj(s) && str(s['SubnetId'])) assoc.set(str(s['SubnetId']) as string, { aclId: id, vpcId });
+    const entries = arr(a['Entries']).filter(isObj).map((e) => {
+      const pr = isObj(e['PortRange']) ? e['PortRange'] : {};
+      const ic = isObj(e['IcmpTypeCode']) ? e['IcmpTypeCode'] : null;
+      return {
+        ruleNumber: toInt(e['RuleNumber']) ?? 0, egress: e['Egress'] === true, protocol: str(e['Protocol']) ?? '-1',
+        fromPort: toInt(pr['From']), toPort: toInt(pr['To']),
+        icmpType: ic ? toInt(ic['Type']) : null, icmpCode: ic ? toInt(ic['Code']) : null,
+        cidr: str(e['CidrBlock']) ?? str(e['Ipv6CidrBlock']) ?? '', action: str(e['RuleAction']) ?? 'deny',
+      };
+    });
+    return { id, vpcId, isDefault: a['IsDefault'] === true, tags: readTags(a['Tags']), entries };
+  });
+  return { nacls, assoc };
+}
+
+/** describe-network-acls (+ optional describe-subnets for the CIDRs) → NACLs and subnets. */
+export function awsNetwork(naclsDoc: unknown, subnetsDoc?: unknown): ImportedNetwork {
+  const { nacls, assoc } = awsNetworkAcls(naclsDoc);
+  const subnets: ImportedSubnet[] = [];
+  if (subnetsDoc !== undefined) {
+    if (!isObj(subnetsDoc) || !Array.isArray(subnetsDoc['Subnets'])) {
+      throw new UsageError('not aws ec2 describe-subnets output: expected a JSON object with a "Subnets" list');
+    }
+    for (const sn of subnetsDoc['Subnets']) {
+      if (!isObj(sn) || str(sn['SubnetId']) === null) continue;
+      const id = str(sn['SubnetId']) as string;
+      subnets.push({ id, vpcId: str(sn['VpcId']), cidr: str(sn['CidrBlock']), networkAclId: assoc.get(id)?.aclId ?? null });
+    }
+  }
+  for (const [id, a] of assoc) if (!subnets.some((s) => s.id === id)) subnets.push({ id, vpcId: a.vpcId, cidr: null, networkAclId: a.aclId });
+  return { nacls, subnets };
+}
+
+export function importAws(groupsDoc: unknown, instancesDoc?: unknown, naclsDoc?: unknown, subnetsDoc?: unknown): ImportResult {
+  // describe-network-acls output alone is accepted as the main file too.
+  if (isObj(groupsDoc) && !('SecurityGroups' in groupsDoc) && Array.isArray(groupsDoc['NetworkAcls']) && naclsDoc === undefined) {
+    return renderConfig([], instancesDoc === undefined ? [] : awsInstances(instancesDoc), [], awsNetwork(groupsDoc, subnetsDoc));
+  }
+  const network = naclsDoc === undefined ? undefined : awsNetwork(naclsDoc, subnetsDoc);
+  return renderConfig(awsGroups(groupsDoc), instancesDoc === undefined ? [] : awsInstances(instancesDoc), [], network);
 }

@@ -10,7 +10,9 @@
 
 import YAML from 'yaml';
 import { UsageError } from '../model/errors.js';
-import { arr, isObj, readTags, renderConfig, str, toInt, type ImportedGroup, type ImportedRule, type ImportResult } from './common.js';
+import {
+  arr, isObj, readTags, renderConfig, str, toInt, type ImportedGroup, type ImportedNacl, type ImportedRule, type ImportedSubnet, type ImportResult,
+} from './common.js';
 
 const INTRINSICS = ['Ref', 'GetAtt', 'Sub', 'Join', 'Select', 'Split', 'FindInMap', 'ImportValue', 'If', 'Equals', 'Not',
   'And', 'Or', 'Base64', 'Cidr', 'GetAZs', 'Condition', 'Transform', 'ToJsonString', 'Length'];
@@ -37,6 +39,8 @@ export function parseTemplate(text: string, file: string): unknown {
 
 const logicalToSg = (id: string): string => `sg-${id.toLowerCase()}`.slice(0, 66);
 const logicalToVpc = (id: string): string => `vpc-${id.toLowerCase()}`.slice(0, 67);
+const logicalToAcl = (id: string): string => `acl-${id.toLowerCase()}`.slice(0, 67);
+const logicalToSubnet = (id: string): string => `subnet-${id.toLowerCase()}`.slice(0, 70);
 
 export function importCloudFormation(doc: unknown): ImportResult {
   if (!isObj(doc) || !isObj(doc['Resources'])) {
@@ -58,6 +62,8 @@ export function importCloudFormation(doc: unknown): ImportResult {
       const t = typeOf(target);
       if (t === 'AWS::EC2::SecurityGroup') return logicalToSg(target);
       if (t === 'AWS::EC2::VPC') return logicalToVpc(target);
+      if (t === 'AWS::EC2::NetworkAcl') return logicalToAcl(target);
+      if (t === 'AWS::EC2::Subnet') return logicalToSubnet(target);
       const p = params[target];
       if (isObj(p) && (typeof p['Default'] === 'string' || typeof p['Default'] === 'number')) return String(p['Default']);
       warnings.push(`${what}: Ref ${target} cannot be resolved offline (no such resource, or a parameter without Default); left out`);
@@ -187,8 +193,56 @@ export function importCloudFormation(doc: unknown): ImportResult {
       }
     }
   }
-  if (all.length === 0) throw new UsageError('the template defines no AWS::EC2::SecurityGroup');
-  const res = renderConfig(all, []);
+  // Network ACLs (AWS::EC2::NetworkAcl + NetworkAclEntry), subnets and their associations.
+  const nacls = new Map<string, ImportedNacl>();
+  const subnets = new Map<string, ImportedSubnet>();
+  for (const [logical, res] of Object.entries(resources)) {
+    if (!isObj(res)) continue;
+    const props = isObj(res['Properties']) ? res['Properties'] : {};
+    const where = `Resources.${logical}.Properties`;
+    if (res['Type'] === 'AWS::EC2::NetworkAcl') {
+      nacls.set(logicalToAcl(logical), {
+        id: logicalToAcl(logical), vpcId: props['VpcId'] !== undefined ? resolve(props['VpcId'], `${where}.VpcId`, 'vpc') : null,
+        isDefault: false, tags: readTags(props['Tags']), entries: [],
+      });
+    } else if (res['Type'] === 'AWS::EC2::Subnet') {
+      subnets.set(logicalToSubnet(logical), {
+        id: logicalToSubnet(logical), vpcId: props['VpcId'] !== undefined ? resolve(props['VpcId'], `${where}.VpcId`, 'vpc') : null,
+        cidr: props['CidrBlock'] !== undefined ? resolve(props['CidrBlock'], `${where}.CidrBlock`, 'value') : null, networkAclId: null,
+      });
+    }
+  }
+  for (const [logical, res] of Object.entries(resources)) {
+    if (!isObj(res)) continue;
+    const props = isObj(res['Properties']) ? res['Properties'] : {};
+    const where = `Resources.${logical}.Properties`;
+    if (res['Type'] === 'AWS::EC2::NetworkAclEntry') {
+      const aclId = resolve(props['NetworkAclId'], `${where}.NetworkAclId`, 'value');
+      const acl = aclId === null ? undefined : nacls.get(aclId);
+      if (!acl) { warnings.push(`${where}: the network ACL it adds to is not in the template; entry left out`); continue; }
+      const val = (k: string): string | null => (props[k] === undefined ? null : resolve(props[k], `${where}.${k}`, 'value'));
+      const pr = isObj(props['PortRange']) ? props['PortRange'] : {};
+      const ic = isObj(props['Icmp']) ? props['Icmp'] : null;
+      const egress = props['Egress'] === true || String(val('Egress')).toLowerCase() === 'true';
+      const cidr = val('CidrBlock') ?? val('Ipv6CidrBlock');
+      const ruleNumber = toInt(val('RuleNumber'));
+      if (cidr === null || ruleNumber === null) { warnings.push(`${where}: no CidrBlock/Ipv6CidrBlock or RuleNumber; entry left out`); continue; }
+      acl.entries.push({
+        ruleNumber, egress, protocol: val('Protocol') ?? '-1', cidr, action: val('RuleAction') ?? 'deny',
+        fromPort: toInt(pr['From'] ?? null), toPort: toInt(pr['To'] ?? null),
+        icmpType: ic ? toInt(ic['Type'] ?? null) : null, icmpCode: ic ? toInt(ic['Code'] ?? null) : null,
+      });
+    } else if (res['Type'] === 'AWS::EC2::SubnetNetworkAclAssociation') {
+      const sid = props['SubnetId'] === undefined ? null : resolve(props['SubnetId'], `${where}.SubnetId`, 'value');
+      const aid = props['NetworkAclId'] === undefined ? null : resolve(props['NetworkAclId'], `${where}.NetworkAclId`, 'value');
+      if (sid === null || aid === null) continue;
+      let sn = subnets.get(sid);
+      if (!sn) subnets.set(sid, sn = { id: sid, vpcId: nacls.get(aid)?.vpcId ?? null, cidr: null, networkAclId: null });
+      sn.networkAclId = aid;
+    }
+  }
+  if (all.length === 0 && nacls.size === 0) throw new UsageError('the template defines no AWS::EC2::SecurityGroup or AWS::EC2::NetworkAcl');
+  const res = renderConfig(all, [], [], { nacls: [...nacls.values()], subnets: [...subnets.values()] });
   res.warnings.unshift(...warnings);
   return res;
 }

@@ -36,6 +36,40 @@ export interface ImportedInstance {
   vpcId: string | null;
   groupIds: string[];
   privateAddress: string;       // for the comment only
+  subnetId?: string | null;
+}
+
+/** One network ACL entry in AWS's terms (describe-network-acls, CFN, Terraform). */
+export interface ImportedNaclEntry {
+  ruleNumber: number;
+  egress: boolean;
+  protocol: string;             // -1, a number or a name
+  fromPort?: number | null;     // PortRange.From
+  toPort?: number | null;
+  icmpType?: number | null;
+  icmpCode?: number | null;
+  cidr: string;
+  action: string;               // allow | deny
+}
+
+export interface ImportedNacl {
+  id: string;
+  vpcId: string | null;
+  isDefault: boolean;
+  tags: Record<string, string>;
+  entries: ImportedNaclEntry[];
+}
+
+export interface ImportedSubnet {
+  id: string;
+  vpcId: string | null;
+  cidr: string | null;
+  networkAclId: string | null;  // null: the VPC's default NACL
+}
+
+export interface ImportedNetwork {
+  nacls: ImportedNacl[];
+  subnets: ImportedSubnet[];
 }
 
 export interface ImportResult {
@@ -120,11 +154,13 @@ function peerKey(p: ImportedRule['peer']): string {
  * config's spelling (a default group is "default"); peers naming groups not in the input are
  * dropped with a warning, prefix lists not defined get an empty stub and a warning.
  */
-export function renderConfig(groups: ImportedGroup[], instances: ImportedInstance[] = [], prefixLists: { id: string; entries: string[] }[] = []): ImportResult {
+export function renderConfig(groups: ImportedGroup[], instances: ImportedInstance[] = [], prefixLists: { id: string; entries: string[] }[] = [],
+  network: ImportedNetwork = { nacls: [], subnets: [] }): ImportResult {
   const warnings: string[] = [];
   const notes: string[] = [];
   const byId = new Map(groups.map((g) => [g.id, g]));
-  const vpcs = [...new Set(groups.map((g) => g.vpcId).concat(instances.map((i) => i.vpcId)).filter((v): v is string => v !== null))];
+  const vpcs = [...new Set(groups.map((g) => g.vpcId).concat(instances.map((i) => i.vpcId))
+    .concat(network.nacls.map((a) => a.vpcId), network.subnets.map((s) => s.vpcId)).filter((v): v is string => v !== null))];
   const several = vpcs.length > 1;
   const homeless = groups.filter((g) => g.vpcId === null);
   if (vpcs.length > 0 && homeless.length > 0) {
@@ -208,7 +244,10 @@ export function renderConfig(groups: ImportedGroup[], instances: ImportedInstanc
   if (vpcs.length > 0) config['vpcs'] = vpcs.map((id) => ({ id }));
   const pls = [...prefixLists.map((p) => ({ id: p.id, entries: p.entries })), ...[...stubPl].map((id) => ({ id, entries: [] }))];
   if (pls.length > 0) config['prefixLists'] = pls;
-  config['securityGroups'] = securityGroups;
+  const net = renderNetwork(network, several, vpcs[0] ?? null, warnings, notes);
+  if (net.networkAcls.length > 0) config['networkAcls'] = net.networkAcls;
+  if (net.subnets.length > 0) config['subnets'] = net.subnets;
+  if (securityGroups.length > 0 || network.nacls.length === 0) config['securityGroups'] = securityGroups;
 
   if (instances.length > 0) {
     const names = new Set<string>();
@@ -227,12 +266,65 @@ export function renderConfig(groups: ImportedGroup[], instances: ImportedInstanc
       const o: Record<string, unknown> = { name };
       if (inst.id && /^i-[0-9a-f]{1,32}$/.test(inst.id)) o['id'] = inst.id;
       if (several && inst.vpcId) o['vpc'] = inst.vpcId;
+      if (inst.subnetId && net.subnetIds.has(inst.subnetId)) o['subnet'] = inst.subnetId;
       o['address'] = address;
       if (sgs.length > 0) o['securityGroups'] = sgs;
       return o;
     });
   }
   return { config, warnings, notes };
+}
+
+const NACL_ID = /^acl-[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const SUBNET_ID = /^subnet-[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * Network ACLs and subnets as config (SPEC §7). A VPC's default NACL becomes `default: true`
+ * (its AWS id is not kept: sgemu names it acl-default-<vpc>), and subnets associated with it name
+ * no NACL. The `*` entries (rule 32767) are implicit. Subnet CIDRs sgemu would reject are left out.
+ */
+function renderNetwork(net: ImportedNetwork, several: boolean, firstVpc: string | null, warnings: string[], notes: string[]):
+  { networkAcls: Record<string, unknown>[]; subnets: Record<string, unknown>[]; subnetIds: Set<string> } {
+  const defaults = new Set(net.nacls.filter((a) => a.isDefault).map((a) => a.id));
+  const kept = new Set<string>();
+  const networkAcls: Record<string, unknown>[] = [];
+  for (const a of net.nacls) {
+    if (!a.isDefault && !NACL_ID.test(a.id)) { warnings.push(`network ACL id "${a.id}" is not acl-...; left out`); continue; }
+    const entries: Record<string, unknown>[] = [];
+    for (const e of a.entries) {
+      if (e.ruleNumber === 32767) continue;
+      const pp = protoPorts({ protocol: e.protocol, fromPort: e.icmpType !== undefined && e.icmpType !== null ? e.icmpType : e.fromPort ?? null,
+        toPort: e.icmpType !== undefined && e.icmpType !== null ? e.icmpCode ?? -1 : e.toPort ?? null, peer: { cidr: e.cidr }, description: '' });
+      if (typeof pp === 'string') { warnings.push(`${a.id} entry ${e.ruleNumber}: left out: ${pp}`); continue; }
+      entries.push({ ruleNumber: e.ruleNumber, egress: e.egress, ...pp.fields, cidr: e.cidr, action: e.action.toLowerCase() });
+    }
+    const o: Record<string, unknown> = a.isDefault ? { default: true } : { id: a.id };
+    if ((several || a.isDefault) && (a.vpcId ?? firstVpc)) o['vpc'] = a.vpcId ?? firstVpc;
+    if (Object.keys(a.tags).length > 0) o['tags'] = a.tags;
+    o['entries'] = entries;
+    networkAcls.push(o);
+    if (a.isDefault) notes.push(`${a.id} is the default network ACL of ${a.vpcId ?? 'the VPC'}: written as "default: true"`);
+    else kept.add(a.id);
+  }
+  const subnets: Record<string, unknown>[] = [];
+  const subnetIds = new Set<string>();
+  for (const sn of net.subnets) {
+    if (!SUBNET_ID.test(sn.id)) { warnings.push(`subnet id "${sn.id}" is not subnet-...; left out`); continue; }
+    const o: Record<string, unknown> = { id: sn.id };
+    if (several && sn.vpcId) o['vpc'] = sn.vpcId;
+    if (sn.cidr) {
+      const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(sn.cidr);
+      if (m && Number(m[2]) >= 16 && Number(m[2]) <= 28) o['cidr'] = sn.cidr;
+      else warnings.push(`subnet ${sn.id}: cidr ${sn.cidr} left out (sgemu keeps IPv4 /16../28)`);
+    }
+    if (sn.networkAclId && !defaults.has(sn.networkAclId)) {
+      if (kept.has(sn.networkAclId)) o['networkAcl'] = sn.networkAclId;
+      else warnings.push(`subnet ${sn.id}: network ACL ${sn.networkAclId} is not in the input; the subnet uses its VPC's default NACL`);
+    }
+    subnets.push(o);
+    subnetIds.add(sn.id);
+  }
+  return { networkAcls, subnets, subnetIds };
 }
 
 /** The config text: a header comment saying where it came from, then YAML. */

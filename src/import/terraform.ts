@@ -8,7 +8,24 @@
 // Must not: do I/O.
 
 import { UsageError } from '../model/errors.js';
-import { arr, isObj, readTags, renderConfig, str, toInt, type ImportedGroup, type ImportedRule, type ImportResult } from './common.js';
+import {
+  arr, isObj, readTags, renderConfig, str, toInt,
+  type ImportedGroup, type ImportedNacl, type ImportedNaclEntry, type ImportedRule, type ImportedSubnet, type ImportResult,
+} from './common.js';
+
+/** aws_network_acl ingress/egress blocks and aws_network_acl_rule → an entry. */
+function tfEntry(v: Record<string, unknown>, egress: boolean, numberKey: string, actionKey: string): ImportedNaclEntry | null {
+  const ruleNumber = toInt(v[numberKey]);
+  const cidr = str(v['cidr_block']) || str(v['ipv6_cidr_block']);
+  if (ruleNumber === null || !cidr) return null;
+  const protocol = str(v['protocol']) ?? '-1';
+  const icmp = /^(1|58|icmp|icmpv6)$/i.test(protocol);
+  return {
+    ruleNumber, egress, protocol, cidr, action: str(v[actionKey]) ?? 'deny',
+    fromPort: icmp ? null : toInt(v['from_port']), toPort: icmp ? null : toInt(v['to_port']),
+    icmpType: icmp ? toInt(v['icmp_type']) ?? -1 : null, icmpCode: icmp ? toInt(v['icmp_code']) ?? -1 : null,
+  };
+}
 
 interface TfResource { address: string; type: string; values: Record<string, unknown> }
 
@@ -103,8 +120,47 @@ export function importTerraform(doc: unknown): ImportResult {
     if (dir === 'ingress') g.ingress.push(...rules);
     else (g.egress ??= []).push(...rules);
   }
-  if (groups.size === 0) throw new UsageError('the terraform output holds no aws_security_group resource');
-  const res = renderConfig([...groups.values()]);
+  // Network ACLs, their rules and associations, and subnets.
+  const nacls = new Map<string, ImportedNacl>();
+  const subnets = new Map<string, ImportedSubnet>();
+  const aclId = (r: TfResource): string => str(r.values['id']) ?? `acl-${r.address.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '')}`.slice(0, 67);
+  for (const r of resources) {
+    const v = r.values;
+    if (r.type === 'aws_subnet') {
+      const id = str(v['id']) ?? `subnet-${r.address.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '')}`.slice(0, 70);
+      subnets.set(id, { id, vpcId: str(v['vpc_id']), cidr: str(v['cidr_block']), networkAclId: null });
+    } else if (r.type === 'aws_network_acl' || r.type === 'aws_default_network_acl') {
+      const id = aclId(r);
+      const entries: ImportedNaclEntry[] = [];
+      for (const [key, egress] of [['ingress', false], ['egress', true]] as const) {
+        for (const b of arr(v[key]).filter(isObj)) {
+          const e = tfEntry(b, egress, 'rule_no', 'action');
+          if (e) entries.push(e); else warnings.push(`${r.address}: a ${key} block without rule_no or cidr_block; left out`);
+        }
+      }
+      nacls.set(id, { id, vpcId: str(v['vpc_id']), isDefault: r.type === 'aws_default_network_acl', tags: readTags(v['tags']), entries });
+    }
+  }
+  for (const r of resources) {
+    const v = r.values;
+    if (r.type === 'aws_network_acl_rule') {
+      const acl = nacls.get(str(v['network_acl_id']) ?? '');
+      const e = tfEntry(v, v['egress'] === true, 'rule_number', 'rule_action');
+      if (!acl || !e) { warnings.push(`${r.address}: network_acl_id ${str(v['network_acl_id']) ?? '(unknown until apply)'} is not a NACL in this state, or the rule has no number/CIDR; left out`); continue; }
+      acl.entries.push(e);
+    } else if (r.type === 'aws_network_acl' || r.type === 'aws_default_network_acl' || r.type === 'aws_network_acl_association') {
+      const id = r.type === 'aws_network_acl_association' ? str(v['network_acl_id']) : aclId(r);
+      const sids = r.type === 'aws_network_acl_association' ? [str(v['subnet_id'])] : strings(v['subnet_ids']);
+      for (const sid of sids) {
+        if (!sid || !id) continue;
+        let sn = subnets.get(sid);
+        if (!sn) subnets.set(sid, sn = { id: sid, vpcId: nacls.get(id)?.vpcId ?? null, cidr: null, networkAclId: null });
+        sn.networkAclId = id;
+      }
+    }
+  }
+  if (groups.size === 0 && nacls.size === 0) throw new UsageError('the terraform output holds no aws_security_group or aws_network_acl resource');
+  const res = renderConfig([...groups.values()], [], [], { nacls: [...nacls.values()], subnets: [...subnets.values()] });
   res.warnings.unshift(...warnings);
   return res;
 }

@@ -117,6 +117,8 @@ export interface Instance {
   name: string;
   id: string;                 // i-... (generated deterministically when not given)
   vpcId: string;
+  /** Explicit subnet (subnet-...); absent or null: the VPC's implicit subnet (default NACL). */
+  subnetId?: string | null;
   address: string;            // IPv4, canonical
   address6: string | null;    // IPv6, canonical, optional
   groupIds: string[];         // resolved ids, in the order given
@@ -136,10 +138,16 @@ export interface AddressMapping {
 
 export interface Quotas {
   rulesPerGroupPerDirection: number;   // 60 (per address family)
+  /** Network ACL entries per NACL per direction per address family: 20, adjustable to 40
+   * (amazon-vpc-limits, "Rules per network ACL"). Absent = DEFAULT_NACL_ENTRIES. */
+  naclEntriesPerDirection?: number;
   groupsPerInstance: number;           // 5, configurable up to 16
   rulesTimesGroups: number;            // 1000
   groupsPerRegion: number;             // 2500
 }
+
+/** NACL entries per direction and family unless quotas.networkAclEntries says otherwise. */
+export const DEFAULT_NACL_ENTRIES = 20;
 
 export const DEFAULT_QUOTAS: Readonly<Quotas> = Object.freeze({
   rulesPerGroupPerDirection: 60,
@@ -157,6 +165,102 @@ export interface Model {
   instances: Instance[];
   addresses: AddressMapping[];
   quotas: Quotas;
+  /** Explicit subnets (SPEC §7). Absent = none: every instance in its VPC's implicit subnet. */
+  subnets?: Subnet[];
+  /** Network ACLs, each VPC's default one included when loaded from a config. Absent = only the
+   * defaults (allow all), which the policy compiler supplies. */
+  networkAcls?: NetworkAcl[];
+}
+
+// ---- Network ACLs (SPEC §7) ------------------------------------------------------------------
+// Stateless and ordered: entries of one direction are evaluated by ascending ruleNumber, the
+// first whose protocol, ports and CIDR match decides; none matching = the final `*` deny.
+// Ports are the packet's DESTINATION port (a reply's is the client's ephemeral port).
+
+export const NACL_RULE_MIN = 1;
+export const NACL_RULE_MAX = 32766;
+/** The rule number AWS shows for the final `*` entry. */
+export const NACL_RULE_STAR = 32767;
+
+/**
+ * One NACL entry. Ports as Rule: tcp/udp fromPort..toPort; icmp/icmpv6 type/code (-1 = any);
+ * all (-1) and other protocol numbers: -1/-1 (every port, as AWS).
+ */
+export interface NaclEntry {
+  ruleNumber: number;         // 1..32766, unique per (NACL, direction)
+  egress: boolean;
+  protocol: number;           // -1 or 0..255
+  fromPort: number;
+  toPort: number;
+  cidr: string;               // canonical, v4 or v6
+  family: 4 | 6;
+  allow: boolean;             // RuleAction allow | deny
+  pos?: SourcePos;
+}
+
+export interface NetworkAcl {
+  id: string;                 // acl-...
+  vpcId: string;
+  isDefault: boolean;         // the VPC's default NACL (acl-default-<vpc>)
+  /** Sorted by (egress, ruleNumber): ingress entries first. */
+  entries: NaclEntry[];
+  tags: Record<string, string>;
+  pos?: SourcePos;
+}
+
+export interface Subnet {
+  id: string;                 // subnet-...
+  vpcId: string;
+  cidr: string | null;        // informational (instances live on loopback); canonical IPv4 CIDR
+  networkAclId: string;       // resolved: the VPC's default NACL when the config names none
+  pos?: SourcePos;
+}
+
+/** The id of a VPC's default network ACL. */
+export function defaultNetworkAclId(vpcId: string): string {
+  return `acl-default-${vpcId}`;
+}
+
+/** AWS's default NACL entries: rule 100 allows all traffic (101 for IPv6), both directions. */
+export function defaultNaclEntries(): NaclEntry[] {
+  const out: NaclEntry[] = [];
+  for (const egress of [false, true]) {
+    out.push({ ruleNumber: 100, egress, protocol: PROTO_ALL, fromPort: -1, toPort: -1, cidr: '0.0.0.0/0', family: 4, allow: true });
+    out.push({ ruleNumber: 101, egress, protocol: PROTO_ALL, fromPort: -1, toPort: -1, cidr: '::/0', family: 6, allow: true });
+  }
+  return out;
+}
+
+export function defaultNetworkAcl(vpcId: string): NetworkAcl {
+  return { id: defaultNetworkAclId(vpcId), vpcId, isDefault: true, entries: defaultNaclEntries(), tags: {} };
+}
+
+/** Entries sorted as the model keeps them: ingress then egress, each by ascending ruleNumber. */
+export function sortNaclEntries(entries: NaclEntry[]): NaclEntry[] {
+  return entries.sort((a, b) => (a.egress === b.egress ? a.ruleNumber - b.ruleNumber : a.egress ? 1 : -1));
+}
+
+/** The model's NACLs with each VPC's default supplied when missing (models built by hand). */
+export function networkAclsOf(model: Model): NetworkAcl[] {
+  const acls = model.networkAcls ?? [];
+  const out = [...acls];
+  for (const v of model.vpcs) {
+    const id = defaultNetworkAclId(v.id);
+    if (!acls.some((a) => a.id === id)) out.push(defaultNetworkAcl(v.id));
+  }
+  return out;
+}
+
+/** Whether a model uses network ACLs beyond the untouched defaults (explain shows NACL checks then). */
+export function usesNetworkAcls(model: Model): boolean {
+  if ((model.subnets ?? []).length > 0) return true;
+  const std = defaultNaclEntries().map(naclEntryKey).join(',');
+  return (model.networkAcls ?? []).some((a) => !a.isDefault || a.entries.map(naclEntryKey).join(',') !== std);
+}
+
+/** What makes two entries the same (position aside). */
+export function naclEntryKey(e: NaclEntry): string {
+  return `${e.egress ? 'e' : 'i'}${e.ruleNumber}|${e.protocol}|${e.fromPort}|${e.toPort}|${e.cidr}|${e.allow ? 'allow' : 'deny'}`;
 }
 
 export function protocolName(p: number): string {

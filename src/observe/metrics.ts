@@ -77,6 +77,7 @@ export class DaemonMetrics {
     lazyGauge('conntrack_max', 'Connection-tracking table size (--conntrack-max).', () => g().conntrackMax);
     lazyCounter('conntrack_idle_expired_total', 'Flows expired by idle timeout.', () => c.idleExpired);
     lazyCounter('untracked_cut_total', 'Untracked flows cut by a rule change.', () => c.untrackedCut);
+    lazyCounter('nacl_cut_total', 'Flows (tracked or not) stopped because a network ACL change now drops their packets.', () => c.naclCut);
     lazyCounter('relay_resets_total', 'Resets and broken pipes seen on relayed sockets.', () => c.resets);
     new Counter({
       name: 'sgemu_bytes_total', help: 'Bytes relayed by closed flows (in: client to backend, out: backend to client).',

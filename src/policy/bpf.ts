@@ -25,7 +25,10 @@
 //  leaf for [lo, hi]:
 //       jge #lo, +0, deny        (omitted when the path already proved A ≥ lo)
 //       jgt #hi, deny, +0        (omitted when the path already proved A ≤ hi)
-//       ret #-1
+//       ret #-1                  or, when network ACLs limit the client's port (the port the
+//                                replies go to, SourceRanges.ports4/6) for this range:
+//       ldh [0]                  the source port (TCP and UDP both start with it)
+//       ...the same search tree over the allowed port ranges, leaves ret #-1 / ret #0...
 //  deny: ret #0
 //
 // When a left half is longer than 255 instructions the assembler rewrites `jge #K, R, +0` into
@@ -144,6 +147,16 @@ interface Family<T> {
   gap(hi: T, lo: T): T; // lo - hi, for choosing nearest neighbours
 }
 
+/** The source port at transport offset 0, for the NACL port checks at the leaves. */
+const PORT: Family<number> = {
+  ge(a, k, t, f) { a.emit(BPF_JMP | BPF_JGE | BPF_K, k, t, f); },
+  prologue(a) { a.emit(BPF_LD | BPF_H | BPF_ABS, 0); },
+  min: 0, max: 0xffff,
+  lt: (x, y) => x < y,
+  inc: (x) => x + 1, dec: (x) => x - 1,
+  gap: (hi, lo) => lo - hi,
+};
+
 const V4: Family<number> = {
   ge(a, k, t, f) { a.emit(BPF_JMP | BPF_JGE | BPF_K, k, t, f); },
   prologue(a) { a.emit(BPF_LD | BPF_W | BPF_ABS, NET_SRC4); },
@@ -175,8 +188,9 @@ const V6: Family<bigint> = {
   gap: (hi, lo) => lo - hi,
 };
 
-/** Emits the decision for ranges[i..j] (pairs), knowing bLo ≤ src ≤ bHi. */
-function emitTree<T>(a: Asm, fam: Family<T>, r: T[], i: number, j: number, bLo: T, bHi: T): void {
+/** Emits the decision for ranges[i..j] (pairs), knowing bLo ≤ src ≤ bHi. `ports[i]`, when given
+ * and not null, lists the source ports range i accepts (checked at its leaf). */
+function emitTree<T>(a: Asm, fam: Family<T>, r: T[], i: number, j: number, bLo: T, bHi: T, ports?: readonly (readonly number[] | null)[]): void {
   if (i > j) { a.emit(BPF_RET | BPF_K, RET_DROP); return; }
   if (i === j) {
     const lo = r[2 * i]!, hi = r[2 * i + 1]!;
@@ -189,7 +203,11 @@ function emitTree<T>(a: Asm, fam: Family<T>, r: T[], i: number, j: number, bLo: 
     }
     if (fam.lt(hi, bHi)) { fam.ge(a, fam.inc(hi), deny, accept); denyUsed = true; }
     a.place(accept);
-    a.emit(BPF_RET | BPF_K, RET_ACCEPT);
+    const p = ports?.[i];
+    if (p) {
+      PORT.prologue(a);
+      emitTree(a, PORT, [...p], 0, p.length / 2 - 1, PORT.min, PORT.max);
+    } else a.emit(BPF_RET | BPF_K, RET_ACCEPT);
     if (denyUsed) { a.place(deny); a.emit(BPF_RET | BPF_K, RET_DROP); }
     return;
   }
@@ -198,9 +216,48 @@ function emitTree<T>(a: Asm, fam: Family<T>, r: T[], i: number, j: number, bLo: 
   const left = new Label(), right = new Label();
   fam.ge(a, split, right, left);
   a.place(left);
-  emitTree(a, fam, r, i, m - 1, bLo, fam.dec(split));
+  emitTree(a, fam, r, i, m - 1, bLo, fam.dec(split), ports);
   a.place(right);
-  emitTree(a, fam, r, m, j, split, bHi);
+  emitTree(a, fam, r, m, j, split, bHi, ports);
+}
+
+/** Sorted, disjoint ranges with their port lists; overlapping input is joined with the union of
+ * its ports (a superset), adjacent ranges only when their ports are the same. */
+function normalizeWithPorts<T>(fam: Family<T>, pairs: ArrayLike<T>, ports: readonly (readonly number[] | null)[]): { r: T[]; p: (number[] | null)[] } {
+  const idx: [T, T, number[] | null][] = [];
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    const lo = pairs[i]!, hi = pairs[i + 1]!;
+    const pp = ports[i / 2] ?? null;
+    if (!fam.lt(hi, lo) && (pp === null || pp.length > 0)) idx.push([lo, hi, pp === null ? null : [...pp]]);
+  }
+  idx.sort((x, y) => (fam.lt(x[0], y[0]) ? -1 : fam.lt(y[0], x[0]) ? 1 : 0));
+  const r: T[] = [], p: (number[] | null)[] = [];
+  const same = (x: number[] | null, y: number[] | null): boolean => x === null || y === null ? x === y : x.length === y.length && x.every((v, k) => v === y[k]);
+  for (const [lo, hi, pp] of idx) {
+    const n = r.length;
+    const last = n > 0 ? r[n - 1]! : undefined;
+    const overlaps = last !== undefined && !fam.lt(last, lo);
+    const adjacent = last !== undefined && !overlaps && last !== fam.max && !fam.lt(fam.inc(last), lo);
+    if (overlaps || (adjacent && same(p[p.length - 1]!, pp))) {
+      if (fam.lt(last!, hi)) r[n - 1] = hi;
+      const q = p[p.length - 1]!;
+      if (overlaps && !same(q, pp)) p[p.length - 1] = q === null || pp === null ? null : unionPorts(q, pp);
+    } else { r.push(lo, hi); p.push(pp); }
+  }
+  return { r, p };
+}
+
+function unionPorts(a: readonly number[], b: readonly number[]): number[] {
+  const all: [number, number][] = [];
+  for (let i = 0; i < a.length; i += 2) all.push([a[i]!, a[i + 1]!]);
+  for (let i = 0; i < b.length; i += 2) all.push([b[i]!, b[i + 1]!]);
+  all.sort((x, y) => x[0] - y[0]);
+  const out: number[] = [];
+  for (const [lo, hi] of all) {
+    const n = out.length;
+    if (n > 0 && lo <= out[n - 1]! + 1) { if (hi > out[n - 1]!) out[n - 1] = hi; } else out.push(lo, hi);
+  }
+  return out;
 }
 
 /** Sorts and merges overlapping or adjacent pairs (defensive: SourceRanges should already be). */
@@ -240,7 +297,7 @@ function mergeNearest<T>(fam: Family<T>, r: T[], count: number): T[] {
   return out;
 }
 
-function assemble<T>(kind: FilterKind, fam: Family<T>, r: T[]): BpfInsn[] {
+function assemble<T>(kind: FilterKind, fam: Family<T>, r: T[], ports?: readonly (readonly number[] | null)[]): BpfInsn[] {
   const a = new Asm();
   if (kind === 'tcp-syn') {
     const src = new Label();
@@ -251,11 +308,21 @@ function assemble<T>(kind: FilterKind, fam: Family<T>, r: T[]): BpfInsn[] {
     a.place(src);
   }
   fam.prologue(a);
-  emitTree(a, fam, r, 0, r.length / 2 - 1, fam.min, fam.max);
+  emitTree(a, fam, r, 0, r.length / 2 - 1, fam.min, fam.max, ports);
   return a.finish();
 }
 
-function compileRanges<T>(kind: FilterKind, fam: Family<T>, pairs: ArrayLike<T>, maxInsns: number): { insns: BpfInsn[]; exact: boolean } {
+function compileRanges<T>(kind: FilterKind, fam: Family<T>, pairs: ArrayLike<T>, maxInsns: number,
+  ports?: readonly (readonly number[] | null)[]): { insns: BpfInsn[]; exact: boolean } {
+  if (ports && ports.some((p) => p !== null)) {
+    const n = normalizeWithPorts(fam, pairs, ports);
+    if (n.r.length === 0) return { insns: compileDropAllNew(kind), exact: true };
+    const insns = assemble(kind, fam, n.r, n.p);
+    if (insns.length <= maxInsns) return { insns, exact: true };
+    // Too long with the port checks: the ranges alone (a superset), coarsened as usual below.
+    const loose = compileRanges(kind, fam, n.r, maxInsns);
+    return { insns: loose.insns, exact: false };
+  }
   let r = normalize(fam, pairs);
   if (r.length === 2 && r[0] === fam.min && r[1] === fam.max) return { insns: compileAcceptAll(), exact: true };
   if (r.length === 0) return { insns: compileDropAllNew(kind), exact: true };
@@ -279,15 +346,16 @@ function compileRanges<T>(kind: FilterKind, fam: Family<T>, pairs: ArrayLike<T>,
 }
 
 /**
- * 'tcp-syn': a SYN without ACK is accepted iff its source is in `ranges` (the family's half);
- * every other packet is accepted. 'udp': a datagram is accepted iff its source is in `ranges`.
+ * 'tcp-syn': a SYN without ACK is accepted iff its source is in `ranges` (the family's half)
+ * and, when `ranges.ports4/6` lists ports for that range, its source port is one of them;
+ * every other packet is accepted. 'udp': a datagram is accepted iff its source (and port) is.
  * Family 6 assumes a V6ONLY socket (the network header is always IPv6).
  */
 export function compileSourceFilter(kind: FilterKind, family: 4 | 6, ranges: SourceRanges, maxInsns = BPF_MAXINSNS): { insns: BpfInsn[]; exact: boolean } {
   if (!(maxInsns >= 16 && maxInsns <= BPF_MAXINSNS)) {
     throw new RangeError(`compileSourceFilter maxInsns ${maxInsns}: must be 16..${BPF_MAXINSNS}`);
   }
-  return family === 4 ? compileRanges(kind, V4, ranges.v4, maxInsns) : compileRanges(kind, V6, ranges.v6, maxInsns);
+  return family === 4 ? compileRanges(kind, V4, ranges.v4, maxInsns, ranges.ports4) : compileRanges(kind, V6, ranges.v6, maxInsns, ranges.ports6);
 }
 
 /** 'tcp-syn': drop every SYN without ACK, accept everything else. 'udp': drop every datagram. */

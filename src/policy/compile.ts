@@ -13,6 +13,11 @@
 //   - protocol -1 = every protocol and port; numbers other than tcp/udp/icmp/icmpv6 ignore ports;
 //     icmp/icmpv6: port = type << 8 | code, type -1 = any, code -1 = any code of that type;
 //   - an IPv4 CIDR never matches an IPv6 peer and the reverse (v4-mapped IPv6 included);
+//   - network ACLs (src/policy/nacl.ts, SPEC §7): stateless, ordered; a flow passes only when the
+//     source subnet's egress and the destination subnet's ingress allow its request and the
+//     destination's egress and the source's ingress allow its replies (to the client's port);
+//     instances of one subnet cross none; an instance without a subnet is in its VPC's implicit
+//     subnet (the default NACL). decideIngress* joins both layers for the listeners;
 //   - UNTRACKED (CT §3.2, TCP and UDP only — "ICMP is always tracked", §3.1): some allowing rule has
 //     peer 0.0.0.0/0 (::/0 for IPv6 flows) and the other direction of the same instance has a rule
 //     to 0.0.0.0/0 (::/0) with protocol -1, or the flow's protocol with ports 0-65535. Prefix lists
@@ -35,8 +40,11 @@
 // ingressSources exact.
 
 import type { Direction, Instance, Model, Rule, SecurityGroup } from '../model/types.js';
-import { EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../model/types.js';
-import { VERDICT_ALLOW, VERDICT_UNTRACKED, type CompiledPolicy, type SourceRanges } from './types.js';
+import { EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, defaultNetworkAcl, defaultNetworkAclId, networkAclsOf } from '../model/types.js';
+import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED, type CompiledPolicy, type SourceRanges } from './types.js';
+import {
+  addressCuts4, addressCuts6, compileNacl, naclMatch4, naclMatch6, portsAllowed4, portsAllowed6, type CompiledNacl,
+} from './nacl.js';
 import { bigIntToIpv6, cidrPrefix, cidrToRange4, cidrToRange6, IPV6_MAX, ipv6ToBigInt, maskOf4, parseIpv4, parseIpv6Words } from './addr.js';
 import { clipShift4, clipShift6, mergeRanges4, mergeRanges6 } from './ranges.js';
 
@@ -90,6 +98,10 @@ class AddrMap4 {
     readonly net: Uint32Array,        // per mapping: appearance network
     readonly segLo: number[],
     readonly segHi: number[],
+    /** Per segment: the instance whose address it is (instance addresses are one-address
+     * segments of their own), else -1. decideIngress4 gets appearance and source instance from
+     * one search: without it the NACL path searched the instance addresses a second time. */
+    readonly inst: Int32Array,
   ) {}
 }
 
@@ -146,7 +158,36 @@ function cmp6(a: Uint32Array, o: number, w0: number, w1: number, w2: number, w3:
 
 // ---------------------------------------------------------------------------------------------
 
+/** Network ACL side of the policy: subnets, their NACLs, instance addresses by value. */
+class NaclIndex {
+  constructor(
+    readonly nacls: CompiledNacl[],
+    readonly subnetIds: string[],
+    readonly subnetAcl: Int32Array,
+    readonly instSubnet: Int32Array,
+    readonly active: boolean,
+    readonly instAddr4: Uint32Array,       // per instance
+    readonly instAddr6: Uint32Array,       // 4 words per instance (zero when it has none)
+    readonly has6: Uint8Array,
+    readonly at4: Uint32Array,             // sorted instance IPv4 addresses
+    readonly at4Inst: Int32Array,
+    readonly at6: Uint32Array,             // sorted instance IPv6 addresses, 4 words each
+    readonly at6Inst: Int32Array,
+  ) {}
+}
+
+const FULL_PORTS: readonly number[] = [0, PORT_MAX];
+
 class Policy implements CompiledPolicy {
+  readonly nacls: readonly CompiledNacl[];
+  readonly subnetIds: readonly string[];
+  readonly subnetAcl: Int32Array;
+  readonly instSubnet: Int32Array;
+  readonly naclsActive: boolean;
+  private readonly instAddr4: Uint32Array;
+  private readonly instAddr6: Uint32Array;
+  private readonly scratchA = new Uint32Array(4);
+
   constructor(
     readonly version: number,
     readonly model: Model,
@@ -154,7 +195,126 @@ class Policy implements CompiledPolicy {
     private readonly sets: RuleSet[],          // [inst * 2 + dir]
     private readonly map4: AddrMap4,
     private readonly map6: AddrMap6,
-  ) {}
+    private readonly nx: NaclIndex,
+  ) {
+    this.nacls = nx.nacls;
+    this.subnetIds = nx.subnetIds;
+    this.subnetAcl = nx.subnetAcl;
+    this.instSubnet = nx.instSubnet;
+    this.naclsActive = nx.active;
+    this.instAddr4 = nx.instAddr4;
+    this.instAddr6 = nx.instAddr6;
+  }
+
+  instanceAt4(local: number): number {
+    const a = this.nx.at4;
+    local >>>= 0;
+    let l = 0, h = a.length - 1;
+    while (l <= h) {
+      const m = (l + h) >>> 1;
+      const x = a[m]!;
+      if (x === local) return this.nx.at4Inst[m]!;
+      if (x < local) l = m + 1; else h = m - 1;
+    }
+    return -1;
+  }
+
+  instanceAt6(w0: number, w1: number, w2: number, w3: number): number {
+    const a = this.nx.at6;
+    let l = 0, h = (a.length >>> 2) - 1;
+    while (l <= h) {
+      const m = (l + h) >>> 1;
+      const c = cmp6(a, m * 4, w0 >>> 0, w1 >>> 0, w2 >>> 0, w3 >>> 0);
+      if (c === 0) return this.nx.at6Inst[m]!;
+      if (c < 0) l = m + 1; else h = m - 1;
+    }
+    return -1;
+  }
+
+  naclFlow4(srcInst: number, dstInst: number, proto: number, src: number, dst: number, srcPort: number, dstPort: number): number {
+    if (!this.naclsActive) return VERDICT_ALLOW;
+    const sub = this.instSubnet;
+    const ss = srcInst < 0 ? -1 : sub[srcInst]!;
+    const ds = dstInst < 0 ? -1 : sub[dstInst]!;
+    if (ss === ds) return VERDICT_ALLOW;   // one subnet (or no instance on either side): no NACL
+    const nacls = this.nacls;
+    if (ss >= 0) {
+      const n = nacls[this.subnetAcl[ss]!]!;
+      if (!n.open) {
+        let e = naclMatch4(n.egress, proto, dst, dstPort);
+        if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        if (srcPort >= 0) { e = naclMatch4(n.ingress, proto, dst, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
+      }
+    }
+    if (ds >= 0) {
+      const n = nacls[this.subnetAcl[ds]!]!;
+      if (!n.open) {
+        let e = naclMatch4(n.ingress, proto, src, dstPort);
+        if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        if (srcPort >= 0) { e = naclMatch4(n.egress, proto, src, srcPort); if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY; }
+      }
+    }
+    return VERDICT_ALLOW;
+  }
+
+  naclFlow6(srcInst: number, dstInst: number, proto: number, src: Uint32Array, dst: Uint32Array, srcPort: number, dstPort: number): number {
+    if (!this.naclsActive) return VERDICT_ALLOW;
+    const sub = this.instSubnet;
+    const ss = srcInst < 0 ? -1 : sub[srcInst]!;
+    const ds = dstInst < 0 ? -1 : sub[dstInst]!;
+    if (ss === ds) return VERDICT_ALLOW;
+    const nacls = this.nacls;
+    if (ss >= 0) {
+      const n = nacls[this.subnetAcl[ss]!]!;
+      if (!n.open) {
+        let e = naclMatch6(n.dirs[EGRESS], proto, dst[0]!, dst[1]!, dst[2]!, dst[3]!, dstPort);
+        if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        if (srcPort >= 0) {
+          e = naclMatch6(n.dirs[INGRESS], proto, dst[0]!, dst[1]!, dst[2]!, dst[3]!, srcPort);
+          if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        }
+      }
+    }
+    if (ds >= 0) {
+      const n = nacls[this.subnetAcl[ds]!]!;
+      if (!n.open) {
+        let e = naclMatch6(n.dirs[INGRESS], proto, src[0]!, src[1]!, src[2]!, src[3]!, dstPort);
+        if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        if (srcPort >= 0) {
+          e = naclMatch6(n.dirs[EGRESS], proto, src[0]!, src[1]!, src[2]!, src[3]!, srcPort);
+          if (e < 0 || !n.allow[e]) return VERDICT_NACL_DENY;
+        }
+      }
+    }
+    return VERDICT_ALLOW;
+  }
+
+  decideIngress4(inst: number, proto: number, peerLocal: number, peerPort: number, port: number): number {
+    peerLocal >>>= 0;
+    const m = this.map4;
+    const seg = segmentOf(m.starts, peerLocal);          // appear4 and instanceAt4 in one search
+    const i = m.idx[seg]!;
+    const peer = i < 0 ? peerLocal : ((peerLocal & m.host[i]!) | m.net[i]!) >>> 0;
+    const v = this.decide4(inst, INGRESS, proto, peer, port);
+    if (!this.naclsActive || inst < 0 || inst >= this.instSubnet.length) return v;
+    const src = m.inst[seg]!;
+    // From an instance the flow came through its outbound entry, whose listener checked the replies
+    // with the app's real port; this connection's port is the relay's own: the request only here.
+    if (src >= 0) peerPort = -1;
+    if (this.naclFlow4(src, inst, proto, peer, this.instAddr4[inst]!, peerPort, port) !== VERDICT_ALLOW) return VERDICT_NACL_DENY;
+    return v;
+  }
+
+  decideIngress6(inst: number, proto: number, peerLocal: Uint32Array, peerPort: number, port: number): number {
+    const a = this.scratchA;
+    this.appear6(peerLocal[0]!, peerLocal[1]!, peerLocal[2]!, peerLocal[3]!, a);
+    const v = this.decide6(inst, INGRESS, proto, a[0]!, a[1]!, a[2]!, a[3]!, port);
+    if (!this.naclsActive || inst < 0 || inst >= this.instSubnet.length) return v;
+    const src = this.instanceAt6(peerLocal[0]!, peerLocal[1]!, peerLocal[2]!, peerLocal[3]!);
+    if (src >= 0) peerPort = -1;          // as decideIngress4: the outbound entry checked the replies
+    if (this.naclFlow6(src, inst, proto, a, this.instAddr6.subarray(inst * 4, inst * 4 + 4), peerPort, port) !== VERDICT_ALLOW) return VERDICT_NACL_DENY;
+    return v;
+  }
 
   decide4(inst: number, dir: Direction, proto: number, peer: number, port: number): number {
     const set = this.sets[inst * 2 + dir];
@@ -254,12 +414,146 @@ class Policy implements CompiledPolicy {
       const alo = ipv6ToBigInt(scratch);
       clipShift6(allowed6, alo, alo + (hi - lo), lo - alo, out6);
     }
-    return { v4: Uint32Array.from(mergeRanges4(out4)), v6: mergeRanges6(out6) };
+    const v4 = mergeRanges4(out4), v6 = mergeRanges6(out6);
+    if (!this.naclsActive || (proto !== PROTO_TCP && proto !== PROTO_UDP)) return { v4: Uint32Array.from(v4), v6 };
+    return this.naclSources(inst, proto, port, v4, v6);
+  }
+
+  /**
+   * The security groups' allowed local sources (merged) cut further by the NACLs of both paths:
+   * pieces where the instance behind the source, its appearance and the deciding NACL entries are
+   * the same; per piece the request check is yes/no and the replies give the allowed source ports.
+   */
+  private naclSources(inst: number, proto: number, port: number, v4: number[], v6: bigint[]): SourceRanges {
+    const nx = this.nx;
+    const dstSub = nx.instSubnet[inst]!;
+    const dstAcl = nx.nacls[nx.subnetAcl[dstSub]!]!;
+    const out4: number[] = [], ports4: (number[] | null)[] = [];
+    {
+      const cuts = new Set<number>();
+      for (let i = 0; i < v4.length; i++) cuts.add(i % 2 === 0 ? v4[i]! : v4[i]! + 1);
+      const m4 = this.map4;
+      const dstCuts = [...addressCuts4(dstAcl, INGRESS, proto), ...addressCuts4(dstAcl, EGRESS, proto)];
+      for (let k = 0; k < m4.segLo.length; k++) {
+        const lo = m4.segLo[k]!, hi = m4.segHi[k]!;
+        cuts.add(lo);
+        const alo = this.appear4(lo);
+        for (const c of dstCuts) if (c >= alo && c <= alo + (hi - lo)) cuts.add(lo + (c - alo));
+      }
+      for (let i = 0; i < nx.at4.length; i++) { cuts.add(nx.at4[i]!); cuts.add(nx.at4[i]! + 1); }
+      const sorted = [...cuts].filter((c) => c <= IPV4_MAX).sort((a, b) => a - b);
+      const dst = nx.instAddr4[inst]!;
+      for (let r = 0; r < v4.length; r += 2) {
+        const rlo = v4[r]!, rhi = v4[r + 1]!;
+        let j = segmentIndexOf(sorted, rlo);
+        for (let lo = rlo; lo <= rhi;) {
+          while (j + 1 < sorted.length && sorted[j + 1]! <= lo) j++;
+          const hi = Math.min(rhi, j + 1 < sorted.length ? sorted[j + 1]! - 1 : IPV4_MAX);
+          const srcInst = this.instanceAt4(lo);
+          const srcSub = srcInst < 0 ? -1 : nx.instSubnet[srcInst]!;
+          let ports: readonly number[] | null = FULL_PORTS;
+          if (srcSub !== dstSub) {
+            const peer = this.appear4(lo);
+            if (this.naclFlow4(srcInst, inst, proto, peer, dst, -1, port) !== VERDICT_ALLOW) ports = null;
+            else if (srcInst < 0) {
+              // An outside client: its replies go to its port. (An instance's replies were checked
+              // by its outbound entry with the app's port: decideIngress4.)
+              ports = portsAllowed4(dstAcl, EGRESS, proto, peer);
+              if (ports.length === 0) ports = null;
+            }
+          }
+          if (ports !== null) pushPiece4(out4, ports4, lo, hi, ports);
+          lo = hi + 1;
+          if (hi === IPV4_MAX) break;
+        }
+      }
+    }
+    const out6: bigint[] = [], ports6: (number[] | null)[] = [];
+    if (v6.length > 0) {
+      const cuts = new Set<bigint>();
+      for (let i = 0; i < v6.length; i++) cuts.add(i % 2 === 0 ? v6[i]! : v6[i]! + 1n);
+      const m6 = this.map6;
+      const dstCuts = [...addressCuts6(dstAcl, INGRESS, proto), ...addressCuts6(dstAcl, EGRESS, proto)];
+      const scratch = new Uint32Array(4);
+      for (let k = 0; k < m6.segLo.length; k++) {
+        const lo = m6.segLo[k]!, hi = m6.segHi[k]!;
+        cuts.add(lo);
+        const w = bigIntToIpv6(lo);
+        this.appear6(w[0]!, w[1]!, w[2]!, w[3]!, scratch);
+        const alo = ipv6ToBigInt(scratch);
+        for (const c of dstCuts) if (c >= alo && c <= alo + (hi - lo)) cuts.add(lo + (c - alo));
+      }
+      for (let i = 0; i < nx.at6.length; i += 4) { const b = ipv6ToBigInt(nx.at6.subarray(i, i + 4)); cuts.add(b); cuts.add(b + 1n); }
+      const sorted = [...cuts].filter((c) => c <= IPV6_MAX).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      const has6 = nx.has6[inst] === 1;
+      const dst = nx.instAddr6.subarray(inst * 4, inst * 4 + 4);
+      for (let r = 0; r < v6.length; r += 2) {
+        const rlo = v6[r]!, rhi = v6[r + 1]!;
+        let j = 0;
+        while (j + 1 < sorted.length && sorted[j + 1]! <= rlo) j++;
+        for (let lo = rlo; lo <= rhi;) {
+          while (j + 1 < sorted.length && sorted[j + 1]! <= lo) j++;
+          const next = j + 1 < sorted.length ? sorted[j + 1]! - 1n : IPV6_MAX;
+          const hi = next < rhi ? next : rhi;
+          const w = bigIntToIpv6(lo);
+          const srcInst = this.instanceAt6(w[0]!, w[1]!, w[2]!, w[3]!);
+          const srcSub = srcInst < 0 ? -1 : nx.instSubnet[srcInst]!;
+          let ports: readonly number[] | null = FULL_PORTS;
+          if (srcSub !== dstSub && has6) {
+            const peer = new Uint32Array(4);
+            this.appear6(w[0]!, w[1]!, w[2]!, w[3]!, peer);
+            if (this.naclFlow6(srcInst, inst, proto, peer, dst, -1, port) !== VERDICT_ALLOW) ports = null;
+            else if (srcInst < 0) {
+              ports = portsAllowed6(dstAcl, EGRESS, proto, peer);
+              if (ports.length === 0) ports = null;
+            }
+          }
+          if (ports !== null) {
+            const full = ports.length === 2 && ports[0] === 0 && ports[1] === PORT_MAX;
+            const key = full ? null : [...ports];
+            const n = out6.length;
+            const prev = ports6[ports6.length - 1];
+            if (n > 0 && out6[n - 1]! + 1n === lo && samePorts(prev ?? null, key)) out6[n - 1] = hi;
+            else { out6.push(lo, hi); ports6.push(key); }
+          }
+          if (hi === IPV6_MAX) break;
+          lo = hi + 1n;
+        }
+      }
+    }
+    const res: SourceRanges = { v4: Uint32Array.from(out4), v6: out6 };
+    if (ports4.some((p) => p !== null)) res.ports4 = ports4;
+    if (ports6.some((p) => p !== null)) res.ports6 = ports6;
+    return res;
   }
 
   ruleCount(inst: number, dir: Direction): number {
     return this.sets[inst * 2 + dir]?.ruleCount ?? 0;
   }
+}
+
+function segmentIndexOf(sorted: readonly number[], x: number): number {
+  let l = 0, h = sorted.length - 1;
+  while (l < h) {
+    const m = (l + h + 1) >>> 1;
+    if (sorted[m]! <= x) l = m; else h = m - 1;
+  }
+  return l;
+}
+
+function samePorts(a: readonly number[] | null, b: readonly number[] | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Appends [lo, hi] with its source ports, joined to the previous piece when adjacent and equal. */
+function pushPiece4(out: number[], ports: (number[] | null)[], lo: number, hi: number, p: readonly number[]): void {
+  const full = p.length === 2 && p[0] === 0 && p[1] === PORT_MAX;
+  const key = full ? null : [...p];
+  const n = out.length;
+  if (n > 0 && out[n - 1]! + 1 === lo && samePorts(ports[ports.length - 1] ?? null, key)) { out[n - 1] = hi; return; }
+  out.push(lo, hi);
+  ports.push(key);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +756,9 @@ function partition<T extends number | bigint>(maps: Mapping<T>[], pinned: Set<T>
         if (m.lo <= s && s <= m.hi && (best < 0 || m.prefix > maps[best]!.prefix)) best = j;
       }
     }
-    if (idx.length > 0 && idx[idx.length - 1] === best) { hi[hi.length - 1] = e; continue; }
+    // Instance addresses stay segments of their own (AddrMap4.inst), never joined to a neighbour.
+    const joinable = idx.length > 0 && !pinned.has(s) && !pinned.has(lo[lo.length - 1]!);
+    if (joinable && idx[idx.length - 1] === best) { hi[hi.length - 1] = e; continue; }
     lo.push(s); hi.push(e); idx.push(best);
   }
   return { lo, hi, idx };
@@ -479,8 +775,11 @@ function buildMap4(model: Model): AddrMap4 {
   const p = partition(maps, pinned, IPV4_MAX, 0, (x) => x + 1, (x) => x - 1);
   const host = maps.map((m) => ~maskOf4(m.prefix) >>> 0);
   const net = maps.map((m, j) => (m.appLo & ~host[j]!) >>> 0);
+  const byAddr = new Map<number, number>();
+  model.instances.forEach((i, k) => { const a = parseIpv4(i.address); if (!byAddr.has(a)) byAddr.set(a, k); });
+  const inst = Int32Array.from(p.lo.map((lo, k) => (lo === p.hi[k] ? byAddr.get(lo) ?? -1 : -1)));
   return new AddrMap4(Uint32Array.from(p.lo), Int32Array.from(p.idx), Uint32Array.from(host),
-    Uint32Array.from(net), p.lo, p.hi);
+    Uint32Array.from(net), p.lo, p.hi, inst);
 }
 
 function buildMap6(model: Model): AddrMap6 {
@@ -517,5 +816,65 @@ export function compilePolicy(model: Model, version = 0): CompiledPolicy {
     const [ing, eg] = c.ruleSetsFor(inst);
     sets.push(ing, eg);
   });
-  return new Policy(version, model, instanceIndex, sets, buildMap4(model), buildMap6(model));
+  return new Policy(version, model, instanceIndex, sets, buildMap4(model), buildMap6(model), buildNaclIndex(model));
+}
+
+/** Subnets (explicit, then each VPC's implicit one), their compiled NACLs, instance addresses. */
+function buildNaclIndex(model: Model): NaclIndex {
+  const acls = networkAclsOf(model);
+  const nacls = acls.map(compileNacl);
+  const aclIndex = new Map<string, number>(acls.map((a, i) => [a.id, i]));
+  const subnetIds: string[] = [];
+  const subnetAcl: number[] = [];
+  const subIndex = new Map<string, number>();
+  for (const sn of model.subnets ?? []) {
+    subIndex.set(sn.id, subnetIds.length);
+    subnetIds.push(sn.id);
+    subnetAcl.push(aclIndex.get(sn.networkAclId) ?? aclIndex.get(defaultNetworkAclId(sn.vpcId)) ?? 0);
+  }
+  const implicit = new Map<string, number>();
+  for (const v of model.vpcs) {
+    implicit.set(v.id, subnetIds.length);
+    subnetIds.push(`${v.id} (implicit subnet)`);
+    subnetAcl.push(aclIndex.get(defaultNetworkAclId(v.id)) ?? 0);
+  }
+  const n = model.instances.length;
+  const instSubnet = new Int32Array(n);
+  const instAddr4 = new Uint32Array(n), instAddr6 = new Uint32Array(n * 4), has6 = new Uint8Array(n);
+  const at4: [number, number][] = [], at6: [bigint, number][] = [];
+  model.instances.forEach((inst, i) => {
+    let s = inst.subnetId ? subIndex.get(inst.subnetId) : undefined;
+    if (s === undefined) {
+      s = implicit.get(inst.vpcId);
+      if (s === undefined) {                         // an instance of a VPC not listed: its own implicit subnet
+        implicit.set(inst.vpcId, s = subnetIds.length);
+        subnetIds.push(`${inst.vpcId} (implicit subnet)`);
+        subnetAcl.push(aclIndex.get(defaultNetworkAclId(inst.vpcId)) ?? -1);
+      }
+    }
+    instSubnet[i] = s;
+    instAddr4[i] = parseIpv4(inst.address);
+    at4.push([instAddr4[i]!, i]);
+    if (inst.address6) {
+      const w = parseIpv6Words(inst.address6);
+      instAddr6.set(w, i * 4);
+      has6[i] = 1;
+      at6.push([ipv6ToBigInt(w), i]);
+    }
+  });
+  // A subnet of an unknown VPC without a NACL: an allow-all default of its own.
+  for (let s = 0; s < subnetAcl.length; s++) {
+    if (subnetAcl[s]! >= 0 && subnetAcl[s]! < nacls.length) continue;
+    subnetAcl[s] = nacls.length;
+    nacls.push(compileNacl(defaultNetworkAcl(subnetIds[s]!)));
+  }
+  const used = new Set<number>();
+  for (let i = 0; i < n; i++) used.add(subnetAcl[instSubnet[i]!]!);
+  const active = [...used].some((a) => !nacls[a]!.open);
+  at4.sort((a, b) => a[0] - b[0]);
+  at6.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const w6: number[] = [];
+  for (const [b] of at6) w6.push(...bigIntToIpv6(b));
+  return new NaclIndex(nacls, subnetIds, Int32Array.from(subnetAcl), instSubnet, active, instAddr4, instAddr6, has6,
+    Uint32Array.from(at4.map((x) => x[0])), Int32Array.from(at4.map((x) => x[1])), Uint32Array.from(w6), Int32Array.from(at6.map((x) => x[1])));
 }

@@ -2,7 +2,10 @@
 // Owns: resolving `--from`/`--to` text (address, addr:port, [v6]:port, instance name) to endpoints,
 // the appearance of local addresses (`addresses:`), the per-instance egress/ingress checks with
 // every allowing rule, near misses (rules that fail in exactly one respect) and tracking (CT §3.2).
-// Must not: do I/O or depend on the compiled policy; it is the slow path and may allocate freely.
+// Must not: do I/O; it is the slow path and may allocate freely. Security-group checks are computed
+// straight from the Model; network ACL verdicts (SPEC §7) come from the compiled policy's NACL
+// tables (src/policy/nacl.ts, the matcher the data plane and the socket filters use), and only
+// their near misses from the Model's entries.
 // It must agree with src/policy/compile.ts on semantics (see the list at the top of that file):
 //   - allow-only, union of the instance's groups; protocol -1 covers every protocol and port;
 //   - group reference = address/address6 of instances carrying the group (self included);
@@ -14,9 +17,13 @@ import ipaddr from 'ipaddr.js';
 import { UsageError } from '../model/errors.js';
 import {
   protocolNumber,
-  DIRECTION_NAMES, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
-  type Direction, type Instance, type Model, type Rule,
+  DIRECTION_NAMES, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName, usesNetworkAcls,
+  type Direction, type Instance, type Model, type NaclEntry, type Rule,
 } from '../model/types.js';
+import { compilePolicy } from './compile.js';
+import { naclMatch4, naclMatch6, naclPortRange } from './nacl.js';
+import { parseIpv4, parseIpv6Words } from './addr.js';
+import type { CompiledPolicy } from './types.js';
 
 export interface ExplainQuery {
   from: string;
@@ -25,13 +32,35 @@ export interface ExplainQuery {
   port?: number;
   icmpType?: number;
   icmpCode?: number;
+  /** The client's (source) port, where the replies go: network ACLs check it. Absent: every port
+   * of Linux's ephemeral range (32768-60999) is checked and the first denied one reported. */
+  sourcePort?: number;
 }
 
+/** Linux's default net.ipv4.ip_local_port_range: the client ports explain assumes. */
+export const EPHEMERAL_LO = 32768;
+export const EPHEMERAL_HI = 60999;
+
 export interface ExplainMatch { groupId: string; ruleId: string; via: string }
-export type NearMissRespect = 'port' | 'protocol' | 'source' | 'destination';
+export type NearMissRespect = 'port' | 'protocol' | 'source' | 'destination' | 'order';
+/** For a NACL near miss groupId is the networkAclId and ruleId the rule number as text. */
 export interface ExplainNearMiss { groupId: string; ruleId: string; respect: NearMissRespect; rule: string }
 
+/**
+ * One check of the flow. layer 'sg': an instance's security groups in one direction (SPEC §3).
+ * layer 'nacl': one network ACL a packet of the request or reply path crosses (SPEC §7), with the
+ * deciding rule number ('*' = none matched) and its action; `instance` is the instance whose
+ * subnet it is, `matched` stays empty.
+ */
 export interface ExplainCheck {
+  layer: 'sg' | 'nacl';
+  path?: 'request' | 'reply';
+  subnet?: string;
+  networkAclId?: string;
+  ruleNumber?: number | '*';
+  action?: 'allow' | 'deny';
+  /** nacl: the packet's destination port checked (a reply's is the client's port); icmp: type << 8 | code. */
+  packetPort?: number;
   instance: string;
   direction: 'ingress' | 'egress';
   decision: 'allow' | 'deny';
@@ -53,6 +82,9 @@ export interface ExplainResult {
   destinationAppearsAs?: string;
   sourceInstance?: string;
   destinationInstance?: string;
+  /** With NACL checks: the client port the reply path was checked with, and whether it was assumed. */
+  sourcePort?: number;
+  sourcePortAssumed?: string;
   checks: ExplainCheck[];
   reason: string;
 }
@@ -71,7 +103,7 @@ const ICMP_ECHO_REQUEST = 8;
 const ICMPV6_ECHO_REQUEST = 128;
 
 /** Explains one flow; throws UsageError on bad input (bad address, unknown instance, protocol, port). */
-export function explainFlow(model: Model, q: ExplainQuery): ExplainResult {
+export function explainFlow(model: Model, q: ExplainQuery, policy?: CompiledPolicy): ExplainResult {
   const proto = parseProtocolText(q.protocol);
   const srcSpec = parseEndpointText(q.from, '--from');
   const dstSpec = parseEndpointText(q.to, '--to');
@@ -108,6 +140,19 @@ export function explainFlow(model: Model, q: ExplainQuery): ExplainResult {
   const checks: ExplainCheck[] = [];
   if (src.instance) checks.push(checkInstance(model, src.instance, EGRESS, flow, dstSeen, family));
   if (dst.instance) checks.push(checkInstance(model, dst.instance, INGRESS, flow, srcSeen, family));
+  let sourcePort: number | undefined;
+  let sourcePortAssumed: string | undefined;
+  if (usesNetworkAcls(model)) {
+    const sp = q.sourcePort ?? src.port;
+    if (sp !== undefined && (!Number.isInteger(sp) || sp < 0 || sp > 65535)) throw new UsageError(`--source-port ${sp} is out of range (0..65535)`);
+    const p = policy ?? compilePolicy(model);
+    const nacl = naclChecks(model, p, src, dst, srcSeen.text, dstSeen.text, flow, sp);
+    checks.push(...nacl.checks);
+    if (nacl.checked) {
+      sourcePort = nacl.port;
+      if (sp === undefined && (proto === PROTO_TCP || proto === PROTO_UDP)) sourcePortAssumed = `${EPHEMERAL_LO}-${EPHEMERAL_HI}`;
+    }
+  }
   const decision = checks.every((c) => c.decision === 'allow') ? 'allow' : 'deny';
 
   // Key order as SPEC §3 prints it; the optional keys sit beside the addresses they qualify.
@@ -122,6 +167,8 @@ export function explainFlow(model: Model, q: ExplainQuery): ExplainResult {
     destination: dst.text,
     ...(dstSeen.text !== dst.text ? { destinationAppearsAs: dstSeen.text } : {}),
     ...(dst.instance ? { destinationInstance: dst.instance.name } : {}),
+    ...(sourcePort !== undefined ? { sourcePort } : {}),
+    ...(sourcePortAssumed !== undefined ? { sourcePortAssumed } : {}),
     checks,
     reason: '',
   };
@@ -369,6 +416,7 @@ function checkInstance(model: Model, inst: Instance, dir: Direction, f: Flow, pe
     if (openBack) tracked = false;
   }
   return {
+    layer: 'sg',
     instance: inst.name,
     direction: DIRECTION_NAMES[dir],
     decision: allow ? 'allow' : 'deny',
@@ -378,10 +426,150 @@ function checkInstance(model: Model, inst: Instance, dir: Direction, f: Flow, pe
   };
 }
 
+// ---- network ACLs ------------------------------------------------------------------------------
+
+/** The packet port of the reply path: tcp/udp the client's port; icmp echo → echo reply; else 0. */
+function replyPort(f: Flow, clientPort: number): number | null {
+  if (f.proto === PROTO_TCP || f.proto === PROTO_UDP) return clientPort;
+  if (f.proto === PROTO_ICMP) return f.icmpType === 8 ? 0 : null;              // echo reply type 0 code 0
+  if (f.proto === PROTO_ICMPV6) return f.icmpType === 128 ? 129 << 8 : null;   // echo reply 129
+  return 0;
+}
+
+function requestPort(f: Flow): number {
+  if (f.proto === PROTO_TCP || f.proto === PROTO_UDP) return f.port;
+  if (f.proto === PROTO_ICMP || f.proto === PROTO_ICMPV6) return (f.icmpType << 8) | f.icmpCode;
+  return 0;
+}
+
+function portWords(p: number, f: Flow): string {
+  if (f.proto === PROTO_ICMP || f.proto === PROTO_ICMPV6) return `type ${p >> 8} code ${p & 255}`;
+  return `port ${p}`;
+}
+
+/** `tcp/80`, `tcp/1024-65535`, `all traffic`, `icmp type 8 code any`. */
+function entryTraffic(e: NaclEntry): string {
+  return ruleTraffic({ protocol: e.protocol, fromPort: e.fromPort, toPort: e.toPort });
+}
+
+interface NaclHop { path: 'request' | 'reply'; inst: Instance; dir: Direction; peer: string; port: number }
+
+/**
+ * The NACL checks of both paths, in the order a packet meets them: request (source egress,
+ * destination ingress), then reply (destination egress, source ingress). One subnet: none.
+ * With the client port unknown (tcp/udp), each port of the ephemeral range is checked and the
+ * first denied one is reported (all allowed: the first of the range).
+ */
+function naclChecks(model: Model, p: CompiledPolicy, src: Endpoint, dst: Endpoint, srcSeen: string, dstSeen: string,
+  f: Flow, givenPort: number | undefined): { checks: ExplainCheck[]; checked: boolean; port: number } {
+  const subOf = (i: Instance | null): number => {
+    if (!i) return -1;
+    const k = p.instanceIndex.get(i.name);
+    return k === undefined ? -1 : p.instSubnet[k]!;
+  };
+  const ss = subOf(src.instance), ds = subOf(dst.instance);
+  if (ss === ds) return { checks: [], checked: false, port: givenPort ?? EPHEMERAL_LO };
+  const hops = (cp: number): NaclHop[] => {
+    const out: NaclHop[] = [];
+    const rp = replyPort(f, cp);
+    if (src.instance && ss >= 0) out.push({ path: 'request', inst: src.instance, dir: EGRESS, peer: dstSeen, port: requestPort(f) });
+    if (dst.instance && ds >= 0) out.push({ path: 'request', inst: dst.instance, dir: INGRESS, peer: srcSeen, port: requestPort(f) });
+    if (rp !== null && dst.instance && ds >= 0) out.push({ path: 'reply', inst: dst.instance, dir: EGRESS, peer: srcSeen, port: rp });
+    if (rp !== null && src.instance && ss >= 0) out.push({ path: 'reply', inst: src.instance, dir: INGRESS, peer: dstSeen, port: rp });
+    return out;
+  };
+  const match = (h: NaclHop): { acl: number; entry: number } => {
+    const acl = p.subnetAcl[p.instSubnet[p.instanceIndex.get(h.inst.name)!]!]!;
+    const t = p.nacls[acl]!.dirs[h.dir];
+    if (h.peer.includes(':')) {
+      const w = parseIpv6Words(h.peer);
+      return { acl, entry: naclMatch6(t, f.proto < 0 ? 0 : f.proto, w[0]!, w[1]!, w[2]!, w[3]!, h.port) };
+    }
+    return { acl, entry: naclMatch4(t, f.proto < 0 ? 0 : f.proto, parseIpv4(h.peer), h.port) };
+  };
+  const allows = (h: NaclHop): boolean => {
+    const m = match(h);
+    return m.entry >= 0 && p.nacls[m.acl]!.allow[m.entry] === 1;
+  };
+  let port = givenPort ?? EPHEMERAL_LO;
+  if (givenPort === undefined && (f.proto === PROTO_TCP || f.proto === PROTO_UDP)) {
+    for (let cp = EPHEMERAL_LO; cp <= EPHEMERAL_HI; cp++) {
+      if (!hops(cp).every(allows)) { port = cp; break; }
+    }
+  }
+  const checks = hops(port).map((h): ExplainCheck => {
+    const m = match(h);
+    const n = p.nacls[m.acl]!;
+    const e = m.entry >= 0 ? n.acl.entries[m.entry]! : null;
+    const allow = e !== null && e.allow;
+    const k = p.instanceIndex.get(h.inst.name)!;
+    return {
+      layer: 'nacl', path: h.path,
+      subnet: h.inst.subnetId ?? p.subnetIds[p.instSubnet[k]!]!,
+      networkAclId: n.acl.id,
+      ruleNumber: e ? e.ruleNumber : '*',
+      action: allow ? 'allow' : 'deny',
+      packetPort: h.port,
+      instance: h.inst.name,
+      direction: DIRECTION_NAMES[h.dir],
+      decision: allow ? 'allow' : 'deny',
+      tracked: false,
+      matched: [],
+      nearMisses: allow ? [] : naclNearMisses(n.acl.id, n.acl.entries, h, f, e),
+    };
+  });
+  return { checks, checked: true, port };
+}
+
+/** Allow entries of the hop's direction that match in all but one respect (protocol, port, the
+ * peer's CIDR), or match fully but come after the deciding deny ('order'). */
+function naclNearMisses(aclId: string, entries: readonly NaclEntry[], h: NaclHop, f: Flow, decided: NaclEntry | null): ExplainNearMiss[] {
+  const egress = h.dir === EGRESS;
+  const out: ExplainNearMiss[] = [];
+  const peerAddr = parseAddr(h.peer);
+  const dirWord = egress ? 'egress' : 'ingress';
+  const toward = egress ? 'to' : 'from';
+  for (const e of entries) {
+    if (e.egress !== egress || !e.allow) continue;
+    const protoOk = e.protocol === PROTO_ALL || e.protocol === f.proto;
+    const [lo, hi] = naclPortRange(e);
+    const portOk = e.protocol === PROTO_ALL || (lo <= h.port && h.port <= hi);
+    const cidrOk = peerAddr !== undefined && inCidr(peerAddr, e.cidr);
+    const misses: NearMissRespect[] = [];
+    if (!protoOk) misses.push('protocol');
+    else if (!portOk) misses.push('port');
+    if (!cidrOk) misses.push(egress ? 'destination' : 'source');
+    const what = `${dirWord} rule ${e.ruleNumber} allows ${entryTraffic(e)} ${toward} ${e.cidr}`;
+    if (misses.length === 0 && decided && decided.ruleNumber < e.ruleNumber) {
+      out.push({ groupId: aclId, ruleId: String(e.ruleNumber), respect: 'order', rule: `${what}, but ${dirWord} rule ${decided.ruleNumber} denies first (lower numbers decide)` });
+    } else if (misses.length === 1) {
+      let rule = what;
+      if (misses[0] === 'port') {
+        const where = h.path === 'reply' ? `the reply goes to ${portWords(h.port, f)}` : `the request goes to ${portWords(h.port, f)}`;
+        const hint = h.path === 'reply' && (f.proto === PROTO_TCP || f.proto === PROTO_UDP) ? `: allow 1024-65535 (the clients' ephemeral ports)` : '';
+        rule = `${what}, but ${where}${hint}`;
+      } else if (misses[0] === 'protocol') rule = `${what}, but the ${h.path} is ${protocolName(f.proto)}`;
+      else rule = `${what}, but the ${h.path} ${egress ? 'goes to' : 'comes from'} ${h.peer}`;
+      out.push({ groupId: aclId, ruleId: String(e.ruleNumber), respect: misses[0]!, rule });
+    }
+  }
+  return out;
+}
+
 function reasonOf(model: Model, res: ExplainResult, f: Flow, srcSeen: string, dstSeen: string): string {
   const traffic = flowTraffic(f);
   const parts: string[] = [];
   for (const c of res.checks) {
+    if (c.layer === 'nacl') {
+      if (c.decision === 'allow') continue;
+      const rn = c.ruleNumber === '*' ? 'rule * (no entry matched)' : `rule ${c.ruleNumber}`;
+      const pkt = c.path === 'reply' ? `the reply to ${c.packetPort !== undefined ? portWords(c.packetPort, f) : 'the client'}` : 'the request';
+      let s = `network ACL ${c.networkAclId} (${c.subnet}) ${c.direction} ${rn} denies ${pkt}: the client times out`;
+      const near = c.nearMisses[0];
+      if (near) s += `; nearest: ${near.rule}`;
+      parts.push(s);
+      continue;
+    }
     const toward = c.direction === 'ingress' ? `from ${srcSeen}` : `to ${dstSeen}`;
     const inst = model.instances.find((i) => i.name === c.instance);
     const groups = inst ? inst.groupIds.join(', ') : '';
@@ -400,6 +588,11 @@ function reasonOf(model: Model, res: ExplainResult, f: Flow, srcSeen: string, ds
       if (near) s += `; nearest: ${near.rule} (differs in ${near.respect})`;
       parts.push(s);
     }
+  }
+  const nacl = res.checks.filter((c) => c.layer === 'nacl');
+  if (res.decision === 'allow' && nacl.length > 0) {
+    const rules = nacl.map((c) => `${c.networkAclId} ${c.direction} rule ${c.ruleNumber}`).join(', ');
+    parts.push(`the network ACLs pass the request and the replies${res.sourcePort !== undefined && (f.proto === PROTO_TCP || f.proto === PROTO_UDP) ? ` to port ${res.sourcePort}${res.sourcePortAssumed ? ` (every port of ${res.sourcePortAssumed})` : ''}` : ''} (${rules})`);
   }
   return parts.join('; ');
 }

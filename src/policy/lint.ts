@@ -9,6 +9,15 @@
 //   SG006 medium  SSH (22) mixed into a group that also allows application ports
 //   SG007 info    group attached to no instance (implicit default groups skipped)
 //   SG008 info    rule or group without a description
+//   NACL001 high  the ephemeral-port pitfall: a NACL lets a service's requests in (or an outbound
+//                 entry's out) but not the replies to the clients' ports (Linux 32768-60999):
+//                 the client times out although the security groups allow the flow
+//   NACL002 medium a NACL entry that never decides because earlier (lower-numbered) entries with
+//                 the other action cover it: a deny shadowed by an allow, or the reverse
+//   NACL003 low   a NACL entry that never decides, covered by earlier entries with its own action
+//   NACL004 info  a network ACL associated with no subnet (each VPC's default one skipped)
+// NACL checks read the compiled policy's NACL tables (src/policy/nacl.ts: which entry decides
+// where), the same matcher the data plane and explain use.
 // A port range that contains the port counts; protocol -1 (all) contains every port (SG002 leaves
 // all-port rules to SG003). SG005 and SG008 skip implicit rules (default egress, the default group's self rule).
 // Must not: do I/O.
@@ -18,7 +27,11 @@ import {
   DIRECTION_NAMES, EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
   type Model, type Rule, type SecurityGroup, type SourcePos,
 } from '../model/types.js';
-import { describeRule } from './explain.js';
+import { describeRule, ruleTraffic } from './explain.js';
+import { compilePolicy } from './compile.js';
+import { naclMatch4, naclMatch6, naclPortRange, portsAllowed4, portsAllowed6, type CompiledNacl } from './nacl.js';
+import { bigIntToIpv6, cidrToRange4, cidrToRange6, formatIpv4, formatIpv6, parseIpv4, parseIpv6Words } from './addr.js';
+import { usesNetworkAcls, type NaclEntry } from '../model/types.js';
 
 export type Severity = 'high' | 'medium' | 'low' | 'info';
 
@@ -43,6 +56,10 @@ export const LINT_CHECKS: Readonly<Record<string, { severity: Severity; title: s
   SG006: { severity: 'medium', title: 'SSH mixed into a group that also allows application ports' },
   SG007: { severity: 'info', title: 'group attached to no instance' },
   SG008: { severity: 'info', title: 'rule or group without a description' },
+  NACL001: { severity: 'high', title: 'NACL lets requests through but not the replies to the clients\' ephemeral ports' },
+  NACL002: { severity: 'medium', title: 'NACL entry shadowed by earlier entries with the other action' },
+  NACL003: { severity: 'low', title: 'NACL entry made redundant by earlier entries with the same action' },
+  NACL004: { severity: 'info', title: 'network ACL associated with no subnet' },
 });
 
 const ADMIN_PORTS: Record<number, string> = { 22: 'SSH', 3389: 'RDP' };
@@ -201,6 +218,7 @@ export function lintModel(model: Model): Finding[] {
       }
     }
   }
+  if (usesNetworkAcls(model)) out.push(...lintNacls(model));
   return out.sort((a, b) => SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity] || a.id.localeCompare(b.id)
     || (a.line ?? 0) - (b.line ?? 0) || (a.groupId ?? '').localeCompare(b.groupId ?? ''));
 }
@@ -209,4 +227,98 @@ export function lintModel(model: Model): Finding[] {
 export function formatFinding(f: Finding): string {
   const at = f.path !== undefined ? `${f.path} ${f.line ?? 0}:${f.column ?? 0}` : (f.ruleId ?? f.groupId ?? f.instance ?? '.');
   return `${f.severity.toUpperCase()} ${f.id} ${at} ${f.message}`;
+}
+
+// ---- network ACLs ------------------------------------------------------------------------------
+
+const EPH_LO = 32768, EPH_HI = 60999;
+
+function naclFinding(id: string, message: string, aclId: string, e?: NaclEntry, instance?: string, pos?: SourcePos): Finding {
+  const f: Finding = { id, severity: LINT_CHECKS[id]?.severity ?? 'info', message, groupId: aclId };
+  if (e) f.ruleId = String(e.ruleNumber);
+  if (instance !== undefined) f.instance = instance;
+  Object.assign(f, where(e?.pos ?? pos));
+  return f;
+}
+
+function covers(ports: readonly number[], lo: number, hi: number): boolean {
+  for (let i = 0; i < ports.length; i += 2) if (ports[i]! <= lo && hi <= ports[i + 1]!) return true;
+  return false;
+}
+
+function describeEntry(e: NaclEntry): string {
+  return `${e.egress ? 'egress' : 'ingress'} rule ${e.ruleNumber} ${e.allow ? 'allows' : 'denies'} ${ruleTraffic(e)} ${e.egress ? 'to' : 'from'} ${e.cidr}`;
+}
+
+/** The ports an entry's direction lets through for `proto` and the peer address text. */
+function portsFor(n: CompiledNacl, dir: 0 | 1, proto: number, addr: string): number[] {
+  return addr.includes(':') ? portsAllowed6(n, dir, proto, parseIpv6Words(addr)) : portsAllowed4(n, dir, proto, parseIpv4(addr));
+}
+
+function firstAddr(cidr: string): string {
+  return cidr.includes(':') ? formatIpv6(bigIntToIpv6(cidrToRange6(cidr)[0])) : formatIpv4(cidrToRange4(cidr)[0]);
+}
+
+function lintNacls(model: Model): Finding[] {
+  const out: Finding[] = [];
+  const p = compilePolicy(model);
+  // NACL002/NACL003: entries that decide nowhere in the compiled tables.
+  for (const n of p.nacls) {
+    const decides = new Set<number>();
+    for (const dir of n.dirs) for (const tb of dir.tables) { for (const x of tb.e4) decides.add(x); for (const x of tb.e6) decides.add(x); }
+    n.acl.entries.forEach((e, i) => {
+      if (decides.has(i)) return;
+      // Who decides where this entry would: its first address and port.
+      const [lo] = naclPortRange(e);
+      const proto = e.protocol < 0 ? PROTO_TCP : e.protocol;
+      const t = n.dirs[e.egress ? 1 : 0];
+      const at = e.family === 4 ? naclMatch4(t, proto, cidrToRange4(e.cidr)[0], Math.max(0, lo))
+        : (() => { const w = bigIntToIpv6(cidrToRange6(e.cidr)[0]); return naclMatch6(t, proto, w[0]!, w[1]!, w[2]!, w[3]!, Math.max(0, lo)); })();
+      const by = at >= 0 ? n.acl.entries[at] : undefined;
+      const other = by !== undefined && by.allow !== e.allow;
+      const what = `${n.acl.id} ${describeEntry(e)} never decides: earlier entries${by ? ` (${describeEntry(by)})` : ''} match all of its traffic first`;
+      out.push(naclFinding(other ? 'NACL002' : 'NACL003', other
+        ? `${what}; it has the opposite action, so it is probably meant to come first: give it a lower rule number`
+        : `${what}; remove it`, n.acl.id, e));
+    });
+  }
+  // NACL004: NACLs on no subnet.
+  const used = new Set((model.subnets ?? []).map((s) => s.networkAclId));
+  for (const a of model.networkAcls ?? []) {
+    if (!a.isDefault && !used.has(a.id)) out.push(naclFinding('NACL004', `${a.id} is associated with no subnet; it filters nothing`, a.id, undefined, undefined, a.pos));
+  }
+  // NACL001: requests let in (or out) whose replies cannot come back to the ephemeral ports.
+  const seen = new Set<string>();
+  for (const inst of model.instances) {
+    const k = p.instanceIndex.get(inst.name);
+    if (k === undefined) continue;
+    const n = p.nacls[p.subnetAcl[p.instSubnet[k]!]!]!;
+    if (n.open) continue;
+    for (const svc of inst.services) {
+      // Every ingress entry that allows the service's requests from some peer: the replies to
+      // that peer must be allowed out to the ephemeral ports.
+      for (const e of n.acl.entries) {
+        if (e.egress || !e.allow) continue;
+        const peer = firstAddr(e.cidr);
+        const inOk = portsFor(n, 0, svc.protocol, peer);
+        if (!covers(inOk, svc.port, svc.port)) continue;
+        const outOk = portsFor(n, 1, svc.protocol, peer);
+        if (covers(outOk, EPH_LO, EPH_HI)) continue;
+        const key = `${n.acl.id}|in|${svc.protocol}|${svc.port}|${e.ruleNumber}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        out.push(naclFinding('NACL001', `${n.acl.id}: ingress rule ${e.ruleNumber} lets ${ruleTraffic({ protocol: svc.protocol, fromPort: svc.port, toPort: svc.port })} in to ${inst.name} from ${e.cidr}, but the egress entries do not allow the replies to the clients' ephemeral ports (${EPH_LO}-${EPH_HI}): the client times out although the security groups allow it; add an egress allow ${svc.protocol === PROTO_UDP ? 'udp' : 'tcp'} 1024-65535 to ${e.cidr}`, n.acl.id, e, inst.name));
+      }
+    }
+    for (const o of inst.outbound) {
+      const t = o.toInstance ? p.instanceIndex.get(o.toInstance) : undefined;
+      if (t !== undefined && p.instSubnet[t] === p.instSubnet[k]) continue;     // one subnet: no NACL
+      const outOk = portsFor(n, 1, o.protocol, o.asAddress);
+      if (!covers(outOk, o.asPort, o.asPort)) continue;                          // the request itself is denied: explain says so
+      const inOk = portsFor(n, 0, o.protocol, o.asAddress);
+      if (covers(inOk, EPH_LO, EPH_HI)) continue;
+      out.push(naclFinding('NACL001', `${n.acl.id}: ${inst.name} may connect out to ${o.asAddress}:${o.asPort} (${o.protocol === PROTO_UDP ? 'udp' : 'tcp'}), but the ingress entries do not allow the replies back to its ephemeral ports (${EPH_LO}-${EPH_HI}): the connection times out; add an ingress allow 1024-65535 from ${o.asAddress}`, n.acl.id, undefined, inst.name));
+    }
+  }
+  return out;
 }

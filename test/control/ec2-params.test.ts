@@ -78,6 +78,14 @@ t.test('every documented parameter is accepted, with the protocol and auth ones 
     CreateTags: { 'ResourceId.1': 'sg-web', 'Tag.1.Key': 'k', 'Tag.1.Value': 'v' },
     DeleteTags: { 'ResourceId.1': 'sg-web', 'Tag.1.Key': 'k', 'Tag.1.Value': 'v' },
     DescribeTags: { 'Filter.1.Name': 'key', 'Filter.1.Value.1': 'k', MaxResults: '5', NextToken: '' },
+    // Network ACLs (issue 14).
+    CreateNetworkAcl: { VpcId: 'vpc-local', ClientToken: 'x', 'TagSpecification.1.ResourceType': 'network-acl', 'TagSpecification.1.Tag.1.Key': 'k', 'TagSpecification.1.Tag.1.Value': 'v' },
+    DeleteNetworkAcl: { NetworkAclId: 'acl-x' },
+    CreateNetworkAclEntry: { NetworkAclId: 'acl-x', RuleNumber: '1', Protocol: '6', RuleAction: 'allow', Egress: 'true', CidrBlock: '0.0.0.0/0', Ipv6CidrBlock: '::/0', 'IcmpTypeCode.Code': '0', 'IcmpTypeCode.Type': '8', 'PortRange.From': '1', 'PortRange.To': '2' },
+    ReplaceNetworkAclEntry: { NetworkAclId: 'acl-x', RuleNumber: '1', Protocol: '-1', RuleAction: 'deny', Egress: 'false', CidrBlock: '0.0.0.0/0' },
+    DeleteNetworkAclEntry: { NetworkAclId: 'acl-x', RuleNumber: '1', Egress: 'true' },
+    DescribeNetworkAcls: { 'NetworkAclId.1': 'acl-x', 'Filter.1.Name': 'vpc-id', 'Filter.1.Value.1': '*', MaxResults: '5', NextToken: '' },
+    ReplaceNetworkAclAssociation: { AssociationId: 'aclassoc-0', NetworkAclId: 'acl-x' },
   };
   t.same(Object.keys(wide).sort(), knownActions().sort(), 'one wide request per action the service knows');
   const { call } = setup();

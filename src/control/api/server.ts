@@ -161,9 +161,11 @@ export class ApiServer {
         const str = (k: string) => (typeof o[k] === 'string' ? o[k] as string : typeof o[k] === 'number' ? String(o[k]) : undefined);
         try {
           const port = o.port === undefined ? undefined : Number(o.port);
+          const sourcePort = o.sourcePort === undefined ? undefined : Number(o.sourcePort);
           // Loaded on first use: explain is a slow path the data plane never needs.
           const { explainFlow } = await import('../../policy/explain.js');
-          const r = explainFlow(d.model, { from: str('from') ?? '', to: str('to') ?? '', protocol: str('protocol') ?? '', port });
+          const r = explainFlow(d.model, { from: str('from') ?? '', to: str('to') ?? '', protocol: str('protocol') ?? '', port,
+            ...(sourcePort !== undefined ? { sourcePort } : {}) });
           return sendJson(res, 200, r);
         } catch (e) {
           if (e instanceof UsageError || e instanceof SgemuError) return sendJson(res, 400, { error: e.code, message: e.message });

@@ -13,6 +13,7 @@
 
 import { AwsError } from '../../../model/errors.js';
 import { clip, type QNode } from './query.js';
+import { NACL_PARAMETERS } from './nacl.js';
 
 /** true = a plain value; ANY = anything below (parameters EC2 takes that sgemu never reads). */
 type Shape = { readonly [name: string]: Shape | true | typeof ANY };
@@ -82,6 +83,7 @@ export const ACTION_PARAMETERS: Readonly<Record<string, Shape>> = {
   CreateTags: TAGS,
   DeleteTags: TAGS,
   DescribeTags: PAGING,
+  ...NACL_PARAMETERS,
 };
 
 /** Shapes compiled to the QNode tree's form: named kids, numbered kids (list entries), leaf. */

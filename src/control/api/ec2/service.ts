@@ -22,6 +22,10 @@ import {
   revokedRuleXml, ruleToConfig, securityGroupRuleXml, sourceKind, type ConfigRule, type RuleSource,
 } from './permissions.js';
 import { checkParameters, isCommonParameter } from './params.js';
+import {
+  createNetworkAcl, deleteNetworkAcl, deleteNetworkAclEntry, describeNetworkAcls, putNetworkAclEntry, replaceNetworkAclAssociation,
+  type NaclCtx, type NaclPlan, type Validate,
+} from './nacl.js';
 import { clip, parseQuery, type QNode } from './query.js';
 import { errorXml, items, n, successXml, t, tagSet } from './xml.js';
 
@@ -46,6 +50,8 @@ const AWS_CODES = new Set([
   'SecurityGroupsPerInstanceLimitExceeded', 'SecurityGroupLimitExceeded', 'RulesPerSecurityGroupLimitExceeded',
   'InvalidVpcID.NotFound', 'InvalidPrefixListID.NotFound', 'InvalidPermission.Malformed', 'InvalidPermission.Duplicate',
   'InvalidInstanceID.NotFound',
+  'NetworkAclEntryAlreadyExists', 'NetworkAclEntryLimitExceeded', 'InvalidNetworkAclID.NotFound', 'InvalidSubnetID.NotFound',
+  'InvalidSubnet.Conflict', 'InvalidSubnet.Range',
 ]);
 
 const SG_ID = /^sg-[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -630,7 +636,18 @@ const MUTATIONS: Record<string, Mutation> = {
   ModifyInstanceAttribute: modifyInstanceAttribute,
   CreateTags: tagResources(false),
   DeleteTags: tagResources(true),
+  CreateNetworkAcl: nacl(createNetworkAcl),
+  DeleteNetworkAcl: nacl(deleteNetworkAcl),
+  CreateNetworkAclEntry: nacl(putNetworkAclEntry(false)),
+  ReplaceNetworkAclEntry: nacl(putNetworkAclEntry(true)),
+  DeleteNetworkAclEntry: nacl(deleteNetworkAclEntry),
+  ReplaceNetworkAclAssociation: nacl(replaceNetworkAclAssociation),
 };
+
+/** A network ACL mutation (nacl.ts) as a service mutation: the same context and validation. */
+function nacl(fn: (c: NaclCtx, q: QNode, v: Validate) => NaclPlan): Mutation {
+  return (_s, c, q) => fn(c, q, validate);
+}
 
 // ----------------------------------------------------------------------------------- readers
 
@@ -829,5 +846,6 @@ const READERS: Record<string, Reader> = {
   DescribeSecurityGroupRules: describeSecurityGroupRules,
   DescribeInstances: describeInstances,
   DescribeTags: describeTags,
+  DescribeNetworkAcls: (_s, model, q) => describeNetworkAcls(model, q, { parseFilters, page }),
 };
 
