@@ -17,7 +17,8 @@ const demo: Command = {
 
 Runs the embedded default: a bundled config (a web tier, a database, SSH with nothing behind it,
 an outside stranger), built-in demo backends and a printed tour of commands that show allowed,
-refused and timed-out connections. Ctrl-C stops everything.
+refused and timed-out connections. The web dashboard is served at http://API/ui. Ctrl-C stops
+everything.
 
 Options:
   --api ADDR        control API address (default ${DEFAULT_API})
@@ -31,10 +32,10 @@ Options:
     const configPath = join(dir, 'sgemu.yaml');
     writeFileSync(configPath, DEMO_CONFIG);
     const stopBackends = await startDemoBackends();
-    const opts = daemonOptions({ ...values, config: configPath, state: values.state ?? join(dir, 'state.json'), 'reset-state': values.state === undefined || values['reset-state'] }, stderrLog);
+    const opts = { ...daemonOptions({ ...values, config: configPath, state: values.state ?? join(dir, 'state.json'), 'reset-state': values.state === undefined || values['reset-state'] }, stderrLog), ui: true };
     const d = new Daemon(opts);
     await d.start();
-    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', nativeStatus().loaded) + '\n');
+    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', nativeStatus().loaded, d.uiUrl()) + '\n');
     const code = await new Promise<number>((resolve) => {
       const stop = (sig: string) => {
         stderrLog(`${sig}: stopping the demo`);

@@ -20,6 +20,7 @@ export const RUN_OPTIONS = {
   watch: { type: 'boolean', default: false },
   'conntrack-max': { type: 'string' },
   drain: { type: 'string' },
+  ui: { type: 'boolean', default: false },
 } as const;
 
 export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
@@ -41,6 +42,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     resetState: values['reset-state'] ?? false,
     watch: values.watch ?? false,
     conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
+    ui: values.ui ?? false,
     log,
   };
 }
@@ -99,12 +101,16 @@ Options:
                             open-files limit can hold); when full, new flows time out, as
                             with a full kernel table
   --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
+  --ui                      serve the web dashboard at http://API/ui: instances, listeners, live
+                            flow decisions with their explanation, conntrack, rule editing
+                            (same access rules as the API; needs --api)
 
 Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);
 SIGTERM and SIGINT drain and exit.`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, RUN_OPTIONS);
     const drainS = numberOption('drain', values.drain, 0, 3600, 5);
+    if (values.ui && (values.api === 'off' || values.api === 'none')) throw new UsageError('--ui is served on the API listener: drop --api off, or drop --ui');
     const d = new Daemon(daemonOptions(values, stderrLog));
     return runUntilSignal(d, drainS, stderrLog);
   },
