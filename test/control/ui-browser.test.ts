@@ -87,8 +87,9 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   await page.screenshot({ path: join(shots, 'ui-instances.png'), fullPage: false });
 
   // A real connection from the laptop: an 'open' row within 1 s.
+  // A row: "<time> <decision badge> <proto> <instance> <dir> <source> <destination> <detail>".
   const rowWith = (type: string, src: string, timeoutMs: number) => page.waitForFunction(([ty, s]) =>
-    [...document.querySelectorAll('#flow-table tbody tr.ev')].some((r) => r.children[1]?.textContent === ty && r.children[5]?.textContent?.startsWith(s!)),
+    [...document.querySelectorAll('#flow-list li.ev')].some((r) => r.children[0]?.textContent === ty && (r.textContent ?? '').includes(` ${s}`)),
   [type, src] as const, { timeout: Math.max(1, timeoutMs), polling: 50 });
   let t0 = Date.now();
   const ok = await connectOutcome('127.0.0.1', '127.0.0.10', 8080, 1000, true);
@@ -105,11 +106,11 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   t.equal(denied.outcome, 'timeout', 'the stranger times out (no answer in 1.5 s)');
 
   // Its explanation, from the keyboard: focus the row, Enter.
-  const rejectRow = page.locator('#flow-table tbody tr.ev', { hasText: 'reject' }).filter({ hasText: '127.0.0.5:' }).first();
+  const rejectRow = page.locator('#flow-list li.ev', { hasText: 'reject' }).filter({ hasText: ' 127.0.0.5:' }).first();
   await rejectRow.focus();
   await page.keyboard.press('Enter');
-  await page.waitForSelector('#flow-table tr.detail .explain', { timeout: 3000 });
-  const detail = await page.textContent('#flow-table tr.detail');
+  await page.waitForSelector('#flow-list li.detail .explain', { timeout: 3000 });
+  const detail = await page.textContent('#flow-list li.detail');
   t.match(detail, /deny/, 'the explanation says deny');
   t.match(detail, /near miss.*sg-web.*source/s, 'and names the near miss: sg-web allows 8080, but not from there');
   t.equal(await page.getAttribute('#flow-pause', 'aria-pressed'), 'true', 'the stream paused while the row is open');

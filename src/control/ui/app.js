@@ -7,13 +7,14 @@
 //   POST /v1/explain                          why a flow was decided
 //   POST /  (EC2 Query API)                   Authorize/Revoke SecurityGroupIngress/Egress
 // Never freezes under load: events go to a bounded ring (RING entries) and the flow table is
-// redrawn at most every RENDER_MS, as at most MAX_ROWS rows reused in place; values are always set
+// redrawn at most every RENDER_MS, as at most LIVE_ROWS rows reused in place; values are always set
 // as text, never as markup. With --api-credentials the calls are SigV4-signed (crypto.subtle,
 // which browsers give to http://127.0.0.1 and https pages).
 'use strict';
 (() => {
   const RING = 5000;
-  const MAX_ROWS = 150;
+  const LIVE_ROWS = 40;        // drawn while streaming (about what the box shows)
+  const PAUSED_ROWS = 400;     // drawn once when paused, to scroll through
   const RENDER_MS = 250;
   const HISTORY = 60;
 
@@ -44,6 +45,8 @@
     if (n < 1073741824) return `${(n / 1048576).toFixed(1)} MiB`;
     return `${(n / 1073741824).toFixed(2)} GiB`;
   }
+  /** Sets text only when it changed (an unchanged value costs no layout). */
+  const setText = (el, text) => { if (el.textContent !== text) el.textContent = text; };
   const fmtRate = (n) => (n >= 100 ? String(Math.round(n)) : n >= 10 ? n.toFixed(0) : n.toFixed(1));
 
   // ---- API access (SigV4 when credentials are set) ------------------------------------------
@@ -159,14 +162,14 @@
   function spark(kind, label) {
     const line = h('svg:polyline', { points: '' });
     const svg = h('svg:svg', { viewBox: `0 0 ${HISTORY - 1} 20`, preserveAspectRatio: 'none', role: 'img', 'aria-label': label }, line);
-    const value = h('span', { text: `${label}: –` });
+    const value = h('span', { class: 'fixed-text', text: `${label}: –` });
     return { el: h('div', { class: `spark ${kind}` }, svg, value), line, value, svg, label };
   }
   function drawSpark(s, series, fmt) {
     const max = Math.max(1, ...series);
     s.line.setAttribute('points', series.map((v, i) => `${i + HISTORY - series.length},${(20 - (v / max) * 19).toFixed(1)}`).join(' '));
     const now = series.length ? series[series.length - 1] : 0;
-    s.value.textContent = `${s.label}: ${fmt(now)}`;
+    setText(s.value, `${s.label}: ${fmt(now)}`);
     s.svg.setAttribute('aria-label', `${s.label}, last minute, now ${fmt(now)}, peak ${fmt(max)}`);
   }
 
@@ -174,9 +177,9 @@
     const key = lkey(protocol, inst.address, listenPort);
     const prev = listenerViews.get(key);
     const v = {
-      backend: h('td'), mode: h('td'), flows: h('td', { class: 'num' }), totals: h('td', { class: 'muted' }),
+      backend: h('td'), mode: h('td'), flows: h('td', { class: 'num' }), totals: h('span', { class: 'fixed-text' }),
       sparks: [spark('flows', 'flows/s'), spark('bytes', 'bytes/s'), spark('rejects', 'rejects/s')],
-      hist: prev?.hist ?? { flows: [], bytes: [], rejects: [] }, last: prev?.last ?? null,
+      hist: prev?.hist ?? { flows: [], bytes: [], rejects: [] }, last: prev?.last ?? null, state: '',
     };
     listenerViews.set(key, v);
     const what = kind === 'service'
@@ -184,7 +187,7 @@
       : `${protocol} :${listenPort} → ${target}`;
     return h('tr', { 'data-listener': key },
       h('td', { class: 'mono', text: what }), v.backend, v.mode, v.flows,
-      h('td', {}, h('div', { class: 'sparks' }, ...v.sparks.map((s) => s.el))), v.totals);
+      h('td', {}, h('div', { class: 'sparks' }, ...v.sparks.map((s) => s.el))), h('td', { class: 'totals muted' }, v.totals));
   }
 
   /** "db:5432 (rules see 127.0.0.20:5432)": an instance target is named with the port it reaches. */
@@ -220,15 +223,19 @@
     const dtS = lastStatusAt ? Math.max(0.2, (now - lastStatusAt) / 1000) : 1;
     if (tick) lastStatusAt = now;
     lastStatus = st;
-    $('#summary').textContent = `policy v${st.policyVersion} · kernel filter ${st.nativeFilter ? 'on' : 'OFF'} · refusal ${st.refusal === 'raw' ? 'exact' : 'fallback (reset)'} · conntrack ${st.conntrack.entries}/${st.conntrack.max}`;
+    setText($('#summary'), `policy v${st.policyVersion} · kernel filter ${st.nativeFilter ? 'on' : 'OFF'} · refusal ${st.refusal === 'raw' ? 'exact' : 'fallback (reset)'} · conntrack ${st.conntrack.entries}/${st.conntrack.max}`);
     let modelChanged = false;
     for (const l of st.listeners) {
       const v = listenerViews.get(lkey(l.protocol, l.address, l.listenPort));
       if (!v) { modelChanged = true; continue; }
-      v.backend.replaceChildren(badge(l.backendUp ? 'up' : 'down'), ' ', h('span', { class: 'mono muted', text: l.backend }));
-      v.mode.replaceChildren(badge(l.filter, l.filter === 'rules' ? 'mode' : 'down'), l.nativeFilter ? '' : ' userland');
-      v.flows.textContent = String(l.flows);
-      v.totals.replaceChildren(`${l.accepted} accepted · ${l.rejected} rejected`, h('br'), `${l.refused} refused · ${fmtBytes(l.bytesIn + l.bytesOut)}`);
+      const state = `${l.backendUp}|${l.backend}|${l.filter}|${l.nativeFilter}`;
+      if (v.state !== state) {
+        v.state = state;
+        v.backend.replaceChildren(badge(l.backendUp ? 'up' : 'down'), ' ', h('span', { class: 'mono muted', text: l.backend }));
+        v.mode.replaceChildren(badge(l.filter, l.filter === 'rules' ? 'mode' : 'down'), l.nativeFilter ? '' : ' userland');
+      }
+      setText(v.totals, `${l.accepted} accepted · ${l.rejected} rejected\n${l.refused} refused · ${fmtBytes(l.bytesIn + l.bytesOut)}`);
+      setText(v.flows, String(l.flows));
       if (!tick) continue;
       if (v.last) {
         const push = (arr, x) => { arr.push(Math.max(0, x)); if (arr.length > HISTORY) arr.shift(); };
@@ -404,15 +411,18 @@
   const rateWindow = [];       // [time, count] per second
   const types = new Set(['open', 'close', 'reject', 'refuse', 'cut', 'expire']);
   let filterText = '';
-  const tbody = /** @type {HTMLTableSectionElement} */ ($('#flow-table tbody'));
-  const pool = [];             // reused rows: { tr, cells, seq }
-  const detailTr = h('tr', { class: 'detail' }, h('td', { colspan: 8 }));
+  // The live list: one <li> per event holding a badge and ONE text node with fixed-width columns
+  // (monospace). A table of 8 cells per row cost several times the layout per redraw, which on a
+  // busy machine turned into tasks over 200 ms (test/control/ui-load.test.ts).
+  const list = /** @type {HTMLOListElement} */ ($('#flow-list'));
+  const pool = [];             // reused rows: { tr, text, badge, seq, ev }
+  const detailTr = h('li', { class: 'detail' }, h('div'));
 
   function onEvent(e) {
     e.seq = ++seq;
     received++;
     ring.push(e);
-    if (ring.length > RING) ring.splice(0, ring.length - RING);
+    if (ring.length >= RING * 2) ring.splice(0, ring.length - RING);   // amortized: one move per RING events
     if (!paused) schedule();
   }
   function schedule() {
@@ -428,9 +438,11 @@
   }
   function rowFor(i) {
     while (pool.length <= i) {
-      const cells = Array.from({ length: 8 }, () => h('td'));
-      const tr = h('tr', { class: 'ev', tabindex: 0, 'aria-expanded': 'false' }, ...cells);
-      const row = { tr, cells, seq: -1, ev: null };
+      const time = document.createTextNode('');
+      const b = h('span', { class: 'badge' });
+      const text = document.createTextNode('');
+      const tr = h('li', { class: 'ev', tabindex: 0, 'aria-expanded': 'false' }, time, b, text);
+      const row = { tr, time, text, badge: b, seq: -1, ev: null };
       tr.addEventListener('click', () => toggle(row));
       tr.addEventListener('keydown', (k) => {
         if (k.key === 'Enter' || k.key === ' ') { k.preventDefault(); toggle(row); }
@@ -449,21 +461,18 @@
     dirty = false;
     if (!paused) renderedSeq = seq;
     let n = 0;
-    for (let i = ring.length - 1; i >= 0 && n < MAX_ROWS; i--) {
+    const maxRows = paused ? PAUSED_ROWS : LIVE_ROWS;
+    for (let i = ring.length - 1; i >= 0 && n < maxRows; i--) {
       const e = ring[i];
       if (e.seq > shownUpTo || !matches(e)) continue;
       const row = rowFor(n++);
       if (row.seq !== e.seq) {
         row.seq = e.seq; row.ev = e;
-        const c = row.cells;
-        c[0].textContent = e.time.slice(11, 23);
-        c[1].replaceChildren(badge(e.type));
-        c[2].textContent = e.protocol;
-        c[3].textContent = e.instance;
-        c[4].textContent = e.direction;
-        c[5].textContent = hostPort(e.src, e.srcPort);
-        c[6].textContent = hostPort(e.dst, e.dstPort);
-        c[7].textContent = e.reason ?? (e.bytesIn !== undefined ? `in ${fmtBytes(e.bytesIn)} · out ${fmtBytes(e.bytesOut)}` : e.tracked === false ? 'untracked' : '');
+        row.time.data = e.time.slice(11, 23) + ' ';
+        row.badge.className = `badge b-${e.type}`;
+        row.badge.textContent = e.type;
+        row.text.data = ` ${e.protocol.padEnd(4)} ${e.instance.padEnd(10)} ${e.direction.padEnd(7)} ${hostPort(e.src, e.srcPort).padEnd(22)} ${hostPort(e.dst, e.dstPort).padEnd(22)} `
+          + (e.reason ?? (e.bytesIn !== undefined ? `in ${fmtBytes(e.bytesIn)} · out ${fmtBytes(e.bytesOut)}` : e.tracked === false ? 'untracked' : ''));
         row.tr.setAttribute('aria-expanded', String(e.seq === expandedSeq));
       }
     }
@@ -471,10 +480,10 @@
     const want = pool.slice(0, n).map((r) => r.tr);
     const open = pool.slice(0, n).find((r) => r.seq === expandedSeq);
     if (open) want.splice(want.indexOf(open.tr) + 1, 0, detailTr);
-    const have = tbody.children;
+    const have = list.children;
     let same = have.length === want.length;
     for (let i = 0; same && i < want.length; i++) same = have[i] === want[i];
-    if (!same) tbody.replaceChildren(...want);
+    if (!same) list.replaceChildren(...want);
     updateCount();
   }
   function updateCount() {
@@ -483,7 +492,7 @@
     while (rateWindow.length > 2 && now - rateWindow[0][0] > 3000) rateWindow.shift();
     const [t0, c0] = rateWindow[0];
     const rate = now > t0 ? ((received - c0) * 1000) / (now - t0) : 0;
-    $('#flow-count').textContent = `${received} events · ${fmtRate(rate)}/s${lost ? ` · ${lost} dropped by the daemon (this tab was too slow)` : ''}${paused ? ' · paused' : ''}`;
+    setText($('#flow-count'), `${received} events · ${fmtRate(rate)}/s${lost ? ` · ${lost} dropped by the daemon (this tab was too slow)` : ''}${paused ? ' · paused' : ''}`);
   }
   setInterval(() => { if (paused) updateCount(); }, 1000);
 
@@ -631,8 +640,14 @@
   $('#ct-instance').addEventListener('change', () => ctGo(0));
   let ctFilterTimer = 0;
   $('#ct-filter').addEventListener('input', () => { clearTimeout(ctFilterTimer); ctFilterTimer = window.setTimeout(() => ctGo(0), 250); });
+  // Auto-refresh every 2 s, or less often when a page costs the daemon more (a sorted page of a
+  // 100k-entry table takes it tens of ms): at most a tenth of the time spent answering.
+  let ctNextAt = 0;
   setInterval(() => {
-    if (document.visibilityState === 'visible' && /** @type {HTMLInputElement} */ ($('#ct-auto')).checked) void ctLoad();
+    if (document.visibilityState !== 'visible' || !/** @type {HTMLInputElement} */ ($('#ct-auto')).checked || performance.now() < ctNextAt) return;
+    const t0 = performance.now();
+    void ctLoad().then(() => { ctNextAt = performance.now() + Math.max(0, 10 * (performance.now() - t0) - 2000); });
+    ctNextAt = Infinity;
   }, 2000);
 
   // ---- Start ------------------------------------------------------------------------------

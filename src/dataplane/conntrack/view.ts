@@ -47,17 +47,22 @@ export interface PageQuery {
 /**
  * One page of entries, sorted (slow path, for the dashboard's conntrack view). Sorts raw entries
  * on one precomputed key per entry and builds JSON for the page alone, so that a 100k-entry table
- * costs one key array and one sort (tens of ms), not 100k objects. Ties keep table order, so
- * paging is stable while the table does not change.
+ * costs one key array and one sort, not 100k objects. Keys are the entries as last sampled (the
+ * sweeper samples every flow about once a second); `refresh` samples the page's entries before
+ * they are shown. Ties keep table order, so paging is stable while the table does not change.
  */
-export function pageEntries(entries: FlowEntry[], instanceName: (inst: number) => string, nowMs: number, q: PageQuery): { total: number; entries: ConntrackJson[] } {
+export function pageEntries(entries: FlowEntry[], instanceName: (inst: number) => string, nowMs: number, q: PageQuery,
+  refresh?: (e: FlowEntry) => void): { total: number; entries: ConntrackJson[] } {
   let rows = entries;
   if (q.instance !== null) rows = rows.filter((e) => instanceName(e.inst) === q.instance);
   if (q.text !== null && q.text !== '') {
     const t = q.text.toLowerCase();
     rows = rows.filter((e) => `${e.src}:${e.srcPort} ${e.dst}:${e.dstPort} ${STATE_NAMES[e.state] ?? ''} ${protocolName(e.proto)}`.toLowerCase().includes(t));
   }
-  const keys: (number | string)[] = new Array(rows.length);
+  // Numeric columns sort on a Float64Array (one monomorphic compare), text columns on strings.
+  const textSort = q.sort === 'instance' || q.sort === 'state' || q.sort === 'src' || q.sort === 'dst';
+  const num = new Float64Array(textSort ? 0 : rows.length);
+  const text: string[] = textSort ? new Array(rows.length) : [];
   const addrKeys = new Map<string, string>();
   const addrKey = (a: string) => {
     let k = addrKeys.get(a);
@@ -67,33 +72,38 @@ export function pageEntries(entries: FlowEntry[], instanceName: (inst: number) =
   for (let i = 0; i < rows.length; i++) {
     const e = rows[i]!;
     switch (q.sort) {
-      case 'protocol': keys[i] = e.proto; break;
-      case 'instance': keys[i] = instanceName(e.inst); break;
-      case 'direction': keys[i] = e.dir; break;
-      case 'state': keys[i] = STATE_NAMES[e.state] ?? ''; break;
-      case 'tracked': keys[i] = e.tracked ? 1 : 0; break;
-      case 'src': keys[i] = addrKey(e.src); break;
-      case 'srcPort': keys[i] = e.srcPort; break;
-      case 'dst': keys[i] = addrKey(e.dst); break;
-      case 'dstPort': keys[i] = e.dstPort; break;
-      case 'bytesIn': keys[i] = e.bytesIn; break;
-      case 'bytesOut': keys[i] = e.bytesOut; break;
-      case 'ageSeconds': keys[i] = nowMs - e.createdMs; break;
-      case 'idleSeconds': keys[i] = nowMs - e.lastSeenMs; break;
-      case 'expiresInSeconds': keys[i] = e.timeoutMs - Math.max(0, nowMs - e.lastSeenMs); break;
+      case 'protocol': num[i] = e.proto; break;
+      case 'instance': text[i] = instanceName(e.inst); break;
+      case 'direction': num[i] = e.dir; break;
+      case 'state': text[i] = STATE_NAMES[e.state] ?? ''; break;
+      case 'tracked': num[i] = e.tracked ? 1 : 0; break;
+      case 'src': text[i] = addrKey(e.src); break;
+      case 'srcPort': num[i] = e.srcPort; break;
+      case 'dst': text[i] = addrKey(e.dst); break;
+      case 'dstPort': num[i] = e.dstPort; break;
+      case 'bytesIn': num[i] = e.bytesIn; break;
+      case 'bytesOut': num[i] = e.bytesOut; break;
+      case 'ageSeconds': num[i] = nowMs - e.createdMs; break;
+      case 'idleSeconds': num[i] = nowMs - e.lastSeenMs; break;
+      case 'expiresInSeconds': num[i] = e.timeoutMs - Math.max(0, nowMs - e.lastSeenMs); break;
     }
   }
   const order = new Int32Array(rows.length);
   for (let i = 0; i < order.length; i++) order[i] = i;
   const sign = q.desc ? -1 : 1;
-  order.sort((a, b) => {
-    const ka = keys[a]!, kb = keys[b]!;
-    return ka < kb ? -sign : ka > kb ? sign : a - b;
-  });
+  if (textSort) {
+    order.sort((a, b) => {
+      const ka = text[a]!, kb = text[b]!;
+      return ka < kb ? -sign : ka > kb ? sign : a - b;
+    });
+  } else {
+    order.sort((a, b) => (num[a]! - num[b]!) * sign || a - b);
+  }
   const end = Math.min(rows.length, q.offset + q.limit);
   const out: ConntrackJson[] = [];
   for (let i = q.offset; i < end; i++) {
     const e = rows[order[i]!]!;
+    refresh?.(e);
     out.push(entryToJson(e, instanceName(e.inst), nowMs));
   }
   return { total: rows.length, entries: out };
