@@ -417,6 +417,8 @@
   const list = /** @type {HTMLOListElement} */ ($('#flow-list'));
   const pool = [];             // reused rows: { tr, text, badge, seq, ev }
   const detailTr = h('li', { class: 'detail' }, h('div'));
+  // The column heads, in the rows' widths: time 12+1, the badge 8ch, then the text's columns.
+  $('#flow-head').textContent = `${'time'.padEnd(13)}${'decision'.padEnd(8)} ${'proto'.padEnd(5)} ${'instance'.padEnd(10)} ${'dir'.padEnd(7)} ${'source'.padEnd(22)} ${'destination'.padEnd(22)} detail`;
 
   function onEvent(e) {
     e.seq = ++seq;
@@ -471,7 +473,7 @@
         row.time.data = e.time.slice(11, 23) + ' ';
         row.badge.className = `badge b-${e.type}`;
         row.badge.textContent = e.type;
-        row.text.data = ` ${e.protocol.padEnd(4)} ${e.instance.padEnd(10)} ${e.direction.padEnd(7)} ${hostPort(e.src, e.srcPort).padEnd(22)} ${hostPort(e.dst, e.dstPort).padEnd(22)} `
+        row.text.data = ` ${e.protocol.padEnd(5)} ${e.instance.padEnd(10)} ${e.direction.padEnd(7)} ${hostPort(e.src, e.srcPort).padEnd(22)} ${hostPort(e.dst, e.dstPort).padEnd(22)} `
           + (e.reason ?? (e.bytesIn !== undefined ? `in ${fmtBytes(e.bytesIn)} · out ${fmtBytes(e.bytesOut)}` : e.tracked === false ? 'untracked' : ''));
         row.tr.setAttribute('aria-expanded', String(e.seq === expandedSeq));
       }
