@@ -10,6 +10,8 @@
 //     allowed; the same rule again shows AWS's InvalidPermission.Duplicate inline; revoking it
 //     from the page turns the next one back into a timeout (the twin);
 //   - the conntrack view pages and sorts on the server.
+// Second: with --api-credentials on loopback, the page signs its EC2 calls (SigV4 computed in the
+// browser with crypto.subtle) once given the key, and the rule it adds takes effect.
 // Screenshots go to the test's directory (kept with SGEMU_UI_SHOTS=DIR).
 // The demo's addresses and ports are fixed (test/e2e/cli.test.ts and test/loadtest/demo.test.ts
 // use them too): the test waits for them (bounded), then skips with the reason.
@@ -21,6 +23,7 @@ import { join } from 'node:path';
 import { Daemon } from '../../src/control/daemon.js';
 import { DEMO_CONFIG, DEMO_PORTS, startDemoBackends } from '../../src/control/demo.js';
 import { CHROMIUM, CHROMIUM_ARGS, connectOutcome, portsFree, sleep } from './ui-helpers.js';
+import { echoServer, freePort, freshAddr, startDaemon } from '../e2e/helpers.js';
 
 /** The little of the DOM the functions run in the page use (they are serialized, not run here). */
 interface DomEl { textContent: string | null; children: ArrayLike<DomEl> }
@@ -179,4 +182,41 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   t.equal(consoleErrors.filter((m) => /status of 400/.test(m)).length, 1, 'one failed load: the duplicate rule');
   t.same(consoleErrors.filter((m) => !/status of 400/.test(m)), [], 'no other console error');
   t.comment(`screenshots in ${shots}`);
+});
+
+t.test('with --api-credentials the page signs its EC2 calls (SigV4 in the browser): refused unsigned, then asks, then served',
+  { skip: existsSync(CHROMIUM) ? false : `no browser at ${CHROMIUM} (apt-get install chromium, or set SGEMU_CHROMIUM)` }, async (t) => {
+  const web = freshAddr(), client = freshAddr();
+  const port = await freePort(web);
+  const echo = await echoServer(t);
+  const creds = { accessKeyId: 'AKIDSGEMUPAGE', secretAccessKey: 'page/secret+with=odd chars' };
+  const { daemon } = await startDaemon(t, `
+securityGroups:
+  - { id: sg-web, ingress: [] }
+instances:
+  - { name: web, address: ${web}, securityGroups: [sg-web], services: [{ protocol: tcp, port: ${port}, backend: "127.0.0.1:${echo.port}" }] }
+`, { api: { host: '127.0.0.1', port: 0 }, ui: true, apiCredentials: creds });
+  const base = `http://127.0.0.1:${daemon.api!.port}`;
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 20_000 });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${base}/ui`, { waitUntil: 'load', timeout: 15_000 });
+  t.equal((await connectOutcome(client, web, port, 500)).outcome, 'timeout', 'no rule: timeout');
+
+  const form = page.locator('#group-sg-web form');
+  await form.locator('input[name=ports]').fill(String(port));
+  await form.locator('input[name=peer]').fill(client);
+  await form.locator('button[type=submit]').click();
+  await page.waitForSelector('#group-sg-web .msg .error', { timeout: 3000 });
+  t.match(await page.textContent('#group-sg-web .msg .error'), /^AuthFailure: /, 'unsigned: AWS AuthFailure, inline');
+  await page.waitForSelector('#creds-dialog[open]', { timeout: 3000 });
+  t.pass('and the page asks for the credentials');
+  await page.fill('#creds-dialog input[name=accessKeyId]', creds.accessKeyId);
+  await page.fill('#creds-dialog input[name=secretAccessKey]', creds.secretAccessKey);
+  await page.click('#creds-dialog button[value=save]');
+  await form.locator('button[type=submit]').click();
+  await page.waitForSelector('#group-sg-web .msg .ok', { timeout: 3000 });
+  t.match(await page.textContent('#group-sg-web .msg'), new RegExp(`authorized sgr-\\w+: tcp ${port} from ${client.replace(/\./g, '\\.')}/32`), 'signed: served');
+  t.equal((await connectOutcome(client, web, port, 1000)).outcome, 'connected', 'and the next connection is allowed');
 });
