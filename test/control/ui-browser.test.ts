@@ -121,6 +121,23 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   await page.keyboard.press('Escape');
   await page.click('#flow-pause');
 
+  // web's outbound connection to db: filter the stream to it, open its row: egress of web and
+  // ingress of db (the group reference) both allow.
+  const out = await connectOutcome('127.0.0.1', '127.0.0.10', 25432, 1000);
+  t.equal(out.outcome, 'connected', "web's outbound entry to db:5432");
+  await page.fill('#flow-filter', 'egress open');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#flow-list li.ev')];
+    return rows.length > 0 && rows.every((r) => r.children[0]?.textContent === 'open' && / egress /.test(r.textContent ?? ''));
+  }, undefined, { timeout: 2000 });
+  t.pass('the filter keeps the egress opens only');
+  await page.locator('#flow-list li.ev').first().press('Enter');
+  await page.waitForSelector('#flow-list li.detail .explain', { timeout: 3000 });
+  t.match(await page.textContent('#flow-list li.detail'), /allow.*web egress.*allow.*db ingress.*sg-db/s, 'explained: web egress and db ingress allow');
+  await page.keyboard.press('Escape');
+  await page.fill('#flow-filter', '');
+  await page.click('#flow-pause');
+
   // Authorize the stranger from the page (the rules see 127.0.0.5 as 203.0.113.5, the demo's
   // `addresses`): the next connection is allowed.
   const form = page.locator('#group-sg-web form');
