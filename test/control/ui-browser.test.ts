@@ -62,7 +62,7 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   mkdirSync(shots, { recursive: true });
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 20_000 });
-  t.teardown(() => browser.close());
+  t.teardown(() => Promise.race([browser.close(), sleep(15_000)]));
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const foreign: string[] = [];
   const consoleErrors: string[] = [];
@@ -216,7 +216,7 @@ instances:
   const base = `http://127.0.0.1:${daemon.api!.port}`;
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 20_000 });
-  t.teardown(() => browser.close());
+  t.teardown(() => Promise.race([browser.close(), sleep(15_000)]));
   const page = await browser.newPage();
   await page.goto(`${base}/ui`, { waitUntil: 'load', timeout: 15_000 });
   t.equal((await connectOutcome(client, web, port, 500)).outcome, 'timeout', 'no rule: timeout');

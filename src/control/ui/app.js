@@ -596,7 +596,7 @@
   const CT_COLS = [['protocol', 'proto'], ['instance', 'instance'], ['direction', 'dir'], ['state', 'state'], ['tracked', 'tracked'],
     ['src', 'source'], ['srcPort', 'sport'], ['dst', 'destination'], ['dstPort', 'dport'], ['bytesIn', 'in'], ['bytesOut', 'out'],
     ['ageSeconds', 'age'], ['idleSeconds', 'idle'], ['expiresInSeconds', 'expires']];
-  const ct = { offset: 0, sort: 'ageSeconds', order: 'asc', total: 0, busy: false };
+  const ct = { offset: 0, sort: 'ageSeconds', order: 'asc', total: 0, busy: false, again: false };
   function ctHead() {
     $('#ct-table thead tr').replaceChildren(...CT_COLS.map(([k, label]) => h('th', {
       scope: 'col', 'aria-sort': ct.sort === k ? (ct.order === 'asc' ? 'ascending' : 'descending') : 'none',
@@ -607,8 +607,9 @@
   }
   const ctLimit = () => Number(/** @type {HTMLSelectElement} */ ($('#ct-limit')).value);
   async function ctLoad() {
-    if (ct.busy) return;
+    if (ct.busy) { ct.again = true; return; }     // a click during a load: load again after it
     ct.busy = true;
+    ct.again = false;
     const q = new URLSearchParams({ limit: String(ctLimit()), offset: String(ct.offset), sort: ct.sort, order: ct.order });
     const text = /** @type {HTMLInputElement} */ ($('#ct-filter')).value.trim();
     const inst = /** @type {HTMLSelectElement} */ ($('#ct-instance')).value;
@@ -631,6 +632,7 @@
     } catch (e) {
       $('#ct-page').textContent = `cannot read conntrack: ${e.message}`;
     } finally { ct.busy = false; }
+    if (ct.again) return ctLoad();
   }
   const ctGo = (off) => { ct.offset = Math.max(0, off); void ctLoad(); };
   $('#ct-first').addEventListener('click', () => ctGo(0));
