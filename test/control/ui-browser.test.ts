@@ -26,8 +26,10 @@ import { CHROMIUM, CHROMIUM_ARGS, connectOutcome, portsFree, sleep } from './ui-
 import { echoServer, freePort, freshAddr, startDaemon } from '../e2e/helpers.js';
 
 /** The little of the DOM the functions run in the page use (they are serialized, not run here). */
-interface DomEl { textContent: string | null; children: ArrayLike<DomEl> }
+interface DomEl { textContent: string | null; children: ArrayLike<DomEl>; tagName: string; className: string; parentElement: DomEl | null }
+type Element = DomEl;
 declare const document: { querySelectorAll(sel: string): Iterable<DomEl>; querySelector(sel: string): DomEl | null };
+declare function getComputedStyle(el: DomEl): { color: string; backgroundColor: string };
 
 t.test('the dashboard on the demo: instances, live flows, explanations, rule changes from the page',
   { skip: existsSync(CHROMIUM) ? false : `no browser at ${CHROMIUM} (apt-get install chromium, or set SGEMU_CHROMIUM)` }, async (t) => {
@@ -193,6 +195,35 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   await page.locator('#conntrack').scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(shots, 'ui-conntrack.png'), fullPage: false });
   await page.screenshot({ path: join(shots, 'ui-full.png'), fullPage: true });
+
+  // Readable contrast (WCAG AA, 4.5:1 for text) for every kind of text the page draws on a colour:
+  // badges of each decision and state, muted hints, header, nav, errors and confirmations.
+  const low = await page.evaluate(() => {
+    const rgb = (c: string) => (/rgba?\(([^)]+)\)/.exec(c)?.[1] ?? '0,0,0').split(',').map((x) => Number(x.trim()));
+    const lum = ([r, g, b]: number[]) => {
+      const f = (v: number) => { const s = v / 255; return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r!) + 0.7152 * f(g!) + 0.0722 * f(b!);
+    };
+    const bgOf = (el: Element | null): number[] => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length < 4 || c[3]! > 0) return c;
+      }
+      return [255, 255, 255];
+    };
+    const out: string[] = [];
+    let checked = 0;
+    for (const el of document.querySelectorAll('.badge, .muted, .hint, .top, .nav a, .error, .ok, .flow-head, li.ev, .spark span, th, td, summary, label, button')) {
+      if (!(el.textContent ?? '').trim()) continue;
+      checked++;
+      const fg = lum(rgb(getComputedStyle(el).color)), bg = lum(bgOf(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      if (ratio < 4.5) out.push(`${el.tagName.toLowerCase()}.${el.className} "${(el.textContent ?? '').trim().slice(0, 20)}" ${ratio.toFixed(2)}:1`);
+    }
+    return { checked, low: [...new Set(out)] };
+  });
+  t.ok(low.checked > 100, `${low.checked} texts checked`);
+  t.same(low.low, [], 'every text on its background at 4.5:1 or more');
 
   t.same(foreign, [], 'no request beyond the daemon');
   // The browser logs the one failed EC2 call (400, the duplicate above) as a failed load.
