@@ -80,11 +80,11 @@ export class Daemon {
   private reloading: Promise<boolean> | null = null;
   private reloadAgain = false;
   private ctTimeoutMs = new Map<string, number>();
+  private udpTimeoutsMs = new Map<string, [number, number]>();
   /** Bytes [in, out] of the flows that ended, per listener id (status(): per-listener totals). */
   private endedBytes = new Map<number, [number, number]>();
   /** Subscribers of flow events through watchFlows (the API's /v1/events streams). */
   private flowWatchers = 0;
-  private udpTimeoutsMs = new Map<string, [number, number]>();
 
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
@@ -225,6 +225,7 @@ export class Daemon {
       if (!wanted.has(key)) {
         this.listeners.delete(key);
         await l.close();
+        this.endedBytes.delete(l.id);
         log(`closed ${l.describe()}`);
       }
     }
@@ -253,6 +254,7 @@ export class Daemon {
     this.counters.policySwaps++;
   }
 
+  /** Adds an ended flow's bytes to its listener's total (status() adds the live flows'). */
   private bookEnded(e: FlowEntry): void {
     const b = this.endedBytes.get(e.listener);
     if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else this.endedBytes.set(e.listener, [e.bytesIn, e.bytesOut]);
