@@ -55,7 +55,8 @@ const demo: Command = {
 
 Runs the embedded default: a bundled config (a web tier, a database, SSH with nothing behind it,
 an outside stranger), built-in demo backends and a printed tour of commands that show allowed,
-refused and timed-out connections. Ctrl-C stops everything.
+refused and timed-out connections. The web dashboard is served at http://API/ui. Ctrl-C stops
+everything.
 
 Options:
   --api ADDR        control API address (default ${DEFAULT_API})
@@ -74,7 +75,7 @@ Options:
     const configPath = join(dir, 'sgemu.yaml');
     writeFileSync(configPath, DEMO_CONFIG);
     const stopBackends = await startDemoBackends();
-    const opts = daemonOptions({ ...values, config: configPath, state: values.state ?? join(dir, 'state.json'), 'reset-state': values.state === undefined || values['reset-state'] }, stderrLog);
+    const opts = { ...daemonOptions({ ...values, config: configPath, state: values.state ?? join(dir, 'state.json'), 'reset-state': values.state === undefined || values['reset-state'] }, stderrLog), ui: true };
     const d = new Daemon(opts);
     try {
       if (values.interactive) throw new PrivilegeError('--interactive: the namespace demo');
@@ -94,7 +95,7 @@ Options:
       await stopBackends();      // the demo backends must not keep the process alive
       throw e;
     }
-    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', d.privilege?.tcpFilter != null) + '\n');
+    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', d.privilege?.tcpFilter != null, d.uiUrl()) + '\n');
     const code = await new Promise<number>((resolve) => {
       const stop = (sig: string) => {
         stderrLog(`${sig}: stopping the demo`);

@@ -21,6 +21,7 @@ export const RUN_OPTIONS = {
   'conntrack-max': { type: 'string' },
   drain: { type: 'string' },
   fallback: { type: 'boolean', default: false },
+  ui: { type: 'boolean', default: false },
 } as const;
 
 export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
@@ -43,6 +44,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     watch: values.watch ?? false,
     conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
     fallback: values.fallback ?? false,
+    ui: values.ui ?? false,
     log,
   };
 }
@@ -105,12 +107,16 @@ Options:
                             denied TCP is accepted then reset instead of timing out, refusals
                             are resets, UDP refusals are silent (without it: exit 2 and the
                             one command that fixes it; see 'sgemu doctor' and 'sgemu setup')
+  --ui                      serve the web dashboard at http://API/ui: instances, listeners, live
+                            flow decisions with their explanation, conntrack, rule editing
+                            (same access rules as the API; needs --api)
 
 Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);
 SIGTERM and SIGINT drain and exit.`,
   async run(argv) {
     const { values } = parseCommandArgs(argv, RUN_OPTIONS);
     const drainS = numberOption('drain', values.drain, 0, 3600, 5);
+    if (values.ui && (values.api === 'off' || values.api === 'none')) throw new UsageError('--ui is served on the API listener: drop --api off, or drop --ui');
     const d = new Daemon(daemonOptions(values, stderrLog));
     return runUntilSignal(d, drainS, stderrLog);
   },

@@ -19,7 +19,8 @@ import { loadConfigFile, loadConfigText, setAddressScope } from '../config/load.
 import { compilePolicy } from '../policy/compile.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from '../dataplane/conntrack/table.js';
-import { entryToJson, type ConntrackJson } from '../dataplane/conntrack/view.js';
+import { entryToJson, pageEntries, type ConntrackJson, type PageQuery } from '../dataplane/conntrack/view.js';
+import { flowEvents } from '../observe/events.js';
 import { TickClock, type Clock } from '../dataplane/clock.js';
 import { Counters } from '../dataplane/counters.js';
 import { BackendMonitor } from '../dataplane/liveness.js';
@@ -50,6 +51,8 @@ export interface DaemonOptions {
   resetState: boolean;
   watch: boolean;
   conntrackMax: number;
+  /** Serve the web dashboard at GET /ui on the API listener (`sgemu run --ui`, always in the demo). */
+  ui?: boolean;
   log: (line: string) => void;
   clock?: Clock & { start?: () => unknown; stop?: () => void };
   /** Sweeper period; the table is scanned fully about once per second. */
@@ -103,6 +106,10 @@ export class Daemon {
   private reloadAgain = false;
   private ctTimeoutMs = new Map<string, number>();
   private udpTimeoutsMs = new Map<string, [number, number]>();
+  /** Bytes [in, out] of the flows that ended, per listener id (status(): per-listener totals). */
+  private endedBytes = new Map<number, [number, number]>();
+  /** Subscribers of flow events through watchFlows (the API's /v1/events streams). */
+  private flowWatchers = 0;
 
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
@@ -205,11 +212,12 @@ export class Daemon {
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
 
-    if (this.opts.api || this.opts.namespace) this.api = new ApiServer(this, this.opts.apiCredentials ?? null);
+    if (this.opts.api || this.opts.namespace) this.api = new ApiServer(this, this.opts.apiCredentials ?? null, { ui: this.opts.ui ?? false });
     if (this.opts.api && this.api) {
       await this.api.listen(this.opts.api.host, this.opts.api.port);
       log(`api: http://${this.opts.api.host.includes(':') ? `[${this.opts.api.host}]` : this.opts.api.host}:${this.api.port}/ (EC2 Query API at POST /; GET /v1/conntrack, /v1/instances, /v1/security-groups, /metrics; POST /v1/explain)` +
         (this.opts.statePath ? `; API changes kept in ${this.opts.statePath}` : '; API changes are not kept across restarts (no --state)'));
+      if (this.opts.ui) log(`ui: ${this.uiUrl()} (the web dashboard; same access rules as the API)`);
     }
     if (this.opts.namespace && this.api && priv.netd) {
       const fd = priv.netd.open({ protocol: 6, family: 4, address: NAMESPACE_API.host, port: NAMESPACE_API.port, program: encodeProgram(compileAcceptAll()) });
@@ -225,6 +233,13 @@ export class Daemon {
     if (nofile !== null && nofile < this.table.max * 2 + FD_RESERVE) {
       log(`note: the open-files limit (${nofile}) is below 2 x --conntrack-max (${this.table.max * 2} fds for a full table of TCP flows); raise it with 'ulimit -n' or lower --conntrack-max`);
     }
+  }
+
+  /** The dashboard's address (for the log and the demo tour); null without the API or --ui. */
+  uiUrl(): string | null {
+    if (!this.api || !this.opts.api || !this.opts.ui) return null;
+    const h = this.opts.api.host;
+    return `http://${h.includes(':') ? `[${h}]` : h}:${this.api.port}/ui`;
   }
 
   sweep(): void {
@@ -275,6 +290,7 @@ export class Daemon {
       if (!wanted.has(key)) {
         this.listeners.delete(key);
         await l.close();
+        this.endedBytes.delete(l.id);
         log(`closed ${l.describe()}`);
       }
     }
@@ -317,11 +333,43 @@ export class Daemon {
     const common = {
       table: this.table, counters: this.counters, monitor: this.monitor,
       rawRefusal: () => this.refuser.mode === 'raw', kernelTcpFilter: this.kernelTcpFilter, log: this.opts.log,
-      onFlowEnd: (e: FlowEntry) => this.reportFlow(e),
+      onFlowEnd: (e: FlowEntry) => { this.bookEnded(e); this.reportFlow(e); },
     };
     return spec.protocol === 6
       ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000 })
       : new UdpListener(this.nextListenerId++, spec, { ...common, udpTimeoutsMs: (name) => this.udpTimeoutsMs.get(name) ?? [30_000, 180_000] });
+  }
+
+  /** Adds an ended flow's bytes to its listener's total (status() adds the live flows'). */
+  private bookEnded(e: FlowEntry): void {
+    const b = this.endedBytes.get(e.listener);
+    if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else this.endedBytes.set(e.listener, [e.bytesIn, e.bytesOut]);
+  }
+
+  /**
+   * Subscribes `on` to flow events. While anyone watches, the refuser captures every listener's
+   * new flows, so that the SYNs the kernel filter drops show up as 'reject' events; otherwise
+   * they are invisible to userland (refuse.ts). Costs one pcap event per new flow while watched.
+   */
+  watchFlows(on: (msg: unknown) => void): () => void {
+    flowEvents.subscribe(on);
+    this.flowWatchers++;
+    this.updateCapture();
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      flowEvents.unsubscribe(on);
+      this.flowWatchers--;
+      this.updateCapture();
+    };
+  }
+
+  private updateCapture(): void {
+    const all = this.opts.flowLog !== null || this.flowWatchers > 0;
+    if (this.refuser.captureAll === all) return;
+    this.refuser.captureAll = all;
+    this.refuser.refresh();
   }
 
   /** Adds what a flow moved since its last report to the flow log (both directions). */
@@ -431,8 +479,28 @@ export class Daemon {
     return out;
   }
 
+  /** One sorted, filtered page of the table (GET /v1/conntrack?limit=…; view.ts pageEntries). */
+  conntrackPage(q: PageQuery): { total: number; entries: ConntrackJson[] } {
+    this.settle();
+    const now = (this.clock as TickClock).refresh?.() ?? this.clock.nowMs();
+    // Sampling every entry (a relay call each) would cost more than the sort at 100k flows:
+    // sort on the values as last sampled, sample the page's entries only.
+    const all: FlowEntry[] = [];
+    for (const e of this.table.live()) all.push(e);
+    const insts = this.policy.model.instances;
+    return pageEntries(all, (i) => insts[i]?.name ?? '?', now, q, (e) => this.table.refresh(e, now));
+  }
+
   status(): Record<string, unknown> {
     this.settle();
+    // Bytes per listener: the flows that ended plus the live ones as last sampled (the sweeper
+    // samples every flow about once a second), without sampling here: one pass, no relay calls.
+    const liveBytes = new Map<number, [number, number]>();
+    for (const e of this.table.live()) {
+      const b = liveBytes.get(e.listener);
+      if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else liveBytes.set(e.listener, [e.bytesIn, e.bytesOut]);
+    }
+    const bytes = (id: number, i: 0 | 1) => (this.endedBytes.get(id)?.[i] ?? 0) + (liveBytes.get(id)?.[i] ?? 0);
     return {
       policyVersion: this.policy.version,
       nativeFilter: nativeStatus().loaded,
@@ -446,6 +514,8 @@ export class Daemon {
         listenPort: l.spec.listenPort, rulePort: l.spec.rulePort, backend: `${l.spec.backendHost}:${l.spec.backendPort}`,
         backendUp: this.monitor.isUp(l.backendKey), filter: MODE_NAMES[l.mode], nativeFilter: l.nativeFilter,
         exactFilter: l.filterExact, flows: l.flowCount,
+        accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused,
+        bytesIn: bytes(l.id, 0), bytesOut: bytes(l.id, 1),
       })),
       counters: { ...this.counters },
       pid: process.pid,

@@ -76,7 +76,7 @@ function listen(s: net.Server, port: number): Promise<void> {
   });
 }
 
-export function demoTour(configPath: string, api: string, rawRefusal: boolean, nativeFilter: boolean): string {
+export function demoTour(configPath: string, api: string, rawRefusal: boolean, nativeFilter: boolean, uiUrl: string | null = null): string {
   const c = `-c ${configPath}`;
   return `
 sgemu demo is running: two instances on loopback, web (127.0.0.10) and db (127.0.0.20).
@@ -111,7 +111,12 @@ Try these in another terminal (Ctrl-C here stops everything):
 
  7. STATE    the connection-tracking table while a connection is open
       npx sgemu conntrack --api ${api}
-
+${uiUrl ? `
+ 8. WATCH    the web dashboard: every flow above as it happens, why it was decided, the
+             conntrack table, and rule changes (authorize 203.0.113.5/32 on sg-web: the
+             stranger of 2., as the rules see 127.0.0.5, gets in)
+      ${uiUrl}
+` : ''}
  The config is ${configPath}; edit it and send SIGHUP (or use 'sgemu run --watch') to see rule changes.
 `;
 }

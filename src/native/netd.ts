@@ -23,7 +23,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { NativeError } from '../model/errors.js';
-import { addonHandle, errnoName, packageRoot } from './sock-filter.js';
+import { addonHandle, errnoName, nativeArtifactPath, packageRoot } from './sock-filter.js';
 import type { SynEvent, UdpEvent } from './pcap.js';
 
 type Failure = { errno: number; syscall: string };
@@ -42,15 +42,10 @@ const SOCK_STREAM = 1, SOCK_SEQPACKET = 5;
 /** A round trip costs tens of µs; this only bounds a helper that stopped answering. */
 const CALL_TIMEOUT_MS = 5000;
 
-/** Where the helper binary is: $SGEMU_NETD, the source build, or a prebuilt copy. */
+/** Where the helper binary is: $SGEMU_NETD, else the source build or the prebuilt copy
+ * (nativeArtifactPath: build/Release first, then prebuilds/). */
 export function helperPath(): string {
-  const env = process.env.SGEMU_NETD;
-  if (env) return env;
-  const root = packageRoot();
-  for (const p of [join(root, 'build', 'Release', 'sgemu-netd'), join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'sgemu-netd')]) {
-    if (existsSync(p)) return p;
-  }
-  return join(root, 'build', 'Release', 'sgemu-netd');
+  return process.env.SGEMU_NETD || (nativeArtifactPath('sgemu-netd') ?? join(packageRoot(), 'build', 'Release', 'sgemu-netd'));
 }
 
 export interface NetdProbe { tcpFilter: boolean; raw: boolean; packet: boolean; errno: number; namespace: boolean }

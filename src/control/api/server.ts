@@ -1,10 +1,13 @@
 // The control-plane HTTP server (SPEC §4), loopback by default.
-//   GET  /v1/conntrack        conntrack entries (SPEC §5), a JSON array
+//   GET  /v1/conntrack        conntrack entries (SPEC §5), a JSON array; with any of limit, offset,
+//                             sort, order, instance, q: one page {total, offset, limit, sort,
+//                             order, entries} (the dashboard's view of a 100k-entry table)
 //   GET  /v1/instances        instances, their groups, addresses, services and listeners
 //   GET  /v1/security-groups  groups and rules (ids as in explain)
 //   GET  /v1/status           mode, listeners, counters, RSS, CPU (for doctor and loadtest)
 //   GET  /v1/events           server-sent events of flow decisions (open, close, reject, refuse, cut)
 //   POST /v1/explain          body {from, to, protocol, port?} → the `sgemu explain --json` object
+//   GET  /ui                  the web dashboard (`sgemu run --ui`; ui.ts), and its /ui/app.js, /ui/app.css
 //   GET  /metrics             Prometheus text (prom-client, a registry per daemon: observe/metrics.ts)
 //   POST /                    EC2 Query API (src/control/api/ec2/service.ts)
 // Authentication (sigv4.ts): with credentials, POST / must be SigV4-signed. Beyond loopback
@@ -16,7 +19,8 @@
 import http from 'node:http';
 import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
 import { isLoopbackHost, verifySigV4, type Credentials } from './sigv4.js';
-import { flowEvents } from '../../observe/events.js';
+import { SORT_FIELDS, type PageQuery, type SortField } from '../../dataplane/conntrack/view.js';
+import { UI_ROUTES, serveUi } from './ui.js';
 import { DaemonMetrics, type MetricsSource } from '../../observe/metrics.js';
 import { DIRECTION_NAMES, protocolName, type Model, type Rule } from '../../model/types.js';
 import type { Daemon } from '../daemon.js';
@@ -25,7 +29,11 @@ const MAX_BODY = 1 << 20;
 
 /** JSON routes by "METHOD /path": also the `action` label of sgemu_api_requests_total. */
 const ROUTES = new Set(['GET /v1/conntrack', 'GET /v1/status', 'GET /v1/events', 'GET /v1/instances', 'GET /v1/security-groups',
-  'GET /metrics', 'POST /v1/explain']);
+  'GET /metrics', 'POST /v1/explain', ...UI_ROUTES]);
+
+/** Bytes an event stream may have queued for a slow reader before events are dropped (and
+ * counted, then announced as `event: lost`): a stalled browser tab must not grow the daemon. */
+const MAX_EVENT_BACKLOG = 1 << 20;
 
 export interface ApiServerOptions {
   /**
@@ -33,6 +41,8 @@ export interface ApiServerOptions {
    * server listens beyond loopback (decided in listen()).
    */
   signAll?: boolean;
+  /** Serve the web dashboard at GET /ui (ui.ts). Off: /ui answers 404 naming --ui. */
+  ui?: boolean;
 }
 
 /** What one request is counted as in sgemu_api_requests_total (a fixed set of values). */
@@ -44,11 +54,13 @@ export class ApiServer {
   private readonly extra: http.Server[] = [];
   readonly metrics: DaemonMetrics;
   private signAll: boolean | undefined;
+  private readonly ui: boolean;
   requests = 0;
   port = 0;
 
   constructor(private readonly daemon: Daemon, private readonly credentials: Credentials | null = null, opts: ApiServerOptions = {}) {
     this.signAll = opts.signAll;
+    this.ui = opts.ui ?? false;
     if (this.signAll && !credentials) throw new UsageError('ApiServer: signAll needs credentials (--api-credentials KEY:SECRET)');
     this.metrics = new DaemonMetrics(metricsSource(daemon, this));
     daemon.onPolicySwap = (seconds) => this.metrics.observeReload(seconds);
@@ -134,14 +146,27 @@ export class ApiServer {
     }
 
     switch (route) {
-      case 'GET /v1/conntrack': return sendJson(res, 200, d.conntrack());
+      case 'GET /v1/conntrack': {
+        const params = queryParams(req.url ?? '');
+        if (![...PAGE_PARAMS].some((k) => params.has(k))) return sendJson(res, 200, d.conntrack());
+        const q = pageQuery(params);
+        if (typeof q === 'string') return sendJson(res, 400, { error: 'InvalidParameterValue', message: q });
+        const page = d.conntrackPage(q);
+        return sendJson(res, 200, { total: page.total, offset: q.offset, limit: q.limit, sort: q.sort, order: q.desc ? 'desc' : 'asc', entries: page.entries });
+      }
       case 'GET /v1/status': return sendJson(res, 200, d.status());
       case 'GET /v1/events': {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
         res.write(': sgemu flow events\n\n');
-        const on = (msg: unknown) => { res.write(`event: flow\ndata: ${JSON.stringify(msg)}\n\n`); };
-        flowEvents.subscribe(on);
-        req.on('close', () => flowEvents.unsubscribe(on));
+        let lost = 0;
+        const on = (msg: unknown) => {
+          if (res.writableLength > MAX_EVENT_BACKLOG) { lost++; return; }
+          if (lost > 0) { res.write(`event: lost\ndata: {"count":${lost}}\n\n`); lost = 0; }
+          res.write(`event: flow\ndata: ${JSON.stringify(msg)}\n\n`);
+        };
+        const stop = d.watchFlows(on);
+        req.on('close', stop);
+        res.on('close', stop);
         return;
       }
       case 'GET /v1/instances': return sendJson(res, 200, instancesJson(d));
@@ -179,6 +204,9 @@ export class ApiServer {
         res.end(r.body);
         return;
       }
+      case 'GET /ui': case 'GET /ui/app.js': case 'GET /ui/app.css':
+        if (!this.ui) return sendJson(res, 404, { error: 'NotFound', message: 'the web dashboard is off: start the daemon with sgemu run --ui (sgemu demo always serves it)' });
+        return serveUi(route.slice('GET /ui'.length), req, res);
       default:
         return sendJson(res, 404, { error: 'NotFound', message: `no route ${route.slice(0, 200)}; see GET /v1/status, /v1/conntrack, /v1/instances, /v1/security-groups, /v1/events, /metrics, POST /v1/explain, POST / (EC2 Query API)` });
     }
@@ -203,6 +231,14 @@ export function routePath(target: string): string {
   if (path === '/') return path;
   const trimmed = path.replace(/\/+$/, '');
   return trimmed === '' ? path : trimmed;         // `//`: not `/`, no route
+}
+
+/** The query of a request target (origin or absolute form); empty when there is none. Never throws. */
+export function queryParams(target: string): URLSearchParams {
+  const q = target.indexOf('?');
+  if (q < 0) return new URLSearchParams();
+  const h = target.indexOf('#', q);
+  return new URLSearchParams(target.slice(q + 1, h < 0 ? undefined : h));
 }
 
 /** Why --api cannot be served, in words a user can act on (exit 2 through the CLI). */
@@ -231,6 +267,29 @@ function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
       accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
     })),
   };
+}
+
+const PAGE_PARAMS = new Set(['limit', 'offset', 'sort', 'order', 'instance', 'q']);
+
+/** GET /v1/conntrack's paging parameters, checked; a string is the error message. */
+function pageQuery(p: URLSearchParams): PageQuery | string {
+  const int = (k: string, min: number, max: number, dflt: number): number | string => {
+    const v = p.get(k);
+    if (v === null || v === '') return dflt;
+    const n = Number(v);
+    return Number.isInteger(n) && n >= min && n <= max ? n : `${k}=${v.slice(0, 40)}: expected an integer from ${min} to ${max}`;
+  };
+  const limit = int('limit', 1, 1000, 100);
+  if (typeof limit === 'string') return limit;
+  const offset = int('offset', 0, 1e9, 0);
+  if (typeof offset === 'string') return offset;
+  const sortText = p.get('sort') ?? 'ageSeconds';
+  const sort: SortField | undefined = SORT_FIELDS.find((f) => f === sortText);
+  if (sort === undefined) return `sort=${sortText.slice(0, 40)}: expected one of ${SORT_FIELDS.join(', ')}`;
+  const order = p.get('order') ?? 'asc';
+  if (order !== 'asc' && order !== 'desc') return `order=${order.slice(0, 40)}: expected asc or desc`;
+  const q = p.get('q');
+  return { limit, offset, sort, desc: order === 'desc', instance: p.get('instance'), text: q === null || q === '' ? null : q.slice(0, 200) };
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
