@@ -162,3 +162,20 @@ t.test('the CLI client signs with SGEMU_API_CREDENTIALS; unsigned it gets a clea
   process.env.SGEMU_API_CREDENTIALS = 'no-colon';
   await t.rejects(apiRequest(addr, '/v1/status'), { code: 'BadCredentials' }, 'malformed credentials: a usage error');
 });
+
+// A web page of another origin must not change the rules through a loopback API without
+// credentials (a cross-site form POST needs no preflight); the dashboard's own origin may.
+t.test('POST from a foreign browser origin is refused (403), same origin and no origin are served', async (t) => {
+  const { daemon } = await startDaemon(t, 'securityGroups:\n  - id: sg-o\ninstances: []\n', { api: { host: '127.0.0.1', port: 0 } });
+  const base = `http://127.0.0.1:${daemon.api!.port}`;
+  const body = new URLSearchParams({ Action: 'DescribeSecurityGroups', Version: '2016-11-15' }).toString();
+  const post = (origin?: string) => fetch(base + '/', { method: 'POST', body,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...(origin ? { origin } : {}) } });
+  const evil = await post('https://evil.example');
+  t.equal(evil.status, 403, 'foreign origin refused');
+  t.match(await evil.json(), { error: 'CrossOriginRequest' });
+  t.equal((await post(base)).status, 200, "the API's own origin (the dashboard) is served");
+  t.equal((await post()).status, 200, 'no Origin (CLI, SDK, curl) is served');
+  const explain = await fetch(base + '/v1/explain', { method: 'POST', headers: { origin: 'http://localhost:1234', 'content-type': 'application/json' }, body: '{}' });
+  t.equal(explain.status, 403, 'also for the JSON routes');
+});

@@ -123,6 +123,15 @@ export class ApiServer {
     if (ROUTES.has(route)) info.action = route;
     else if (ec2) info.action = 'ec2:unknown';
 
+    // A browser page of another origin may POST to a loopback API (a "simple" form request needs
+    // no preflight): without credentials that would change the rules from any web site the user
+    // visits. Browsers always send Origin on such requests; the CLI, the SDKs and curl send none,
+    // and the dashboard's own page sends this server's origin.
+    if (req.method === 'POST' && !sameOrigin(req)) {
+      res.shouldKeepAlive = false;
+      return sendJson(res, 403, { error: 'CrossOriginRequest', message: `POST from origin ${String(req.headers.origin)} refused: only this API's own page may call it from a browser` });
+    }
+
     // The body first (bounded): the signature covers it.
     let raw: Buffer;
     try { raw = await readRaw(req); }
@@ -231,6 +240,14 @@ export function routePath(target: string): string {
   if (path === '/') return path;
   const trimmed = path.replace(/\/+$/, '');
   return trimmed === '' ? path : trimmed;         // `//`: not `/`, no route
+}
+
+/** No Origin header (not a browser), or the one this server is reached at (the dashboard). */
+export function sameOrigin(req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  const host = req.headers.host;
+  return host !== undefined && (origin === `http://${host}` || origin === `https://${host}`);
 }
 
 /** The query of a request target (origin or absolute form); empty when there is none. Never throws. */
