@@ -174,3 +174,27 @@ t.test('exec: signals reach the command, its status is returned, a missing comma
   const ok = await run(['exec', '-c', 'sgemu.yaml', '--', 'sh', '-c', 'exit 0'], dir);
   t.equal(ok.status, 0);
 });
+
+t.test('exec: loadtest inside checks every flow against the policy, and the flow log records them', { skip }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sgemu-exec-'));
+  chmodSync(dir, 0o777);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const echo = await echoServer(t);
+  writeFileSync(join(dir, 'sgemu.yaml'), `securityGroups:
+  - id: sg-db
+    ingress: [ { protocol: tcp, ports: 5432, cidr: 127.0.0.0/9 } ]
+instances:
+  - { name: db, address: 10.0.1.15, securityGroups: [sg-db], services: [ { protocol: tcp, port: 5432, backend: "127.0.0.1:${echo.port}" } ] }
+`);
+  const flowLog = join(dir, 'flows.log');
+  const r = await run(['exec', '-c', 'sgemu.yaml', '--flow-log', flowLog, '--flow-log-interval', '1', '--', process.execPath, CLI,
+    'loadtest', '--flows', '80', '--concurrency', '16', '--timeout', '0.5', '--sources', '64', '--json'], dir);
+  t.equal(r.status, 0, `loadtest inside exits 0 (stderr: ${r.stderr.slice(-300)})`);
+  const j = JSON.parse(r.stdout) as { flows: number; mismatchCount: number; outcomes: Record<string, number> };
+  t.equal(j.flows, 80);
+  t.equal(j.mismatchCount, 0, `every outcome matched explain: ${JSON.stringify(j.outcomes)}`);
+  t.ok((j.outcomes.connected ?? 0) > 0, 'some flows allowed (reached the backend on the host)');
+  const records = readFileSync(flowLog, 'utf8').trim().split('\n').filter((l) => /^2 /.test(l));
+  t.ok(records.length > 0, `flow log records written: ${records.length}`);
+  t.ok(records.some((l) => / 10\.0\.1\.15 /.test(l)), 'with the instance address as AWS would log it');
+});
