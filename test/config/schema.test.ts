@@ -6,7 +6,7 @@
 // alone and are not tested here.
 
 import t from 'tap';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -126,7 +126,11 @@ t.test('print-config and import start with the yaml-language-server line; the sc
   const imp = spawnSync(process.execPath, [cli, 'import', '--from', 'aws', join('test', 'import', 'fixtures', 'aws-sgs.json')], { encoding: 'utf8', cwd: root, timeout: 20_000 });
   t.equal(imp.status, 0, imp.stderr);
   t.equal(imp.stdout.split('\n')[0], '# yaml-language-server: $schema=./sgemu.schema.json');
-  const elsewhere = spawnSync(process.execPath, [cli, 'demo', '--print-config'], { encoding: 'utf8', cwd: tmpdir(), timeout: 20_000 });
+  // A fresh directory beside the others in tmpdir: never an ancestor of the package, even when the
+  // repository itself was cloned under tmpdir (as CI may).
+  const outside = mkdtempSync(join(tmpdir(), 'sgemu-schema-'));
+  t.teardown(() => rmSync(outside, { recursive: true, force: true }));
+  const elsewhere = spawnSync(process.execPath, [cli, 'demo', '--print-config'], { encoding: 'utf8', cwd: outside, timeout: 20_000 });
   t.equal(elsewhere.stdout.split('\n')[0], `# yaml-language-server: $schema=${join(root, 'sgemu.schema.json')}`, 'absolute outside the package');
   const shipped = JSON.parse(readFileSync(join(root, 'sgemu.schema.json'), 'utf8')) as Record<string, unknown>;
   const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
