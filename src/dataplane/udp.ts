@@ -33,7 +33,7 @@ import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
 import { mergeRanges4, mergeRanges6 } from '../policy/ranges.js';
-import { compileSourceFilter, encodeProgram } from '../policy/bpf.js';
+import { compileSourceFilter, encodeProgram, unionPorts } from '../policy/bpf.js';
 import { closeFd, createUdpSocket, errnoName, nativeStatus } from '../native/sock-filter.js';
 import {
   UdpRelay, udpRelayAvailable, forEachDatagram, STAT_COUNT, STAT_PACKETS_IN, STAT_BYTES_IN, STAT_PACKETS_OUT,
@@ -167,7 +167,7 @@ export class UdpListener extends ListenerBase {
       const add = [...p, f.entry.srcPort, f.entry.srcPort];
       const split: [bigint, bigint, number[] | null][] = [];
       if (lo < a) split.push([lo, a - 1n, p]);
-      split.push([a, a, mergePortPairs(add)]);
+      split.push([a, a, unionPorts(add, [])]);
       if (a < hi) split.push([a + 1n, hi, p]);
       pieces.splice(k, 1, ...split);
     }
@@ -406,15 +406,3 @@ export class UdpFlow implements FlowOwner {
   }
 }
 
-/** Sorted, merged inclusive port pairs. */
-function mergePortPairs(p: number[]): number[] {
-  const all: [number, number][] = [];
-  for (let i = 0; i < p.length; i += 2) all.push([p[i]!, p[i + 1]!]);
-  all.sort((x, y) => x[0] - y[0]);
-  const out: number[] = [];
-  for (const [lo, hi] of all) {
-    const n = out.length;
-    if (n > 0 && lo <= out[n - 1]! + 1) { if (hi > out[n - 1]!) out[n - 1] = hi; } else out.push(lo, hi);
-  }
-  return out;
-}

@@ -247,7 +247,8 @@ function normalizeWithPorts<T>(fam: Family<T>, pairs: ArrayLike<T>, ports: reado
   return { r, p };
 }
 
-function unionPorts(a: readonly number[], b: readonly number[]): number[] {
+/** Sorted, merged inclusive port pairs [lo, hi, …] of both lists. */
+export function unionPorts(a: readonly number[], b: readonly number[]): number[] {
   const all: [number, number][] = [];
   for (let i = 0; i < a.length; i += 2) all.push([a[i]!, a[i + 1]!]);
   for (let i = 0; i < b.length; i += 2) all.push([b[i]!, b[i + 1]!]);

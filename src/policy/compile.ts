@@ -39,6 +39,7 @@
 // segment). Within a segment the map is a translation, which makes the preimage in
 // ingressSources exact.
 
+import { BUCKET_SHIFT, cmp6, portSegment } from './search.js';
 import type { Direction, Instance, Model, Rule, SecurityGroup } from '../model/types.js';
 import { EGRESS, INGRESS, PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, defaultNetworkAcl, defaultNetworkAclId, networkAclsOf } from '../model/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED, type CompiledPolicy, type SourceRanges } from './types.js';
@@ -52,7 +53,6 @@ const U4 = VERDICT_UNTRACKED;          // segment flag: IPv4 flows allowed here 
 const U6 = VERDICT_UNTRACKED << 1;     // same for IPv6 flows
 const IPV4_MAX = 0xffffffff;
 const PORT_MAX = 65535;
-const BUCKET_SHIFT = 6;                 // 1024 buckets of 64 ports
 const BUCKETS = (PORT_MAX + 1) >>> BUCKET_SHIFT;
 
 /** A rule reduced to numbers: one port interval in the decide() port space, one address set. */
@@ -129,32 +129,7 @@ function segmentOf(starts: Uint32Array, port: number): number {
   return l;
 }
 
-/** segmentOf through the bucket index: the answer lies between the segments holding the first
- * port of this bucket and of the next, so the search spans a handful of entries however many
- * rules there are. 1000 rules vs 10: 2.80× slower with the plain search, 1.25× with the index
- * (scripts/bench/matcher.ts, results in scripts/bench/README.md). */
-function portSegment(t: PortTable, port: number): number {
-  const starts = t.starts;
-  const b = port >>> BUCKET_SHIFT;
-  let l = t.index[b]!, h = t.index[b + 1]!;
-  while (l < h) {
-    const m = (l + h + 1) >>> 1;
-    if (starts[m]! <= port) l = m; else h = m - 1;
-  }
-  return l;
-}
-
-/** Sign of (a[o..o+3]) − (w0..w3), all uint32. */
-function cmp6(a: Uint32Array, o: number, w0: number, w1: number, w2: number, w3: number): number {
-  let x = a[o]!, y = w0;
-  if (x === y) { x = a[o + 1]!; y = w1; }
-  else return x < y ? -1 : 1;
-  if (x === y) { x = a[o + 2]!; y = w2; }
-  else return x < y ? -1 : 1;
-  if (x === y) { x = a[o + 3]!; y = w3; }
-  else return x < y ? -1 : 1;
-  return x === y ? 0 : x < y ? -1 : 1;
-}
+// portSegment and cmp6: src/policy/search.ts (shared with the NACL tables).
 
 // ---------------------------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@
 import type { NaclEntry, NetworkAcl } from '../model/types.js';
 import { PROTO_ALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../model/types.js';
 import { bigIntToIpv6, cidrToRange4, cidrToRange6 } from './addr.js';
+import { BUCKET_SHIFT, cmp6, portSegment } from './search.js';
 
 const PORT_MAX = 65535;
-const BUCKET_SHIFT = 6;
 const BUCKETS = (PORT_MAX + 1) >>> BUCKET_SHIFT;
 
 export class NaclPortTable {
@@ -70,30 +70,11 @@ export class CompiledNacl {
 
 // ---- hot path ------------------------------------------------------------------------------------
 
-function portSeg(t: NaclPortTable, port: number): number {
-  const starts = t.starts;
-  const b = port >>> BUCKET_SHIFT;
-  let l = t.index[b]!, h = t.index[b + 1]!;
-  while (l < h) {
-    const m = (l + h + 1) >>> 1;
-    if (starts[m]! <= port) l = m; else h = m - 1;
-  }
-  return l;
-}
-
-function cmp6(a: Uint32Array, o: number, w0: number, w1: number, w2: number, w3: number): number {
-  let x = a[o]!, y = w0;
-  if (x === y) { x = a[o + 1]!; y = w1; } else return x < y ? -1 : 1;
-  if (x === y) { x = a[o + 2]!; y = w2; } else return x < y ? -1 : 1;
-  if (x === y) { x = a[o + 3]!; y = w3; } else return x < y ? -1 : 1;
-  return x === y ? 0 : x < y ? -1 : 1;
-}
-
 /** The deciding entry for an IPv4 packet: index into acl.entries, -1 for the final `*`. */
 export function naclMatch4(t: NaclTable, proto: number, addr: number, port: number): number {
   if ((proto >>> 0) > 255 || (port >>> 0) > PORT_MAX) return -1;
   const pt = t.tables[t.protoClass[proto]!]!;
-  const seg = portSeg(pt, port);
+  const seg = portSegment(pt, port);
   let l = pt.a4Start[seg]!, h = pt.a4End[seg]! - 1;
   const s4 = pt.s4;
   addr >>>= 0;
@@ -107,7 +88,7 @@ export function naclMatch4(t: NaclTable, proto: number, addr: number, port: numb
 export function naclMatch6(t: NaclTable, proto: number, w0: number, w1: number, w2: number, w3: number, port: number): number {
   if ((proto >>> 0) > 255 || (port >>> 0) > PORT_MAX) return -1;
   const pt = t.tables[t.protoClass[proto]!]!;
-  const seg = portSeg(pt, port);
+  const seg = portSegment(pt, port);
   let l = pt.a6Start[seg]!, h = pt.a6End[seg]! - 1;
   const s6 = pt.s6;
   w0 >>>= 0; w1 >>>= 0; w2 >>>= 0; w3 >>>= 0;
