@@ -160,3 +160,12 @@ function hostPort(host: string, port: number): string {
 function bareIfHost(cidr: string): string {
   return cidr.endsWith('/32') && !cidr.includes(':') ? cidr.slice(0, -3) : cidr.endsWith('/128') ? cidr.slice(0, -4) : cidr;
 }
+
+/** The array at `o[key]` of a config object, created empty when absent (the EC2 API's edits). */
+export function objList(o: Record<string, unknown>, key: string): Record<string, unknown>[] {
+  const v = o[key];
+  if (Array.isArray(v)) return v as Record<string, unknown>[];
+  const list: Record<string, unknown>[] = [];
+  o[key] = list;
+  return list;
+}

@@ -13,7 +13,8 @@
 // The final `*` entries show as rule 32767 deny (v4 and v6), as EC2 lists them.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { naclEntryToObject } from '../../../config/to-object.js';
+import { naclEntryToObject, objList } from '../../../config/to-object.js';
+import { PATTERNS } from '../../../config/schema.js';
 import { AwsError } from '../../../model/errors.js';
 import {
   NACL_RULE_STAR, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, defaultNetworkAclId, protocolNumber,
@@ -27,19 +28,11 @@ export interface NaclCtx { model: Model; obj: Obj; deleted: Set<string> }
 export interface NaclPlan { obj: Obj | null; model: Model | null; xml: string }
 export type Validate = (obj: Obj) => Model;
 
-const ACL_ID = /^acl-[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const ACL_ID = new RegExp(PATTERNS.networkAclId);
 
 /** The association id of a subnet with its NACL: stable for the pair, new when it changes. */
 export function associationId(subnetId: string, aclId: string): string {
   return 'aclassoc-' + createHash('sha256').update(`nacl-assoc\0${subnetId}\0${aclId}`).digest('hex').slice(0, 17);
-}
-
-function objList(o: Obj, key: string): Obj[] {
-  const v = o[key];
-  if (Array.isArray(v)) return v as Obj[];
-  const list: Obj[] = [];
-  o[key] = list;
-  return list;
 }
 
 function aclById(model: Model, id: string): NetworkAcl {

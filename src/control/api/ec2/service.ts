@@ -14,6 +14,7 @@
 import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { loadConfigText, modelToConfigObject } from '../../../config/load.js';
 import { ruleKey } from '../../../config/ids.js';
+import { objList } from '../../../config/to-object.js';
 import { AwsError, ConfigErrors } from '../../../model/errors.js';
 import { EGRESS, INGRESS, type Direction, type Instance, type Model, type Rule, type SecurityGroup } from '../../../model/types.js';
 import { readStateFile, removeStaleTemps, saveState, type StateExtras } from '../../state.js';
@@ -215,14 +216,6 @@ function errText(e: unknown): string {
 function asObj(v: unknown): Obj {
   if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Obj;
   throw new Error('modelToConfigObject did not return an object');
-}
-
-function objList(o: Obj, key: string): Obj[] {
-  const v = o[key];
-  if (Array.isArray(v)) return v as Obj[];
-  const list: Obj[] = [];
-  o[key] = list;
-  return list;
 }
 
 // -------------------------------------------------------------------------------- validation
