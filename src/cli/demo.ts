@@ -12,7 +12,7 @@ import { RUN_OPTIONS, daemonOptions, stderrLog } from './run.js';
 import { schemaLine } from './schema-line.js';
 import { PrivilegeError } from '../dataplane/privilege.js';
 import type { DaemonOptions } from '../control/daemon.js';
-import { NAMESPACE_API } from '../control/daemon.js';
+import { NAMESPACE_API_URL, runInside } from './exec.js';
 
 /**
  * The demo inside `sgemu exec`'s namespace: the backends stay on the host, the daemon's listeners
@@ -30,19 +30,16 @@ async function namespaceDemo(opts: DaemonOptions, interactive: boolean, stopBack
   }
   process.stderr.write('sgemu demo: no privilege here for exact behaviour on the host network, so the demo runs in a private\n' +
     "network namespace (as 'sgemu exec' does), where every outcome is exact. For the host itself: 'sudo npx sgemu setup'.\n");
-  const netd = d.privilege!.netd!;
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-  env.SGEMU_API = `http://${NAMESPACE_API.host}:${NAMESPACE_API.port}`;
-  env.AWS_ENDPOINT_URL_EC2 = env.SGEMU_API;
   const tour = fileURLToPath(new URL('../control/demo-tour.js', import.meta.url));
   const argv = interactive ? [process.env.SHELL || '/bin/sh'] : [process.execPath, tour];
-  if (interactive) process.stdout.write(demoTour(opts.configPath, env.SGEMU_API, true, true) + '\n(a shell inside the namespace; exit it to stop the demo)\n');
-  const status = await new Promise<number>((resolve, reject) => {
-    try { netd.exec(process.cwd(), argv, env, resolve); } catch (e) { reject(e); }
-    process.once('SIGINT', () => netd.signal(2));
-    process.once('SIGTERM', () => netd.signal(15));
-  });
+  if (interactive) process.stdout.write(demoTour(opts.configPath, NAMESPACE_API_URL, true, true) + '\n(a shell inside the namespace; exit it to stop the demo)\n');
+  let status: number;
+  try {
+    status = await runInside(d, argv);
+  } catch (e) {
+    await d.stop(0);
+    throw e;
+  }
   await d.stop(0);
   await stopBackends();
   return status;

@@ -11,6 +11,38 @@ import { UsageError } from '../model/errors.js';
 import { parseCommandArgs, type Command } from './command.js';
 import { RUN_OPTIONS, daemonOptions, stderrLog } from './run.js';
 
+/** The API inside the namespace, as the command sees it (also in $SGEMU_API, $AWS_ENDPOINT_URL_EC2). */
+export const NAMESPACE_API_URL = `http://${NAMESPACE_API.host}:${NAMESPACE_API.port}`;
+
+/**
+ * Runs argv inside a started namespace daemon (`sgemu exec`, and `sgemu demo` without privilege):
+ * this process's cwd and environment plus the API's address; SIGTERM and SIGINT forwarded to the
+ * command, SIGHUP reloads the config. Resolves with the command's exit status; rejects when it
+ * cannot be started.
+ */
+export async function runInside(d: Daemon, argv: string[]): Promise<number> {
+  const netd = d.privilege!.netd!;
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  env.SGEMU_API = NAMESPACE_API_URL;
+  env.AWS_ENDPOINT_URL_EC2 = NAMESPACE_API_URL;
+  const onTerm = () => netd.signal(15);
+  const onInt = () => netd.signal(2);
+  const onHup = () => { void d.reload(); };
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      try { netd.exec(process.cwd(), argv, env, resolve); } catch (e) { reject(e); return; }
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onInt);
+      process.on('SIGHUP', onHup);
+    });
+  } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    process.off('SIGHUP', onHup);
+  }
+}
+
 const EXEC_OPTIONS = { ...RUN_OPTIONS, api: { type: 'string' }, state: { type: 'string' }, verbose: { type: 'boolean', default: false } } as const;
 
 const exec: Command = {
@@ -52,30 +84,12 @@ forbids them, exec says which, and 'sudo sgemu setup' + 'sgemu run' is the alter
       if (!values.verbose) for (const l of lines.slice(-20)) process.stderr.write(`${l}\n`);
       throw e;
     }
-    const netd = d.privilege!.netd!;
-    const api = `http://${NAMESPACE_API.host}:${NAMESPACE_API.port}`;
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-    env.SGEMU_API = api;
-    env.AWS_ENDPOINT_URL_EC2 = api;
-    const onTerm = () => netd.signal(15);
-    const onInt = () => netd.signal(2);
-    const onHup = () => { void d.reload(); };
     let status: number;
     try {
-      status = await new Promise<number>((resolve, reject) => {
-        try { netd.exec(process.cwd(), cmd, env, resolve); } catch (e) { reject(e); return; }
-        process.on('SIGTERM', onTerm);
-        process.on('SIGINT', onInt);
-        process.on('SIGHUP', onHup);
-      });
+      status = await runInside(d, cmd);
     } catch (e) {
       await d.stop(0);
       throw new UsageError(`cannot run ${cmd[0]}: ${e instanceof Error ? e.message : String(e)}`);
-    } finally {
-      process.off('SIGTERM', onTerm);
-      process.off('SIGINT', onInt);
-      process.off('SIGHUP', onHup);
     }
     await d.stop(0);
     return status;
