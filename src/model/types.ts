@@ -88,12 +88,30 @@ export const DEFAULT_CONNECTION_TRACKING: Readonly<ConnectionTracking> = Object.
   udpStreamTimeoutS: 180,
 });
 
+/**
+ * A fault ("toxic") on the allowed flows of a service or outbound entry (SPEC.md §9), with
+ * Toxiproxy's names, attributes and semantics for TCP; latency, loss, duplicate, reorder for UDP.
+ * `stream`: upstream = client → backend, downstream = backend → client. `toxicity`: the
+ * probability (0..1) that a new flow gets it. Attributes are numbers (times in ms, except the
+ * slicer's delay in µs, as Toxiproxy's).
+ */
+export interface Fault {
+  name: string;
+  type: string;
+  stream: 'upstream' | 'downstream';
+  toxicity: number;
+  attributes: Record<string, number>;
+  pos?: SourcePos;
+}
+
 /** An inbound service: rules see `port`; the daemon listens on instance address:listenPort. */
 export interface Service {
   protocol: typeof PROTO_TCP | typeof PROTO_UDP;
   port: number;
   listenPort: number;
   backend: { host: string; port: number };
+  /** Faults on its allowed flows, in order (a chain per direction, as Toxiproxy's). */
+  faults?: Fault[];
   pos?: SourcePos;
 }
 
@@ -110,6 +128,7 @@ export interface Outbound {
   toPort: number;             // for an instance: the service's rule port
   asAddress: string;          // the destination address the rules see
   asPort: number;             // the destination port the rules see
+  faults?: Fault[];
   pos?: SourcePos;
 }
 
