@@ -7,6 +7,7 @@
         "src/native/addon/sock_diag.c",
         "src/native/addon/netd_client.c",
         "src/native/addon/tcp_relay.c",
+        "src/native/addon/fault_chain.c",
         "src/native/addon/udp_relay.c"
       ],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2", "-pthread"],

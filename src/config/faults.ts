@@ -7,6 +7,7 @@
 
 import { SgemuError } from '../model/errors.js';
 import type { Fault } from '../model/types.js';
+import type { Pos, TNode } from './yaml-tree.js';
 
 /** A fault that is not valid: unknown type, stream, attribute or a value out of range. */
 export class FaultError extends SgemuError {
@@ -100,3 +101,39 @@ export function parseFault(raw: unknown, protocol: 6 | 17): Fault {
 export function faultToJson(f: Fault): { name: string; type: string; stream: string; toxicity: number; attributes: Record<string, number> } {
   return { name: f.name, type: f.type, stream: f.stream, toxicity: f.toxicity, attributes: { ...f.attributes } };
 }
+
+/** The plain value of a YAML/JSON tree node (for the small objects faults are). */
+function plain(n: TNode): unknown {
+  if (n.kind === 'scalar') return n.value;
+  if (n.kind === 'seq') return n.items.map(plain);
+  const o: Record<string, unknown> = {};
+  for (const [k, e] of n.entries) o[k] = plain(e.node);
+  return o;
+}
+
+/**
+ * A service's or outbound entry's `faults:` from the config tree: each checked by parseFault,
+ * errors reported at the fault's line:col; names unique per list (default `<type>_<stream>`).
+ */
+export function readFaults(node: TNode | undefined, path: string, protocol: 6 | 17,
+  err: (path: string, pos: Pos, message: string) => void): Fault[] {
+  if (!node) return [];
+  if (node.kind !== 'seq') { err(path, node.pos, 'faults must be a list of faults'); return []; }
+  if (node.items.length > FAULT_LIST_MAX) err(path, node.pos, `faults lists ${node.items.length} faults, the most one service takes is ${FAULT_LIST_MAX}`);
+  const out: Fault[] = [];
+  node.items.slice(0, FAULT_LIST_MAX).forEach((item, i) => {
+    const at = `${path}[${i}]`;
+    try {
+      const f = parseFault(plain(item), protocol);
+      if (out.some((g) => g.name === f.name)) { err(at, item.pos, `fault name ${f.name} is used twice in this list; give one a name`); return; }
+      out.push({ ...f, pos: { path: at, line: item.pos.line, column: item.pos.column } });
+    } catch (e) {
+      if (!(e instanceof FaultError)) throw e;
+      err(at, item.pos, e.message);
+    }
+  });
+  return out;
+}
+
+/** The most faults one service or outbound entry takes (the relays' FAULT_MAX). */
+export const FAULT_LIST_MAX = 16;

@@ -6,6 +6,7 @@
 // ConfigErrors), throw anything but ConfigErrors, or do I/O other than reading the one file.
 // Invariants of the result: those listed at the top of src/model/types.ts.
 
+import { readFaults } from './faults.js';
 import { readFileSync, statSync } from 'node:fs';
 import { ConfigError, ConfigErrors } from '../model/errors.js';
 import {
@@ -1056,8 +1057,9 @@ class Loader {
           }
         }
       }
+      const faults = protocol === undefined ? [] : readFaults(r.child(sm, 'faults'), keyPath(sp, 'faults'), protocol, (path, pos, msg) => r.err('InvalidParameterValue', path, pos, msg));
       if (protocol === undefined || port === undefined || listenPort === undefined || !backend) continue;
-      out.push({ protocol, port, listenPort, backend, pos: r.sourcePos(sp, sm) });
+      out.push({ protocol, port, listenPort, backend, ...(faults.length ? { faults } : {}), pos: r.sourcePos(sp, sm) });
     }
     return out;
   }
@@ -1080,8 +1082,10 @@ class Loader {
         r.err('InvalidParameterValue', keyPath(op, 'to'), toNode.pos, `to "${toText}" is not instanceName:port, ipv4:port or [ipv6]:port (e.g. db:5432)`);
         continue;
       }
+      const faults = readFaults(r.child(om, 'faults'), keyPath(op, 'faults'), protocol, (path, pos, msg) => r.err('InvalidParameterValue', path, pos, msg));
       const entry: Outbound = {
-        protocol, port, toInstance: null, toHost: target.host, toPort: target.port, asAddress: target.host, asPort: target.port, pos: r.sourcePos(op, om),
+        protocol, port, toInstance: null, toHost: target.host, toPort: target.port, asAddress: target.host, asPort: target.port,
+        ...(faults.length ? { faults } : {}), pos: r.sourcePos(op, om),
       };
       if (!target.isIp) {
         const peer = this.instances.find((i) => i.name === target.host);

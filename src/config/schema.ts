@@ -79,6 +79,21 @@ const securityGroup = {
   else: { required: ['id'] },
 } as const;
 
+const fault = {
+  description: "a fault on allowed flows (SPEC.md §9): Toxiproxy's toxics for TCP (latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data); latency, loss, duplicate, reorder for UDP",
+  type: 'object',
+  additionalProperties: false,
+  required: ['type'],
+  properties: {
+    name: { description: 'unique per service; default <type>_<stream>', type: 'string', pattern: '^[A-Za-z0-9_.:-]{1,64}$' },
+    type: { type: 'string', enum: ['latency', 'bandwidth', 'slow_close', 'timeout', 'reset_peer', 'slicer', 'limit_data', 'loss', 'duplicate', 'reorder'] },
+    stream: { description: 'upstream: client to backend; downstream (default): backend to client', type: 'string', enum: ['upstream', 'downstream'] },
+    toxicity: { description: 'probability (0..1, default 1) that a new flow gets the fault', type: 'number', minimum: 0, maximum: 1 },
+    attributes: { description: 'numbers; times in ms (the slicer delay in µs), bandwidth rate in KB/s', type: 'object', additionalProperties: { type: 'number' } },
+  },
+} as const;
+const faults = { description: 'faults on the allowed flows, a chain per direction in this order', type: 'array', maxItems: 16, items: fault } as const;
+
 const service = {
   type: 'object',
   additionalProperties: false,
@@ -88,6 +103,7 @@ const service = {
     port: { description: 'the port the rules see', ...port },
     listenPort: { description: 'the socket port when it differs from port (e.g. 2222 for 22)', ...port },
     backend: { description: 'host:port, [ipv6]:port or a port on 127.0.0.1', anyOf: [str, port] },
+    faults,
   },
 } as const;
 
@@ -100,6 +116,7 @@ const outbound = {
     port: { description: 'the app connects to the instance address on this port', ...port },
     to: { description: 'instanceName:port, ipv4:port or [ipv6]:port', type: 'string' },
     as: { description: 'for an outside target: the address:port the rules see', type: 'string' },
+    faults,
   },
 } as const;
 

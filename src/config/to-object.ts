@@ -4,6 +4,7 @@
 // as its own entry (one peer), egress explicitly (so no default is re-added), and a rule `id`
 // only when it is not the content-derived one.
 
+import { faultToJson } from './faults.js';
 import {
   DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
   DEFAULT_NACL_ENTRIES, defaultNaclEntries, naclEntryKey, type Model, type NaclEntry, type Rule, type SecurityGroup,
@@ -92,13 +93,15 @@ export function modelToConfigObject(model: Model): unknown {
           protocol: protocolName(s.protocol), port: s.port,
           ...(s.listenPort !== s.port ? { listenPort: s.listenPort } : {}),
           backend: hostPort(s.backend.host, s.backend.port),
+          ...(s.faults?.length ? { faults: s.faults.map(faultToJson) } : {}),
         }));
       }
       if (i.outbound.length > 0) {
         o.outbound = i.outbound.map((b) => {
-          if (b.toInstance !== null) return { protocol: protocolName(b.protocol), port: b.port, to: `${b.toInstance}:${b.toPort}` };
+          const faults = b.faults?.length ? { faults: b.faults.map(faultToJson) } : {};
+          if (b.toInstance !== null) return { protocol: protocolName(b.protocol), port: b.port, to: `${b.toInstance}:${b.toPort}`, ...faults };
           const as = b.asAddress !== b.toHost || b.asPort !== b.toPort ? { as: hostPort(b.asAddress, b.asPort) } : {};
-          return { protocol: protocolName(b.protocol), port: b.port, to: hostPort(b.toHost, b.toPort), ...as };
+          return { protocol: protocolName(b.protocol), port: b.port, to: hostPort(b.toHost, b.toPort), ...as, ...faults };
         });
       }
       return o;

@@ -28,7 +28,10 @@ import { Refuser } from '../dataplane/refuse.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { TcpListener } from '../dataplane/tcp.js';
 import { UdpListener } from '../dataplane/udp.js';
-import { MODE_NAMES, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
+import { MODE_NAMES, faultTarget, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
+import { FaultStore, parseFaultTarget, sameFaults, type FaultRow } from './faults.js';
+import { FaultError, parseFault } from '../config/faults.js';
+import { FAULT_MAX } from '../native/fault-codes.js';
 import { nativeStatus } from '../native/sock-filter.js';
 import { relayDrain } from '../native/tcp-relay.js';
 import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
@@ -305,7 +308,68 @@ export class Daemon {
       log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only: denied connections are reset'}]`);
     }
     this.refuser.setListeners(this.listeners.values());
+    this.applyFaults();
     this.counters.policySwaps++;
+  }
+
+  /** Run-time fault changes (sgemu fault, /v1/faults) over the config's (SPEC.md §9). */
+  readonly faults = new FaultStore();
+
+  /** Hands every listener the faults in force on its target, where they changed. */
+  private applyFaults(): void {
+    for (const l of this.listeners.values()) {
+      const want = this.faults.effective(faultTarget(l.spec), l.spec.faults);
+      if (sameFaults(want, l.faults)) continue;
+      try {
+        l.setFaults(want);
+      } catch (e) {
+        this.opts.log(`listener ${l.describe()}: faults not applied: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+
+  /** The listeners serving a fault target; FaultTargetNotFound when none does. */
+  private faultListeners(target: string): Listener[] {
+    const t = parseFaultTarget(target);
+    if (!t) throw new FaultError(`fault target ${JSON.stringify(target)} is not valid; valid: INSTANCE:tcp/PORT or INSTANCE:udp/PORT (a service, by the port the rules see), INSTANCE:out:tcp/PORT (an outbound entry)`, 'InvalidFaultTarget');
+    const ls = [...this.listeners.values()].filter((l) => faultTarget(l.spec) === target);
+    if (ls.length === 0) {
+      const known = [...new Set([...this.listeners.values()].map((l) => faultTarget(l.spec)))].sort();
+      throw new FaultError(`no service or outbound entry ${target}; known: ${known.join(', ') || 'none'}`, 'FaultTargetNotFound');
+    }
+    return ls;
+  }
+
+  /** Every fault in force, per target, with its origin (config or api). */
+  listFaults(): FaultRow[] {
+    const seen = new Set<string>();
+    const out: FaultRow[] = [];
+    for (const l of this.listeners.values()) {
+      const target = faultTarget(l.spec);
+      if (seen.has(target)) continue;
+      seen.add(target);
+      out.push(...this.faults.rows(target, l.spec.faults));
+    }
+    return out.sort((a, b) => a.target < b.target ? -1 : a.target > b.target ? 1 : 0);
+  }
+
+  /** Adds a fault (validated as `parseFault` for the target's protocol) → it, as in force. */
+  addFault(target: string, raw: unknown): FaultRow {
+    const ls = this.faultListeners(target);
+    const fault = parseFault(raw, ls[0]!.spec.protocol);
+    this.faults.add(target, fault, ls[0]!.spec.faults, FAULT_MAX);
+    this.applyFaults();
+    this.opts.log(`fault ${fault.name} (${fault.type} ${fault.stream}) added on ${target}`);
+    return { target, origin: 'api', fault };
+  }
+
+  /** Removes one fault (or, name null, all) from a target → how many went. */
+  removeFault(target: string, name: string | null): number {
+    const ls = this.faultListeners(target);
+    const n = this.faults.remove(target, name, ls[0]!.spec.faults);
+    this.applyFaults();
+    this.opts.log(`${name === null ? `${n} fault${n === 1 ? '' : 's'}` : `fault ${name}`} removed from ${target}`);
+    return n;
   }
 
   /** `sgemu exec`: the namespace's lo gets every instance's addresses (once each), so listeners

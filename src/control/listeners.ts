@@ -22,7 +22,7 @@ export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}):
         out.push({
           kind: 'service', protocol: s.protocol, instName: inst.name, family, address, listenPort: s.listenPort, rulePort: s.port,
           backendHost: s.backend.host, backendPort: s.backend.port, probeHost: s.backend.host, probePort: s.backend.port,
-          localAddress: null, asAddress: null, targetInstName: null,
+          localAddress: null, asAddress: null, targetInstName: null, faults: s.faults ?? [],
         });
       }
     }
@@ -42,6 +42,7 @@ export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}):
         kind: 'outbound', protocol: o.protocol, instName: inst.name, family: 4, address: inst.address, listenPort: o.port,
         rulePort: o.asPort, backendHost, backendPort, probeHost, probePort,
         localAddress: opts.namespace ? null : inst.address, asAddress: o.asAddress, targetInstName: o.toInstance,
+        faults: o.faults ?? [],
       });
     }
   }

@@ -8,7 +8,7 @@
 //   FULL       conntrack full: drop every new flow, as a full kernel table does (silent timeout)
 //   CLOSED     outbound entry denied by egress or by the target's ingress: drop every new flow
 
-import { INGRESS, EGRESS } from '../model/types.js';
+import { INGRESS, EGRESS, type Fault } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
@@ -43,6 +43,8 @@ export interface ListenerSpec {
   /** outbound: the destination the rules see, and the target instance (null for an outside host). */
   asAddress: string | null;
   targetInstName: string | null;
+  /** Faults from the config (SPEC.md §9); the daemon may add or remove some at run time (setFaults). */
+  faults: readonly Fault[];
 }
 
 export interface Listener {
@@ -66,6 +68,17 @@ export interface Listener {
   readonly policyVersion: number;
   describe(): string;
   close(drainMs?: number): Promise<void>;
+  /** The faults in force on this listener's allowed flows, as last set. */
+  readonly faults: readonly Fault[];
+  /** Applies faults to new flows and to the live ones (SPEC.md §9). */
+  setFaults(faults: readonly Fault[]): void;
+}
+
+/** The fault target a listener serves: `web:tcp/8080` (a service, by rule port) or `app:out:tcp/5432`
+ * (an outbound entry, by its port). Both address families of one service share it. */
+export function faultTarget(s: Pick<ListenerSpec, 'kind' | 'instName' | 'protocol' | 'rulePort' | 'listenPort'>): string {
+  const proto = s.protocol === 6 ? 'tcp' : 'udp';
+  return s.kind === 'service' ? `${s.instName}:${proto}/${s.rulePort}` : `${s.instName}:out:${proto}/${s.listenPort}`;
 }
 
 export function listenerKey(s: ListenerSpec): string {
@@ -105,6 +118,7 @@ export abstract class ListenerBase implements Listener {
   /** Per-listener outcomes for metrics (labelled by instance, protocol and rule port). */
   readonly stats = { accepted: 0, rejected: 0, refused: 0 };
   private warnedInexact = false;
+  faults: readonly Fault[] = [];
 
   constructor(id: number, spec: ListenerSpec, protected readonly base: ListenerEnv) {
     this.id = id;
@@ -119,6 +133,17 @@ export abstract class ListenerBase implements Listener {
   abstract close(drainMs?: number): Promise<void>;
   /** Re-decides live flows after a policy swap (untracked flows whose rule went are cut). */
   protected abstract recheckFlows(): void;
+
+  setFaults(faults: readonly Fault[]): void {
+    const was = this.faults;
+    this.faults = faults;
+    if (!this.installFaults(faults) && faults.length > 0 && was.length === 0) {
+      this.base.log(`listener ${this.describe()}: faults need the native relay, which this listener does not use; they are not applied`);
+    }
+  }
+
+  /** Hands the faults to the relay; false when this listener cannot apply them. */
+  protected installFaults(_faults: readonly Fault[]): boolean { return false; }
 
   private get kindName(): 'tcp-syn' | 'udp' { return this.spec.protocol === 6 ? 'tcp-syn' : 'udp'; }
 

@@ -20,12 +20,13 @@
 
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { INGRESS, EGRESS, PROTO_TCP } from '../model/types.js';
+import { INGRESS, EGRESS, PROTO_TCP, type Fault } from '../model/types.js';
+import { encodeFaults } from '../native/fault-codes.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { createTcpListener, nativeStatus } from '../native/sock-filter.js';
 import {
-  relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayListen, relayReset, relayUnlisten,
+  relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayFaults, relayListen, relayReset, relayUnlisten,
   tcpRelayStatus, type RelayFlow, type RelayListener,
 } from '../native/tcp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
@@ -74,7 +75,11 @@ export class TcpListener extends ListenerBase implements RelayListener {
         this.env.log(`listener ${this.describe()}: native relay unavailable (${e instanceof Error ? e.message : String(e)}); relaying with Node streams`);
         this.lid = -1;
       }
-      if (this.lid >= 0) { this.updateAutoConnect(); return; }
+      if (this.lid >= 0) {
+        this.updateAutoConnect();
+        if (this.faults.length > 0) this.installFaults(this.faults);
+        return;
+      }
       const fd = this.fd;
       this.fd = -1;
       await new Promise<void>((resolve, reject) => {
@@ -111,6 +116,14 @@ export class TcpListener extends ListenerBase implements RelayListener {
     const s = this.spec;
     return nativeStatus().loaded && tcpRelayStatus().available && net.isIP(s.backendHost) !== 0 &&
       (s.localAddress === null || net.isIP(s.localAddress) !== 0);
+  }
+
+  /** Faults live in the native relay (tcp_relay.c + fault_chain.c): per chunk, no JS. */
+  protected override installFaults(faults: readonly Fault[]): boolean {
+    if (this.lid < 0) return false;
+    if (this.closing) return true;
+    relayFaults(this.lid, encodeFaults(faults, 6));
+    return true;
   }
 
   /** Whether flows go through the native relay (for doctor and tests). */

@@ -23,6 +23,9 @@ interface RelayAddon {
   relayStats(): number[];
   relayDrain(onEvents: (count: number, addrs: string[]) => void): boolean;
   relayStop(): number;
+  relayFaults(lid: number, faults: Float64Array): number | Failure;
+  relayFlowFaults(id: number): number | Failure;
+  relayFaultStats(): number[];
 }
 
 const EV_ACCEPT = 1, EV_CONNECTED = 2, EV_FAILED = 3, EV_FIN = 4, EV_CLOSED = 5;
@@ -198,6 +201,28 @@ export function relayStats(): { flows: number; pipesInUse: number; pipesPooled: 
   if (!addon) return null;
   const [flows, pipesInUse, pipesPooled, overflowResets, listeners] = addon.relayStats() as [number, number, number, number, number];
   return { flows, pipesInUse, pipesPooled, overflowResets, listeners };
+}
+
+/**
+ * The listener's faults from now on (encodeFaults: FAULT_REC numbers each, in chain order; empty:
+ * none): new flows roll their toxicity at accept, live flows of the listener get the new set at
+ * once. Throws NativeError.
+ */
+export function relayFaults(lid: number, faults: Float64Array): void {
+  check(need().relayFaults(lid, faults), `relay faults on listener ${lid}`);
+}
+
+/** Which of its listener's faults a live flow got (bit i: fault i); 0 when none or gone. */
+export function relayFlowFaults(id: number): number {
+  const r = addon?.relayFlowFaults(id);
+  return typeof r === 'number' ? r : 0;
+}
+
+/** Flows holding fault state now, and per fault code (src/native/fault-codes.ts) the flows given it. */
+export function relayFaultStats(): { faultedFlows: number; flowsByCode: number[] } | null {
+  if (!addon || typeof addon.relayFaultStats !== 'function') return null;
+  const v = addon.relayFaultStats();
+  return { faultedFlows: v[0] ?? 0, flowsByCode: v.slice(1) };
 }
 
 /** Joins the relay thread and closes every socket and pipe it holds (tests; exit does it too). */

@@ -51,9 +51,11 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 
 #include "result.h"
+#include "fault_chain.h"
 
 #define SLOT_BITS 17
 #define MAX_FLOWS (1u << SLOT_BITS)
@@ -64,21 +66,26 @@
 #define ACCEPT_BATCH 64
 #define TAG_WAKE (1ull << 62)
 #define TAG_LISTEN (1ull << 61)
+#define TAG_TIMER (1ull << 60)
 
 enum { F_FREE = 0, F_ACCEPTED, F_CONNECTING, F_RELAY, F_BLACKHOLE };
 enum { EV_ACCEPT = 1, EV_CONNECTED, EV_FAILED, EV_FIN, EV_CLOSED };
 #define REC 6
 
 struct dir { int pr, pw; size_t pending; uint8_t eof, shut, bulk; };
+struct fx;
 struct flow {
   uint32_t id;
   int cfd, bfd;
   uint8_t state, fin_seen;
+  uint16_t lid;               /* the listener that accepted it (its faults apply) */
   uint32_t early;             /* client socket events seen while connecting (epoll flags) */
   struct dir d[2];            /* d[0]: client -> backend, d[1]: backend -> client */
+  struct fx *fx;              /* faults (issue 18); NULL: the splice fast path */
 };
 struct target { struct sockaddr_storage to, from; socklen_t to_len, from_len; };
-struct listener { int fd; int active; int autoconnect; struct target t; };
+struct listener { int fd; int active; int autoconnect; struct target t; int nfaults; struct fault faults[FAULT_MAX]; };
+struct timer { int64_t due; uint32_t id; };
 struct event { double v[REC]; char addr[INET6_ADDRSTRLEN]; };
 struct queue { struct event *ev; size_t n, cap; };
 
@@ -105,6 +112,14 @@ static struct {
   struct queue q, spare;
   double overflow;            /* accepted while every slot was taken: reset at once */
   uint32_t flows_live;
+  /* Faults: flows with a fault state, their timers (a min-heap of due times, stale entries skipped
+   * by id and due) behind one timerfd, and what JS reads in relayFaultStats. */
+  int timerfd;
+  int64_t timer_armed;
+  struct timer *heap;
+  size_t heap_n, heap_cap;
+  struct chain_scratch scratch;
+  double faulted_live, fault_flows[FT_REORDER + 1];
   /* Test hook (relayTestPause): the thread parks before its next epoll_wait while paused, so a
    * test can line events up in the ready list and have them handled as one batch. */
   pthread_cond_t test_cv;
@@ -118,6 +133,8 @@ __attribute__((constructor)) static void relay_state_init(void) {
   pthread_cond_init(&R.test_cv, NULL);
   R.epfd = -1;
   R.wakefd = -1;
+  R.timerfd = -1;
+  R.timer_armed = T_NEVER;
 }
 
 /* The epoll tag of one socket of flow `id` (side 0 client, 1 backend). */
@@ -217,9 +234,12 @@ static struct flow *flow_by_id(uint32_t id) {
   return f->state != F_FREE && f->id == id ? f : NULL;
 }
 
+static void fx_free(struct flow *f);
+
 /* Closes both sockets (reset: SO_LINGER 0 first, so each peer gets an RST) and frees the slot. */
 static void flow_free(struct flow *f, int reset) {
   uint32_t slot = f->id & SLOT_MASK;
+  fx_free(f);
   for (int i = 0; i < 2; i++) pipe_put(&f->d[i]);
   if (f->cfd >= 0) { if (reset) set_linger0(f->cfd); close(f->cfd); }
   if (f->bfd >= 0) { if (reset) set_linger0(f->bfd); close(f->bfd); }
@@ -329,13 +349,287 @@ static void settle(struct flow *f, int err) {
   if (f->d[0].shut && f->d[1].shut) flow_closed(f, 0, 0);
 }
 
+/* ---- faults (issue 18; fault_chain.h has the semantics, native-notes/faults.md the design) ----
+ * A flow whose listener has faults gets a struct fx: what it reads goes through the fault chain of
+ * its direction into a queue of segments, each written when due; the flow's next due time sits in
+ * a min-heap behind one timerfd. A flow without faults never allocates one and keeps pump(). */
+
+#define FX_BUF_MAX (1 << 20)   /* bytes queued per direction before its source is no longer read */
+#define FX_CLOSE (-1)          /* fx_service: the chain closes the connection (FIN both ways) */
+enum { SEG_DATA = 0, SEG_EOF, SEG_CLOSE };
+struct seg { struct seg *next; int64_t due; uint32_t len, off; uint8_t kind; char data[]; };
+struct fxdir {
+  struct seg *head, *tail;
+  size_t queued;
+  uint8_t paused;             /* queue full: the source is not read until it drains to half */
+  uint8_t blocked;            /* the destination's buffer is full: EPOLLOUT resumes, not a timer */
+  uint8_t close_queued;
+  struct chain_state cs;
+};
+struct fx {
+  int n;
+  uint32_t mask;              /* the faults this flow got (toxicity rolled per flow) */
+  int64_t due;                /* its entry in the heap (T_NEVER: none) */
+  struct fault f[FAULT_MAX];
+  struct fxdir d[2];
+};
+
+static void heap_push(int64_t due, uint32_t id) {
+  if (R.heap_n == R.heap_cap) {
+    size_t cap = R.heap_cap ? R.heap_cap * 2 : 256;
+    struct timer *h = realloc(R.heap, cap * sizeof(*h));
+    if (!h) return;           /* out of memory: the flow's timer is lost; its next event re-arms */
+    R.heap = h;
+    R.heap_cap = cap;
+  }
+  size_t i = R.heap_n++;
+  while (i > 0) {
+    size_t up = (i - 1) / 2;
+    if (R.heap[up].due <= due) break;
+    R.heap[i] = R.heap[up];
+    i = up;
+  }
+  R.heap[i] = (struct timer){ due, id };
+}
+
+static struct timer heap_pop(void) {
+  struct timer top = R.heap[0], x = R.heap[--R.heap_n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= R.heap_n) break;
+    if (c + 1 < R.heap_n && R.heap[c + 1].due < R.heap[c].due) c++;
+    if (R.heap[c].due >= x.due) break;
+    R.heap[i] = R.heap[c];
+    i = c;
+  }
+  if (R.heap_n > 0) R.heap[i] = x;
+  return top;
+}
+
+/* The timerfd follows the heap's earliest entry (absolute, CLOCK_MONOTONIC, µs precision). */
+static void timer_arm(void) {
+  int64_t due = R.heap_n ? R.heap[0].due : T_NEVER;
+  if (due == R.timer_armed || R.timerfd < 0) return;
+  struct itimerspec its = { 0 };
+  if (due != T_NEVER) {
+    if (due <= 0) due = 1;
+    its.it_value.tv_sec = due / 1000000;
+    its.it_value.tv_nsec = (due % 1000000) * 1000;
+  }
+  if (timerfd_settime(R.timerfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) R.timer_armed = due;
+}
+
+static void fx_free(struct flow *f) {
+  struct fx *x = f->fx;
+  if (!x) return;
+  for (int s = 0; s < 2; s++) {
+    for (struct seg *g = x->d[s].head, *nx; g; g = nx) { nx = g->next; free(g); }
+  }
+  free(x);
+  f->fx = NULL;
+  R.faulted_live--;
+}
+
+static int seg_push(struct fxdir *xd, int kind, const char *data, uint32_t len, int64_t due) {
+  struct seg *g = malloc(sizeof(*g) + len);
+  if (!g) return ENOMEM;
+  g->next = NULL; g->due = due; g->len = len; g->off = 0; g->kind = (uint8_t)kind;
+  if (len) memcpy(g->data, data, len);
+  if (xd->tail) xd->tail->next = g; else xd->head = g;
+  xd->tail = g;
+  xd->queued += len;
+  return 0;
+}
+
+/* Gives flow f the fault set (n = 0: none), rolling toxicity; what is queued leaves now (as
+ * Toxiproxy lets an interrupted toxic's data go). 0 or ENOMEM. */
+static int fx_set(struct flow *f, const struct fault *faults, int n) {
+  struct fx *x = f->fx;
+  int64_t now = now_us();
+  if (!x) {
+    if (n == 0) return 0;
+    if (!R.scratch.a) {
+      int cap = SMALL_BUF + 64;
+      R.scratch.a = malloc((size_t)cap * sizeof(struct piece));
+      R.scratch.b = malloc((size_t)cap * sizeof(struct piece));
+      R.scratch.cap = cap;
+      if (!R.scratch.a || !R.scratch.b) { free(R.scratch.a); free(R.scratch.b); R.scratch.a = R.scratch.b = NULL; return ENOMEM; }
+    }
+    x = calloc(1, sizeof(*x));
+    if (!x) return ENOMEM;
+    x->due = T_NEVER;
+    for (int s = 0; s < 2; s++) x->d[s].cs.close_at = T_NEVER;
+    f->fx = x;
+    R.faulted_live++;
+  }
+  memcpy(x->f, faults, (size_t)n * sizeof(*faults));
+  x->n = n;
+  x->mask = chain_roll(faults, n);
+  for (int i = 0; i < n; i++) if (x->mask >> i & 1) R.fault_flows[faults[i].type]++;
+  for (int s = 0; s < 2; s++) {
+    chain_reset(&x->d[s].cs, x->f, n, x->mask, s, now);
+    for (struct seg *g = x->d[s].head; g; g = g->next) if (g->due > now) g->due = now;
+  }
+  return 0;
+}
+
+/* A read chunk (or the EOF) through the chain into the direction's queue. */
+static int fx_chunk(struct flow *f, int side, const char *buf, uint32_t len, int eof) {
+  struct fx *x = f->fx;
+  struct fxdir *xd = &x->d[side];
+  struct piece *p;
+  int np = chain_run(x->f, x->n, x->mask, side, &xd->cs, &R.scratch, len, eof, now_us(), &p);
+  for (int k = 0; k < np; k++) {
+    int err = p[k].eof ? seg_push(xd, SEG_EOF, NULL, 0, p[k].t) : p[k].len ? seg_push(xd, SEG_DATA, buf + p[k].off, p[k].len, p[k].t) : 0;
+    if (err) return err;
+  }
+  if (xd->cs.dropping && !xd->close_queued) {
+    int64_t due = xd->cs.close_at;
+    if (xd->tail && xd->tail->due > due) due = xd->tail->due;
+    xd->close_queued = 1;
+    return seg_push(xd, SEG_CLOSE, NULL, 0, due);
+  }
+  return 0;
+}
+
+/* Reads what side's source has (until EAGAIN, the EOF, or a full queue) into the chain. */
+static int fx_read(struct flow *f, int side) {
+  struct dir *d = &f->d[side];
+  struct fxdir *xd = &f->fx->d[side];
+  int src = side == 0 ? f->cfd : f->bfd;
+  double *ctr = &R.counters[(f->id & SLOT_MASK) * 2 + side];
+  for (;;) {
+    if (d->eof) return 0;
+    if (xd->queued >= FX_BUF_MAX) { xd->paused = 1; return 0; }
+    ssize_t n = recv(src, small_buf, SMALL_BUF, 0);
+    if (n > 0) {
+      if (side == 0) *ctr += (double)n;
+      int err = fx_chunk(f, side, small_buf, (uint32_t)n, 0);
+      if (err) return err;
+      continue;
+    }
+    if (n == 0) {
+      d->eof = 1;
+      if (!f->fin_seen) { f->fin_seen = 1; push_event(EV_FIN, f->id, side, 0, 0, 0); }
+      return fx_chunk(f, side, NULL, 0, 1);
+    }
+    if (errno == EINTR) continue;
+    return errno == EAGAIN ? 0 : errno;
+  }
+}
+
+/* Writes side's due segments towards its destination; reads again once a paused queue drained.
+ * 0, an errno, or FX_CLOSE. */
+static int fx_service(struct flow *f, int side) {
+  struct dir *d = &f->d[side];
+  struct fxdir *xd = &f->fx->d[side];
+  int dst = side == 0 ? f->bfd : f->cfd;
+  double *ctr = &R.counters[(f->id & SLOT_MASK) * 2 + side];
+  /* bytes the splice path left in the pipe (faults added to a live flow) go first */
+  while (d->pending > 0) {
+    ssize_t n = splice(d->pr, NULL, dst, NULL, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) { d->pending -= (size_t)n; if (side == 1) *ctr += (double)n; continue; }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) { xd->blocked = 1; return 0; }
+    return n < 0 ? errno : EPIPE;
+  }
+  pipe_put(d);
+  for (;;) {
+    int64_t now = now_us();
+    while (xd->head && xd->head->due <= now) {
+      struct seg *g = xd->head;
+      if (g->kind == SEG_DATA) {
+        ssize_t w = send(dst, g->data + g->off, g->len - g->off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) { xd->blocked = 1; return 0; }
+        if (w < 0) return errno;
+        if (side == 1) *ctr += (double)w;
+        g->off += (uint32_t)w;
+        xd->queued -= (size_t)w;
+        if (g->off < g->len) { xd->blocked = 1; return 0; }   /* buffer full: EPOLLOUT resumes */
+      } else if (g->kind == SEG_EOF) {
+        if (!d->shut) { d->shut = 1; if (!f->d[1 - side].shut) (void)shutdown(dst, SHUT_WR); }
+      } else {
+        return FX_CLOSE;
+      }
+      xd->head = g->next;
+      if (!xd->head) xd->tail = NULL;
+      free(g);
+    }
+    if (!xd->paused || xd->queued >= FX_BUF_MAX / 2) return 0;
+    xd->paused = 0;
+    int err = fx_read(f, side);
+    if (err) return err;
+    if (!xd->head || xd->head->due > now_us()) return 0;
+  }
+}
+
+/* After handling a faulted flow: ends it (err, a close or reset decided by the chain, both ways
+ * shut), or re-arms its timer; a flow whose faults are gone and whose queues are empty goes back
+ * to the splice fast path. */
+static void fx_finish(struct flow *f, int err) {
+  struct fx *x = f->fx;
+  if (err == FX_CLOSE) { flow_closed(f, 0, 0); return; }
+  if (err) { flow_closed(f, 1, err); return; }
+  if (f->d[0].shut && f->d[1].shut) { flow_closed(f, 0, 0); return; }
+  int64_t due = T_NEVER;
+  int idle = x->mask == 0;
+  for (int s = 0; s < 2; s++) {
+    struct fxdir *xd = &x->d[s];
+    if (xd->head && !xd->blocked && xd->head->due < due) due = xd->head->due;
+    if (xd->cs.timeout_at < due) due = xd->cs.timeout_at;
+    if (xd->cs.reset_at < due) due = xd->cs.reset_at;
+    if (xd->head || xd->paused || xd->cs.dropping || xd->cs.timeout_at != T_NEVER || xd->cs.reset_at != T_NEVER) idle = 0;
+  }
+  if (idle) { fx_free(f); return; }
+  if (due != x->due) {
+    x->due = due;
+    if (due != T_NEVER) heap_push(due, f->id);
+  }
+}
+
+/* A faulted flow's timer: a reset or close the chain decided, or segments that are due. */
+static void fx_tick(struct flow *f) {
+  struct fx *x = f->fx;
+  int64_t now = now_us();
+  x->due = T_NEVER;
+  for (int s = 0; s < 2; s++) if (x->d[s].cs.reset_at <= now) { flow_closed(f, 1, 0); return; }
+  for (int s = 0; s < 2; s++) if (x->d[s].cs.timeout_at <= now) { flow_closed(f, 0, 0); return; }
+  int err = 0;
+  if (f->state == F_RELAY) for (int s = 0; s < 2 && !err; s++) err = fx_service(f, s);
+  fx_finish(f, err);
+}
+
+static void fx_timers(void) {
+  int64_t now = now_us();
+  while (R.heap_n && R.heap[0].due <= now) {
+    struct timer t = heap_pop();
+    struct flow *f = flow_by_id(t.id);
+    if (f && f->fx && f->fx->due == t.due) fx_tick(f);
+  }
+}
+
+/* Reads side into the chain and writes what is due both ways. */
+static int fx_io(struct flow *f, int side, uint32_t events) {
+  int err = 0;
+  if (events & EPOLLOUT) f->fx->d[1 - side].blocked = 0;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) err = fx_read(f, side);
+  for (int s = 0; s < 2 && !err; s++) err = fx_service(f, s);
+  return err;
+}
+
 /* Edge-triggered event on one socket of a flow: read from it if readable, flush towards it if it
  * became writable with bytes waiting, nothing else (no speculative syscalls). */
 static void on_flow_event(uint64_t tag, uint32_t events) {
   struct flow *f = flow_by_id((uint32_t)(tag >> 1));
   if (!f) return;             /* stale: the flow ended after epoll_wait reported it */
   int side = (int)(tag & 1);
-  if (f->state == F_RELAY) {
+  if (f->state == F_RELAY && f->fx) {
+    int err = (events & EPOLLERR) ? sock_error(side == 0 ? f->cfd : f->bfd) : 0;
+    if (!err) err = fx_io(f, side, events);
+    if (f->fx) fx_finish(f, err); else settle(f, err);
+  } else if (f->state == F_RELAY) {
     int err = 0;
     if (events & EPOLLERR) err = sock_error(side == 0 ? f->cfd : f->bfd);
     if (!err && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) err = pump(f, side, (events & (EPOLLRDHUP | EPOLLHUP)) != 0);
@@ -357,6 +651,12 @@ static void on_flow_event(uint64_t tag, uint32_t events) {
     /* Only what epoll reported (EPOLL_CTL_ADD reports the state at registration too): no
      * speculative reads. A side with a FIN queued is read to the end. */
     uint32_t ce = f->early;
+    if (f->fx) {
+      err = fx_io(f, 0, ce & (EPOLLIN | EPOLLRDHUP | EPOLLHUP));
+      if (!err) err = fx_io(f, 1, events & (EPOLLIN | EPOLLRDHUP));
+      if (f->fx) fx_finish(f, err); else settle(f, err);
+      return;
+    }
     if (ce & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) err = pump(f, 0, (ce & (EPOLLRDHUP | EPOLLHUP)) != 0);
     if (!err && (events & (EPOLLIN | EPOLLRDHUP))) err = pump(f, 1, (events & EPOLLRDHUP) != 0);
     settle(f, err);
@@ -444,6 +744,9 @@ static void on_accept(int lid) {
     f->state = F_ACCEPTED;
     f->fin_seen = 0;
     f->early = 0;
+    f->lid = (uint16_t)lid;
+    f->fx = NULL;
+    if (l->nfaults > 0) (void)fx_set(f, l->faults, l->nfaults);   /* ENOMEM: the flow goes unfaulted */
     for (int s = 0; s < 2; s++) { f->d[s].pr = f->d[s].pw = -1; f->d[s].pending = 0; f->d[s].eof = f->d[s].shut = f->d[s].bulk = 0; }
     R.counters[slot * 2] = 0;
     R.counters[slot * 2 + 1] = 0;
@@ -500,9 +803,11 @@ static void *relay_main(void *arg) {
     for (int i = 0; i < n; i++) {
       uint64_t tag = evs[i].data.u64;
       if (tag & TAG_WAKE) { uint64_t v; (void)!read(R.wakefd, &v, sizeof(v)); continue; }
+      if (tag & TAG_TIMER) { uint64_t v; (void)!read(R.timerfd, &v, sizeof(v)); continue; }
       if (tag & TAG_LISTEN) { int lid = (int)(tag & 0xffff); if (R.listeners[lid].active) on_accept(lid); continue; }
       on_flow_event(tag, evs[i].events);
     }
+    if (R.heap_n) { fx_timers(); timer_arm(); }
     signal_js();
     pthread_mutex_unlock(&R.mu);
   }
@@ -623,7 +928,10 @@ static void stop_all(int release) {
   for (int i = 0; i < R.pool_n; i++) { close(R.pool[i][0]); close(R.pool[i][1]); }
   R.pool_n = 0;
   close(R.epfd); close(R.wakefd);
-  R.epfd = R.wakefd = -1;
+  if (R.timerfd >= 0) close(R.timerfd);
+  R.epfd = R.wakefd = R.timerfd = -1;
+  R.timer_armed = T_NEVER;
+  R.heap_n = 0;
   R.running = 0;
   R.stop = 0;
   R.q.n = 0;
@@ -680,6 +988,11 @@ static napi_value relay_init(napi_env env, napi_callback_info info) {
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
     if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, R.wakefd, &ev) != 0) { err = errno; sys = "epoll_ctl"; }
   }
+  if (!err && (R.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0) { err = errno; sys = "timerfd_create"; }
+  if (!err) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_TIMER };
+    if (epoll_ctl(R.epfd, EPOLL_CTL_ADD, R.timerfd, &ev) != 0) { err = errno; sys = "epoll_ctl"; }
+  }
   if (!err && (napi_create_string_utf8(env, "sgemu-tcp-relay", NAPI_AUTO_LENGTH, &name) != napi_ok ||
                napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &R.tsfn) != napi_ok)) {
     err = EINVAL; sys = "napi_create_threadsafe_function";   /* onEvents is not a function */
@@ -701,7 +1014,8 @@ static napi_value relay_init(napi_env env, napi_callback_info info) {
   if (err) {
     if (R.epfd >= 0) close(R.epfd);
     if (R.wakefd >= 0) close(R.wakefd);
-    R.epfd = R.wakefd = -1;
+    if (R.timerfd >= 0) close(R.timerfd);
+    R.epfd = R.wakefd = R.timerfd = -1;
     if (R.tsfn) napi_release_threadsafe_function(R.tsfn, napi_tsfn_abort);
     R.tsfn = NULL;
     return make_failure(env, err, sys);
@@ -747,6 +1061,7 @@ static napi_value relay_listen(napi_env env, napi_callback_info info) {
       R.listeners[lid].fd = (int)fd;
       R.listeners[lid].active = 1;
       R.listeners[lid].autoconnect = 0;
+      R.listeners[lid].nfaults = 0;
       R.listeners_active++;
       update_ref(env);
       out = num(env, lid);
@@ -874,6 +1189,7 @@ static napi_value relay_op(napi_env env, napi_callback_info info) {
     if (op == OP_BLACKHOLE && f->state == F_RELAY) {
       f->state = F_BLACKHOLE;
       for (int i = 0; i < 2; i++) pipe_put(&f->d[i]);   /* bytes in flight are dropped with the pipe */
+      fx_free(f);                                        /* and with the fault queues */
     } else {
       r = op == OP_BLACKHOLE;   /* not relaying yet: nothing to keep open, reset instead (returns 1) */
       flow_free(f, op != OP_CLOSE);
@@ -930,6 +1246,77 @@ static napi_value relay_test_pause(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * relayFaults(lid, faults: Float64Array) → 0: the listener's faults from now on (FAULT_REC doubles
+ * each, src/native/fault-codes.ts; empty: none). New flows roll their toxicity at accept; live
+ * flows of the listener get the new set at once (rolled again, their queued data let go), as
+ * Toxiproxy applies a toxic change to existing connections.
+ */
+static napi_value relay_faults(napi_env env, napi_callback_info info) {
+  size_t argc = 2, len;
+  napi_value argv[2];
+  uint32_t lid;
+  napi_typedarray_type tt;
+  void *data;
+  struct fault faults[FAULT_MAX];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || get_u32(env, argv[0], &lid) != 0 || lid >= MAX_LISTENERS ||
+      napi_get_typedarray_info(env, argv[1], &tt, &len, &data, NULL, NULL) != napi_ok || tt != napi_float64_array)
+    return type_error(env, "sgemu_native: relayFaults(lid, Float64Array)");
+  int n = chain_parse(data, len, faults);
+  if (n < 0) return make_failure(env, EINVAL, "relayFaults");
+  pthread_mutex_lock(&R.mu);
+  napi_value out;
+  if (!R.listeners[lid].active) out = make_failure(env, ENOENT, "relayFaults");
+  else {
+    struct listener *l = &R.listeners[lid];
+    memcpy(l->faults, faults, (size_t)n * sizeof(*faults));
+    l->nfaults = n;
+    for (uint32_t i = 0; R.flows && i < MAX_FLOWS; i++) {
+      struct flow *f = &R.flows[i];
+      if (f->state == F_FREE || f->state == F_BLACKHOLE || f->lid != lid || (!f->fx && n == 0)) continue;
+      if (fx_set(f, faults, n) != 0 || !f->fx) continue;
+      if (f->state != F_RELAY) continue;
+      int err = 0;
+      for (int s = 0; s < 2 && !err; s++) err = fx_service(f, s);
+      fx_finish(f, err);
+    }
+    timer_arm();
+    signal_js_now();
+    out = num(env, 0);
+  }
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+/* relayFlowFaults(id) → the bit mask of the listener's faults this flow got (0: none; ENOENT: gone). */
+static napi_value relay_flow_faults(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t id;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || get_u32(env, argv[0], &id) != 0) return type_error(env, "sgemu_native: relayFlowFaults(id)");
+  pthread_mutex_lock(&R.mu);
+  struct flow *f = flow_by_id(id);
+  napi_value out = !f ? make_failure(env, ENOENT, "relayFlowFaults") : num(env, f->fx ? f->fx->mask : 0);
+  pthread_mutex_unlock(&R.mu);
+  return out;
+}
+
+/* relayFaultStats() → [flows with a fault state now, then per fault code 1..10: flows given it] */
+static napi_value relay_fault_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value arr;
+  double v[FT_REORDER + 1];
+  pthread_mutex_lock(&R.mu);
+  v[0] = R.faulted_live;
+  for (int i = 1; i <= FT_REORDER; i++) v[i] = R.fault_flows[i];
+  pthread_mutex_unlock(&R.mu);
+  CHECK(napi_create_array_with_length(env, FT_REORDER + 1, &arr));
+  for (uint32_t i = 0; i <= FT_REORDER; i++) CHECK(napi_set_element(env, arr, i, num(env, v[i])));
+  return arr;
+}
+
 static napi_value relay_stop(napi_env env, napi_callback_info info) {
   (void)info;
   stop_all(1);
@@ -948,6 +1335,9 @@ napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports) {
     { "relayDrain", NULL, relay_drain, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayStop", NULL, relay_stop, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayTestPause", NULL, relay_test_pause, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayFaults", NULL, relay_faults, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayFlowFaults", NULL, relay_flow_faults, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayFaultStats", NULL, relay_fault_stats, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }
