@@ -79,10 +79,10 @@ export const DEFAULT_API = '127.0.0.1:4510';
  * SGEMU_API_CREDENTIALS (KEY:SECRET) is set the request is SigV4-signed with them, as a daemon
  * whose API listens beyond loopback requires on every route.
  */
-export async function apiFetch(api: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+export async function apiFetch(api: string, path: string, body?: unknown, signal?: AbortSignal, methodOverride?: 'DELETE'): Promise<Response> {
   const { host, port } = parseHostPort('api', api);
   const hostPort = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  const method = body === undefined ? 'GET' : 'POST';
+  const method = methodOverride ?? (body === undefined ? 'GET' : 'POST');
   const text = body === undefined ? undefined : JSON.stringify(body);
   const headers: Record<string, string> = text === undefined ? {} : { 'content-type': 'application/json' };
   const credText = process.env.SGEMU_API_CREDENTIALS;

@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   doctor: () => import('./doctor.js'),
   setup: () => import('./setup.js'),
   exec: () => import('./exec.js'),
+  fault: () => import('./fault.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -32,6 +33,7 @@ const SUMMARIES: Record<string, string> = {
   doctor: 'the privilege mode and what each behaviour looks like here, with the fix',
   setup: 'once, with sudo: give the capability helper sgemu-netd its capabilities',
   exec: 'run a command in a private network where the rules apply (no privilege needed)',
+  fault: 'add, list or remove faults (latency, bandwidth, resets, loss...) on allowed flows',
 };
 
 function mainHelp(): string {

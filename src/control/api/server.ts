@@ -21,6 +21,7 @@ import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
 import { isLoopbackHost, verifySigV4, type Credentials } from './sigv4.js';
 import { SORT_FIELDS, type PageQuery, type SortField } from '../../dataplane/conntrack/view.js';
 import { UI_ROUTES, serveUi } from './ui.js';
+import { FAULT_ROUTES, faultsRoute } from './faults.js';
 import { DaemonMetrics, type MetricsSource } from '../../observe/metrics.js';
 import { DIRECTION_NAMES, protocolName, type Model, type Rule } from '../../model/types.js';
 import type { Daemon } from '../daemon.js';
@@ -29,7 +30,7 @@ const MAX_BODY = 1 << 20;
 
 /** JSON routes by "METHOD /path": also the `action` label of sgemu_api_requests_total. */
 const ROUTES = new Set(['GET /v1/conntrack', 'GET /v1/status', 'GET /v1/events', 'GET /v1/instances', 'GET /v1/security-groups',
-  'GET /metrics', 'POST /v1/explain', ...UI_ROUTES]);
+  'GET /metrics', 'POST /v1/explain', ...UI_ROUTES, ...FAULT_ROUTES]);
 
 /** Bytes an event stream may have queued for a slow reader before events are dropped (and
  * counted, then announced as `event: lost`): a stalled browser tab must not grow the daemon. */
@@ -213,11 +214,15 @@ export class ApiServer {
         res.end(r.body);
         return;
       }
+      case 'GET /v1/faults': case 'POST /v1/faults': case 'DELETE /v1/faults': {
+        const [status, body] = faultsRoute(d, route, queryParams(req.url ?? ''), raw);
+        return sendJson(res, status, body);
+      }
       case 'GET /ui': case 'GET /ui/app.js': case 'GET /ui/app.css':
         if (!this.ui) return sendJson(res, 404, { error: 'NotFound', message: 'the web dashboard is off: start the daemon with sgemu run --ui (sgemu demo always serves it)' });
         return serveUi(route.slice('GET /ui'.length), req, res);
       default:
-        return sendJson(res, 404, { error: 'NotFound', message: `no route ${route.slice(0, 200)}; see GET /v1/status, /v1/conntrack, /v1/instances, /v1/security-groups, /v1/events, /metrics, POST /v1/explain, POST / (EC2 Query API)` });
+        return sendJson(res, 404, { error: 'NotFound', message: `no route ${route.slice(0, 200)}; see GET /v1/status, /v1/conntrack, /v1/instances, /v1/security-groups, /v1/events, /metrics, /v1/faults, POST /v1/explain, POST / (EC2 Query API)` });
     }
   }
 }
