@@ -16,6 +16,6 @@ export async function startToxiproxy(d: Daemon, addr: { host: string; port: numb
   await server.listen(addr.host, addr.port);
   d.overlay = (base) => server.table.overlay(base);
   const h = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
-  d.opts.log(`toxiproxy: http://${h}:${server.port}/ (Toxiproxy ${'2.x'} HTTP API: /version, /proxies, /populate, /reset; proxies and toxics are kept in memory only)`);
+  d.opts.log(`toxiproxy: http://${h}:${server.port}/ (Toxiproxy 2.x HTTP API: /version, /proxies, /populate, /reset; proxies and toxics are kept in memory only)`);
   return server;
 }

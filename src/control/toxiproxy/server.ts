@@ -81,9 +81,12 @@ export class ToxiproxyServer {
     const [a, b] = route.args;
     switch (route.kind) {
       case 'version':
-        res.writeHead(200, { 'content-type': 'application/json;charset=utf-8' });
-        res.end(`{"version": "${TOXIPROXY_VERSION}"}\n`);
+      {
+        const body = `{"version": "${TOXIPROXY_VERSION}"}\n`;
+        res.writeHead(200, { 'content-type': 'application/json;charset=utf-8', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
         return;
+      }
       case 'reset':
         await t.reset();
         return sendEmpty(res);
