@@ -77,7 +77,8 @@ export interface OverlayResult {
 }
 
 /** The base model with `proxies` laid over it. Total: never throws. */
-export function overlayModel(base: Model, proxies: readonly OverlayProxy[], opts: { namespace?: boolean } = {}): OverlayResult {
+export function overlayModel(given: Model, proxies: readonly OverlayProxy[], opts: { namespace?: boolean } = {}): OverlayResult {
+  const base = stripOverlay(given);
   const skipped: OverlayResult['skipped'] = [];
   const live = proxies.filter((p) => p.state !== 'off');
   if (live.length === 0) return { model: base, skipped };
@@ -99,10 +100,10 @@ export function overlayModel(base: Model, proxies: readonly OverlayProxy[], opts
     const key = `${PROTO_TCP}|${address}|${p.port}`;
     const holder = taken.get(key);
     if (holder !== undefined) { skipped.push({ name: p.name, why: `${address}:${p.port} is taken by ${holder}` }); continue; }
-    taken.set(key, `proxy ${p.name}`);
     if (!inst) {
       const closed = p.state === 'closed';
       const name = syntheticInstanceName(address, closed);
+      if (base.instances.some((i) => i.name === name)) { skipped.push({ name: p.name, why: `the config has an instance named ${name}, a name the overlay reserves` }); continue; }
       inst = synthetic.get(name);
       if (!inst) {
         inst = {
@@ -113,6 +114,7 @@ export function overlayModel(base: Model, proxies: readonly OverlayProxy[], opts
         synthetic.set(name, inst);
       }
     }
+    taken.set(key, `proxy ${p.name}`);
     const svc: Service = { protocol: PROTO_TCP, port: p.port, listenPort: p.port, backend: { ...p.backend }, faults: p.faults.map((f) => ({ ...f, attributes: { ...f.attributes } })) };
     inst.services.push(svc);
   }
@@ -126,4 +128,19 @@ export function overlayModel(base: Model, proxies: readonly OverlayProxy[], opts
     model.groups = [...base.groups, ...syntheticGroups()];
   }
   return { model, skipped };
+}
+
+/**
+ * `model` without anything of TOXI_VPC: a model that already carries the overlay (a caller that
+ * edited the live model rather than the base one) gets it once, not twice. Services the overlay
+ * put on config instances cannot be told apart: edit Daemon.baseModel, never Daemon.model.
+ */
+export function stripOverlay(model: Model): Model {
+  if (!model.vpcs.some((v) => v.id === TOXI_VPC)) return model;
+  return {
+    ...model,
+    vpcs: model.vpcs.filter((v) => v.id !== TOXI_VPC),
+    groups: model.groups.filter((g) => g.vpcId !== TOXI_VPC),
+    instances: model.instances.filter((i) => i.vpcId !== TOXI_VPC),
+  };
 }

@@ -11,7 +11,7 @@
 // taken) keeps the previous table, and the daemon's listeners stay as they were.
 // Must not: touch listeners or the model itself (the host re-lays overlay.ts over the base model).
 // Invariants: changes run one at a time (a promise chain); the table is replaced, never edited in
-// place, so a reader (GET) always sees a consistent table.
+// place; a reader (GET) sees the committed table, the overlay the one being installed.
 
 import net from 'node:net';
 import { lookup } from 'node:dns/promises';
@@ -82,7 +82,10 @@ export interface ProxyInput {
 }
 
 export class ProxyTable {
+  /** The committed table: what GET answers. */
   private proxies = new Map<string, ProxyRecord>();
+  /** The table being installed (the overlay lays it while its swap runs); null between changes. */
+  private pending: Map<string, ProxyRecord> | null = null;
   private chain: Promise<unknown> = Promise.resolve();
   private lastSkipped = '';
   /** Set while a disable-to-timeout passes through "no listener" (closes the open flows). */
@@ -92,7 +95,7 @@ export class ProxyTable {
 
   /** The live model: `base` with the proxies laid over it (the daemon's overlay hook). */
   overlay(base: Model): Model {
-    const r = this.overlayOf(base, this.proxies);
+    const r = this.overlayOf(base, this.pending ?? this.proxies);
     const text = r.skipped.map((s) => `${s.name} (${s.why})`).join(', ');
     if (text !== this.lastSkipped) {
       this.lastSkipped = text;
@@ -284,13 +287,15 @@ export class ProxyTable {
       const p = next.get(clash.name)!;
       throw new ToxiproxyError(500, `listen tcp ${p.bound?.address}:${p.bound?.port}: bind: address already in use (${clash.why})`, 'ListenFailed');
     }
-    this.proxies = next;
+    this.pending = next;
     try {
       await this.host.reapply();
+      this.proxies = next;
     } catch (e) {
-      this.proxies = prev;
       // Toxiproxy answers a failed listen with 500 and Go's error text.
       throw new ToxiproxyError(500, e instanceof Error ? e.message.split('\n').filter((l) => l.trim() && !l.startsWith('fix:')).map((l) => l.trim()).join('; ') : String(e), 'ListenFailed');
+    } finally {
+      this.pending = null;
     }
   }
 
