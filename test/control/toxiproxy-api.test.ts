@@ -142,6 +142,18 @@ t.test('a proxy is an sgemu service: bytes pass; enabled false refuses and close
   t.equal(on.json.enabled, true);
   t.equal(on.json.listen, p.listen, 'the same address and port again');
   t.equal(await probe(src, host, port), 'allowed', 'enabled again: passes');
+
+  // A new upstream restarts the proxy (proxy.go Update): open connections closed, new ones go there.
+  const echo2 = await echoServer(t);
+  const held = net.connect({ host, port, localAddress: src });
+  await new Promise<void>((r) => held.once('connect', () => r()));
+  const heldClosed = new Promise<string>((r) => { held.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error')); held.on('close', () => r('closed')); });
+  const moved = await call('PATCH', '/proxies/web', { upstream: `127.0.0.1:${echo2.port}` });
+  t.equal(moved.json.upstream, `127.0.0.1:${echo2.port}`);
+  t.equal(moved.json.listen, p.listen, 'the same listen address');
+  t.match(await heldClosed, /closed|ECONNRESET/, 'a new upstream closes the open connections');
+  t.equal(await probe(src, host, port), 'allowed');
+  t.equal(echo2.accepted.length, 1, 'new connections reach the new upstream');
 });
 
 t.test('extension "disabled": "timeout": a disabled proxy drops SYNs (connect times out, upstream sees nothing); twin: enabled passes', async (t) => {

@@ -88,7 +88,7 @@ export class ProxyTable {
   private pending: Map<string, ProxyRecord> | null = null;
   private chain: Promise<unknown> = Promise.resolve();
   private lastSkipped = '';
-  /** Set while a disable-to-timeout passes through "no listener" (closes the open flows). */
+  /** Proxies passing through "no listener" (commitClosingFirst), whatever their record says. */
   private transientOff = new Set<string>();
 
   constructor(private readonly host: ToxiproxyHost) {}
@@ -108,7 +108,7 @@ export class ProxyTable {
     const list: OverlayProxy[] = [];
     for (const p of proxies.values()) {
       if (!p.bound) continue;
-      const state = p.enabled ? 'open' : p.ext.disabled === 'timeout' && !this.transientOff.has(p.name) ? 'closed' : 'off';
+      const state = this.transientOff.has(p.name) ? 'off' : p.enabled ? 'open' : p.ext.disabled === 'timeout' ? 'closed' : 'off';
       list.push({ name: p.name, state, address: p.bound.address, port: p.bound.port, instance: p.ext.instance, backend: p.backend, faults: p.toxics });
     }
     return overlayModel(base, list, { namespace: this.host.anyAddress });
@@ -144,15 +144,16 @@ export class ProxyTable {
       }
       const next = new Map(this.proxies);
       const out: ProxyRecord[] = [];
+      const replaced: string[] = [];
       for (const i of inputs) {
         const old = next.get(i.name);
         if (old && old.listen === i.listen && old.upstream === i.upstream) { out.push(old); continue; }
-        if (old) next.delete(i.name);      // stopped first, so that its port is free for the new one
+        if (old) { next.delete(i.name); replaced.push(i.name); }   // stopped first: its port is free for the new one
         const p = await this.prepare(i, null, next);
         next.set(p.name, p);
         out.push(p);
       }
-      await this.commit(next);
+      await this.commitClosingFirst(replaced, next);
       return out;
     });
   }
@@ -175,14 +176,11 @@ export class ProxyTable {
         if (enabled && !p.bound) p = await this.prepare({ name, listen, upstream, enabled, ext }, cur);
         if (!enabled && ext.disabled === 'timeout' && !p.bound) p = await this.prepare({ name, listen, upstream, enabled, ext }, cur);
       }
-      // Toxiproxy closes the open connections of a proxy it disables. "refuse" does that by
-      // closing the listener; "timeout" keeps a listener (that drops SYNs), so pass through
-      // "no listener" first.
-      if (cur.enabled && !p.enabled && p.ext.disabled === 'timeout' && !moved) {
-        this.transientOff.add(name);
-        try { await this.commit(new Map(this.proxies).set(name, p)); } finally { this.transientOff.delete(name); }
-      }
-      await this.commit(new Map(this.proxies).set(name, p));
+      // Toxiproxy stops a proxy (closing its connections) when it disables it or changes its
+      // listen or upstream. "refuse" closes the listener anyway; a kept listener (the same
+      // address:port, or "timeout" which drops SYNs) must pass through "no listener" first.
+      const closeFirst = moved || (cur.enabled && !p.enabled);
+      await this.commitClosingFirst(closeFirst ? [name] : [], new Map(this.proxies).set(name, p));
       return p;
     });
   }
@@ -275,6 +273,25 @@ export class ProxyTable {
     const run = this.chain.then(fn, fn);
     this.chain = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Installs `next` after a swap in which the listening proxies among `names` have no listener,
+   * which closes their open connections (as Toxiproxy's stop()). On failure the previous table
+   * is installed again.
+   */
+  private async commitClosingFirst(names: string[], next: Map<string, ProxyRecord>): Promise<void> {
+    const before = this.proxies;
+    const closing = names.filter((n) => { const p = before.get(n); return p?.bound && (p.enabled || p.ext.disabled === 'timeout'); });
+    if (closing.length === 0) return this.commit(next);
+    for (const n of closing) this.transientOff.add(n);
+    try { await this.commit(before); } finally { for (const n of closing) this.transientOff.delete(n); }
+    try {
+      await this.commit(next);
+    } catch (e) {
+      await this.commit(before).catch(() => {});
+      throw e;
+    }
   }
 
   /** Installs `next`: the daemon swaps to the overlay of it; on failure the previous table stays. */
