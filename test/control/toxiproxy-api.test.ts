@@ -10,6 +10,8 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { echoServer, freePort, freshAddr, probe, startDaemon, until } from '../e2e/helpers.js';
+import { DEFAULT_TOXIPROXY, RUN_OPTIONS, daemonOptions, optionalValue } from '../../src/cli/run.js';
+import { parseCommandArgs } from '../../src/cli/command.js';
 
 const BASE_YAML = (addr: string) => `instances:\n  - { name: base, address: ${addr} }\n`;
 
@@ -309,4 +311,14 @@ t.test('proxies live in memory: never in the state file or EC2 describe output; 
   t.ok(await daemon.reload(), 'reload accepted');
   t.equal(await probe(freshAddr(), host, port), 'allowed', 'and after a config reload');
   t.ok(await until(() => daemon.model.instances.some((i) => i.name.startsWith('toxiproxy-')), 100), 'the live model carries the overlay');
+});
+
+t.test('sgemu run --toxiproxy [ADDR]: default 127.0.0.1:8474, an address, loopback only, off without it', async (t) => {
+  const opts = (...argv: string[]) => daemonOptions(parseCommandArgs(optionalValue(argv, '--toxiproxy', DEFAULT_TOXIPROXY), RUN_OPTIONS).values, () => {});
+  t.same(opts('--toxiproxy').toxiproxy, { host: '127.0.0.1', port: 8474 }, 'alone: Toxiproxy\'s default address');
+  t.same(opts('--toxiproxy', '--ui').toxiproxy, { host: '127.0.0.1', port: 8474 }, 'followed by another option: the default');
+  t.same(opts('--toxiproxy', '127.0.0.2:18474').toxiproxy, { host: '127.0.0.2', port: 18474 });
+  t.same(opts('--toxiproxy=9000').toxiproxy, { host: '127.0.0.1', port: 9000 });
+  t.equal(opts().toxiproxy, null, 'off unless asked');
+  t.throws(() => opts('--toxiproxy', '0.0.0.0:8474'), { code: 'Usage', message: /no authentication/ }, 'beyond loopback: a usage error (exit 2)');
 });
