@@ -153,6 +153,7 @@ t.test('a proxy is an sgemu service: bytes pass; enabled false refuses and close
   const moved = await call('PATCH', '/proxies/web', { upstream: `127.0.0.1:${echo2.port}` });
   t.equal(moved.json.upstream, `127.0.0.1:${echo2.port}`);
   t.equal(moved.json.listen, p.listen, 'the same listen address');
+  t.notOk('sgemu' in moved.json, 'no extension fields in the answer unless a request gave them');
   t.match(await heldClosed, /closed|ECONNRESET/, 'a new upstream closes the open connections');
   t.equal(await probe(src, host, port), 'allowed');
   t.equal(echo2.accepted.length, 1, 'new connections reach the new upstream');

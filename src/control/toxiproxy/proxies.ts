@@ -170,11 +170,10 @@ export class ProxyTable {
       if (moved) {
         const others = new Map(this.proxies);
         others.delete(name);
-        p = { ...(await this.prepare({ name, listen, upstream, enabled, ext }, cur, others)), toxics: cur.toxics };
+        p = { ...(await this.prepare({ name, listen, upstream, enabled, ext }, cur, others)), toxics: cur.toxics, extGiven: cur.extGiven || patch.ext !== undefined };
       } else {
         p = { ...cur, enabled, ext, extGiven: cur.extGiven || patch.ext !== undefined };
-        if (enabled && !p.bound) p = await this.prepare({ name, listen, upstream, enabled, ext }, cur);
-        if (!enabled && ext.disabled === 'timeout' && !p.bound) p = await this.prepare({ name, listen, upstream, enabled, ext }, cur);
+        if (!p.bound && (enabled || ext.disabled === 'timeout')) p = { ...(await this.prepare({ name, listen, upstream, enabled, ext }, cur)), extGiven: p.extGiven };
       }
       // Toxiproxy stops a proxy (closing its connections) when it disables it or changes its
       // listen or upstream. "refuse" closes the listener anyway; a kept listener (the same
