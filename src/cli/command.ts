@@ -63,7 +63,9 @@ export function printJson(value: unknown): void {
 
 /** `127.0.0.1:4510`, `[::1]:4510`, `:4510` or `4510` → host and port; UsageError otherwise. */
 export function parseHostPort(flag: string, text: string, defaultHost = '127.0.0.1'): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*))?:?(\d{1,5})$/.exec(text.trim());
+  // The host part only before a colon: `4510` alone is a port (the optional host used to take
+  // `451` of it, leaving port 0).
+  const m = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):)?(\d{1,5})$/.exec(text.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
     throw new UsageError(`--${flag} "${text}" is not an address: use host:port, [v6]:port or a port (e.g. 127.0.0.1:4510)`);

@@ -22,7 +22,11 @@ export const RUN_OPTIONS = {
   drain: { type: 'string' },
   fallback: { type: 'boolean', default: false },
   ui: { type: 'boolean', default: false },
+  toxiproxy: { type: 'string' },
 } as const;
+
+/** `--toxiproxy` without a value: the Toxiproxy API at Toxiproxy's own default address. */
+export const DEFAULT_TOXIPROXY = '127.0.0.1:8474';
 
 export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof RUN_OPTIONS>>['values'], log: (l: string) => void): DaemonOptions {
   const api = values.api === 'off' || values.api === 'none' ? null : parseHostPort('api', values.api ?? DEFAULT_API);
@@ -33,7 +37,12 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     throw new UsageError(`--api ${api.host}:${api.port} is reachable beyond this machine: give --api-credentials KEY:SECRET ` +
       '(or SGEMU_API_CREDENTIALS) so that EC2 API calls must be SigV4-signed with them, or keep the API on loopback');
   }
+  const toxiproxy = values.toxiproxy === undefined ? null : parseHostPort('toxiproxy', values.toxiproxy);
+  if (toxiproxy && !isLoopbackHost(toxiproxy.host)) {
+    throw new UsageError(`--toxiproxy ${values.toxiproxy}: the Toxiproxy API has no authentication (as Toxiproxy's); keep it on loopback, e.g. ${DEFAULT_TOXIPROXY}`);
+  }
   return {
+    toxiproxy,
     apiCredentials,
     configPath: values.config ?? './sgemu.yaml',
     api,
@@ -78,6 +87,11 @@ export async function runUntilSignal(d: Daemon, drainS: number, log: (l: string)
   });
 }
 
+/** `--flag` given without a value (last, or followed by another option): `--flag=dflt`. */
+export function optionalValue(argv: string[], flag: string, dflt: string): string[] {
+  return argv.map((a, i) => (a === flag && (i === argv.length - 1 || argv[i + 1]!.startsWith('-')) ? `${flag}=${dflt}` : a));
+}
+
 const run: Command = {
   name: 'run',
   summary: 'run the daemon in the foreground',
@@ -107,6 +121,10 @@ Options:
                             denied TCP is accepted then reset instead of timing out, refusals
                             are resets, UDP refusals are silent (without it: exit 2 and the
                             one command that fixes it; see 'sgemu doctor' and 'sgemu setup')
+  --toxiproxy [ADDR]        serve Toxiproxy 2.x's HTTP API (default ${DEFAULT_TOXIPROXY}) so its
+                            clients work unchanged: each proxy becomes a service that lets any
+                            TCP in, toxics become its faults; proxies live in memory only
+                            (README "Toxiproxy-compatible API" for the sgemu extension fields)
   --ui                      serve the web dashboard at http://API/ui: instances, listeners, live
                             flow decisions with their explanation, conntrack, rule editing
                             (same access rules as the API; needs --api)
@@ -114,7 +132,7 @@ Options:
 Signals: SIGHUP reloads the config (an invalid config is rejected, the running rules stay);
 SIGTERM and SIGINT drain and exit.`,
   async run(argv) {
-    const { values } = parseCommandArgs(argv, RUN_OPTIONS);
+    const { values } = parseCommandArgs(optionalValue(argv, '--toxiproxy', DEFAULT_TOXIPROXY), RUN_OPTIONS);
     const drainS = numberOption('drain', values.drain, 0, 3600, 5);
     if (values.ui && (values.api === 'off' || values.api === 'none')) throw new UsageError('--ui is served on the API listener: drop --api off, or drop --ui');
     const d = new Daemon(daemonOptions(values, stderrLog));

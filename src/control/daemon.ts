@@ -63,6 +63,8 @@ export interface DaemonOptions {
   /** Run degraded when exact behaviour needs privilege this process cannot get (SPEC.md §1, §8);
    * without it start() throws PrivilegeError (exit 2). */
   fallback?: boolean;
+  /** Serve the Toxiproxy-compatible API here (`sgemu run --toxiproxy`; toxiproxy/server.ts). */
+  toxiproxy?: { host: string; port: number } | null;
   /** `sgemu exec`: everything inside a private user + network namespace (SPEC.md §8): instances
    * may have any address, the API also answers inside at 127.0.0.1:4510. */
   namespace?: boolean;
@@ -91,6 +93,7 @@ export class Daemon {
   readonly listeners = new Map<string, Listener>();
   readonly clock: Clock & { start?: () => unknown; stop?: () => void };
   api: ApiServer | null = null;
+  toxiproxy: import('./toxiproxy/server.js').ToxiproxyServer | null = null;
   ec2: Ec2Service | null = null;
   flowLog: FlowLog | null = null;
   reloads = 0;
@@ -141,6 +144,11 @@ export class Daemon {
   }
 
   get model(): Model { return this.policy.model; }
+  /** The model without the overlay: config (+ state) and the EC2 API's changes; what the EC2 API
+   * reads and the state file keeps. The live model (`model`) is `overlay(baseModel)`. */
+  baseModel!: Model;
+  /** Laid over the base model at every swap: the Toxiproxy API's proxies (toxiproxy/overlay.ts). Total. */
+  overlay: ((base: Model) => Model) | null = null;
 
   /** The config, with the API's changes from the state file on top (unless --reset-state). */
   private loadModel(): Model {
@@ -210,7 +218,8 @@ export class Daemon {
     }
 
     await this.swap(compilePolicy(model, 1));
-    this.ec2 = new Ec2Service({ getModel: () => this.policy.model, applyModel: (m) => this.applyModel(m) }, { statePath: this.opts.statePath });
+    this.baseModel = model;
+    this.ec2 = new Ec2Service({ getModel: () => this.baseModel, applyModel: (m) => this.applyModel(m) }, { statePath: this.opts.statePath });
     const sweepMs = this.opts.sweepMs ?? 100;
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
@@ -227,6 +236,7 @@ export class Daemon {
       await this.api.listenFd(fd);
       log(`api inside the namespace: http://${NAMESPACE_API.host}:${NAMESPACE_API.port}/`);
     }
+    if (this.opts.toxiproxy) this.toxiproxy = await (await import('./toxiproxy/attach.js')).startToxiproxy(this, this.opts.toxiproxy);
     if (this.opts.watch && this.opts.configText === undefined) this.startWatch();
     log(`ready: ${this.listeners.size} listeners, policy v${this.policy.version}, conntrack max ${this.table.max}`);
     const nofile = openFilesLimit();
@@ -504,11 +514,19 @@ export class Daemon {
    * under the older policy. Each waits for the previous one, compiles against the version then
    * in force, and installs whole.
    */
-  applyModel(model: Model): Promise<void> {
+  applyModel(model: Model): Promise<void> { return this.queueSwap(() => model); }
+
+  /** Lays `overlay` again over the base model of that moment (queued like applyModel): the
+   * Toxiproxy API after it changed its proxies. */
+  reapplyOverlay(): Promise<void> { return this.queueSwap(() => this.baseModel); }
+
+  private queueSwap(next: () => Model): Promise<void> {
     const run = this.swapQueue.then(async () => {
       const t0 = performance.now();
-      const policy = compilePolicy(model, this.policy.version + 1);
+      const base = next();
+      const policy = compilePolicy(this.overlay ? this.overlay(base) : base, this.policy.version + 1);
       await this.swap(policy);
+      this.baseModel = base;
       this.reloads++;
       this.onPolicySwap?.((performance.now() - t0) / 1000);
     });
@@ -596,6 +614,7 @@ export class Daemon {
     if (this.watchTimer) clearTimeout(this.watchTimer);
     if (this.sweeper) clearInterval(this.sweeper);
     await this.api?.close();
+    await this.toxiproxy?.close();
     await Promise.all([...this.listeners.values()].map((l) => l.close(drainMs)));
     this.listeners.clear();
     for (const e of [...this.table.live()]) this.table.drop(e, EXPIRE_SHUTDOWN);
