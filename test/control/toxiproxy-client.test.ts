@@ -3,18 +3,15 @@
 // wire, update it, remove it, disable the proxy, reset, list, populate, delete; real sockets on
 // loopback, a real in-process daemon.
 //
-// The latency is applied by the native relay's faults (issue 18, the lead's part). Until they are
-// on this branch the toxic reaches the model (Service.faults) but not the wire: the one assertion
-// that measures it is `todo` (FAULTS_ON_WIRE), never faked. TODO(issue 18): set it to true when
-// the relay applies Service.faults.
+// The latency is applied by the native relay's faults (tcp_relay.c + fault_chain.c): the toxic
+// becomes the proxy's service's `faults` and is measured on the wire against the base round trip.
 
 import t from 'tap';
 import net from 'node:net';
 import { Toxiproxy, type ICreateToxicBody, type Latency } from 'toxiproxy-node-client';
 import { echoServer, freshAddr, probe, startDaemon } from '../e2e/helpers.js';
 
-const FAULTS_ON_WIRE = false;
-const LATENCY_TODO = FAULTS_ON_WIRE ? false : 'faults are not applied by the relay on this branch yet (issue 18: the native faults land separately)';
+const LATENCY_TODO = false;
 
 /** Median round trip (ms) of `n` one-line exchanges on one fresh connection from `src`. */
 async function medianRttMs(src: string, host: string, port: number, n = 5): Promise<number> {
