@@ -26,7 +26,7 @@ import { Counters } from '../dataplane/counters.js';
 import { BackendMonitor } from '../dataplane/liveness.js';
 import { Refuser } from '../dataplane/refuse.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
-import { TcpListener } from '../dataplane/tcp.js';
+import { TcpListener, tcpFaultFlows } from '../dataplane/tcp.js';
 import { UdpListener } from '../dataplane/udp.js';
 import { MODE_NAMES, faultTarget, listenerKey, type Listener, type ListenerSpec } from '../dataplane/listener.js';
 import { FaultStore, parseFaultTarget, sameFaults, type FaultRow } from './faults.js';
@@ -349,6 +349,9 @@ export class Daemon {
     }
     return ls;
   }
+
+  /** Per fault type, the flows that got it since start (metrics). */
+  faultFlows(): Record<string, number> { return tcpFaultFlows(); }
 
   /** Every fault in force, per target, with its origin (config or api). */
   listFaults(): FaultRow[] {

@@ -21,12 +21,12 @@
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { INGRESS, EGRESS, PROTO_TCP, type Fault } from '../model/types.js';
-import { encodeFaults } from '../native/fault-codes.js';
+import { encodeFaults, FAULT_CODES } from '../native/fault-codes.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { createTcpListener, nativeStatus } from '../native/sock-filter.js';
 import {
-  relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayFaults, relayListen, relayReset, relayUnlisten,
+  relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayFaults, relayFaultStats, relayFlowFaults, relayListen, relayReset, relayUnlisten,
   tcpRelayStatus, type RelayFlow, type RelayListener,
 } from '../native/tcp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
@@ -42,6 +42,15 @@ export interface DataplaneEnv extends ListenerEnv {
   /** Called once per flow when it ends (flow log). */
   onFlowEnd?: (e: FlowEntry) => void;
   ctTimeoutMs: (instName: string) => number;
+}
+
+/** Per TCP fault type, the flows the native relay gave it since start (metrics). */
+export function tcpFaultFlows(): Record<string, number> {
+  const st = relayFaultStats();
+  const out: Record<string, number> = {};
+  if (!st) return out;
+  for (const [type, code] of Object.entries(FAULT_CODES)) if (code <= 7) out[type] = st.flowsByCode[code - 1] ?? 0;
+  return out;
 }
 
 export class TcpListener extends ListenerBase implements RelayListener {
@@ -378,6 +387,14 @@ abstract class FlowBase implements FlowOwner {
  */
 export class NativeRelay extends FlowBase implements RelayFlow {
   private done = false;
+
+  /** Which of the listener's faults the relay gave this flow (their toxicity is rolled there). */
+  faultNames(): string[] {
+    const faults = this.listener.faults;
+    if (faults.length === 0) return [];
+    const mask = relayFlowFaults(this.id);
+    return faults.filter((_, i) => (mask >>> i) & 1).map((f) => f.name);
+  }
   private bytesIn = 0;
   private bytesOut = 0;
 

@@ -28,6 +28,8 @@ export interface Gauges {
 export interface ListenerMetrics {
   instance: string; protocol: 'tcp' | 'udp'; port: number; direction: 'ingress' | 'egress';
   accepted: number; rejected: number; refused: number; flows: number;
+  /** Faults in force on the listener's flows (SPEC.md §9). */
+  faults: number;
 }
 
 /** What a scrape reads from the daemon; each call is O(listeners) and allocates only here. */
@@ -35,6 +37,8 @@ export interface MetricsSource {
   readonly counters: Counters;
   gauges(): Gauges;
   listeners(): ListenerMetrics[];
+  /** Per fault type: flows that got it since start (toxicity rolled per flow). */
+  faultFlows?(): Record<string, number>;
 }
 
 /** Reload durations (compile + swap, plus load for file reloads): 0.5 ms .. 5 s. */
@@ -123,6 +127,16 @@ export class DaemonMetrics {
       name: 'sgemu_listener_open_flows', help: 'Flows open now per listener.',
       labelNames: ['instance', 'protocol', 'port', 'direction'] as const, registers: [r],
       collect() { this.reset(); perListener(src.listeners(), (k, l) => this.inc(k, l.flows)); },
+    });
+    new Gauge({
+      name: 'sgemu_listener_faults', help: 'Faults in force on the allowed flows of a listener (config and sgemu fault / API).',
+      labelNames: ['instance', 'protocol', 'port', 'direction'] as const, registers: [r],
+      collect() { this.reset(); perListener(src.listeners(), (k, l) => this.set(k, l.faults)); },
+    });
+    new Counter({
+      name: 'sgemu_fault_flows_total', help: 'Flows that got a fault, by fault type (each flow rolls each fault\'s toxicity once).',
+      labelNames: ['type'] as const, registers: [r],
+      collect() { this.reset(); for (const [type, n] of Object.entries(src.faultFlows?.() ?? {})) this.inc({ type }, n); },
     });
   }
 

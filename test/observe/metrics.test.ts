@@ -40,7 +40,7 @@ const gauges = (over: Partial<Gauges> = {}): Gauges => ({
   lastReloadSeconds: 0, apiRequests: 0, refusalRaw: false, ...over,
 });
 const listener = (over: Partial<ListenerMetrics>): ListenerMetrics => ({
-  instance: 'web', protocol: 'tcp', port: 80, direction: 'ingress', accepted: 0, rejected: 0, refused: 0, flows: 0, ...over,
+  instance: 'web', protocol: 'tcp', port: 80, direction: 'ingress', accepted: 0, rejected: 0, refused: 0, flows: 0, faults: 0, ...over,
 });
 
 t.test('collected at scrape time from plain counters; listeners sharing labels add up; gone ones disappear', async (t) => {

@@ -287,7 +287,9 @@ function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
       instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' as const : 'udp' as const, port: l.spec.rulePort,
       direction: l.spec.kind === 'service' ? 'ingress' as const : 'egress' as const,
       accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
+      faults: l.faults.length,
     })),
+    faultFlows: () => d.faultFlows(),
   };
 }
 

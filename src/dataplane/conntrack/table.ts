@@ -78,6 +78,8 @@ export interface FlowOwner {
   sample(e: FlowEntry): void;
   /** The table is dropping this flow (idle expiry, untracked cut, shutdown). */
   expire(e: FlowEntry, reason: number): void;
+  /** The names of the faults this flow got (SPEC.md §9); views only, never the hot path. */
+  faultNames?(e: FlowEntry): string[];
 }
 
 export interface OpenFlow {

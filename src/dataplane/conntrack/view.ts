@@ -8,6 +8,8 @@ export interface ConntrackJson {
   protocol: string; instance: string; direction: string; state: string; tracked: boolean;
   src: string; srcPort: number; dst: string; dstPort: number;
   bytesIn: number; bytesOut: number; ageSeconds: number; idleSeconds: number; expiresInSeconds: number;
+  /** The faults this flow got (SPEC.md §9), present only when it got some. */
+  faults?: string[];
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
@@ -25,7 +27,13 @@ export function entryToJson(e: FlowEntry, instance: string, nowMs: number): Conn
     ageSeconds: round1(Math.max(0, nowMs - e.createdMs) / 1000),
     idleSeconds: round1(idleMs / 1000),
     expiresInSeconds: round1(Math.max(0, e.timeoutMs - idleMs) / 1000),
+    ...faultsOf(e),
   };
+}
+
+function faultsOf(e: FlowEntry): { faults?: string[] } {
+  const names = e.owner?.faultNames?.(e);
+  return names && names.length > 0 ? { faults: names } : {};
 }
 
 /** The columns a conntrack listing can be sorted by (GET /v1/conntrack?sort=…): the SPEC §5 fields. */
