@@ -10,7 +10,7 @@
 //              costs ~3 s of CPU per daemon start), else from src/; test/loadtest/bench-quick.test.ts runs it
 //   --json     print {date, command, machine, results: [...]} on stdout; progress goes to stderr
 //   --dist     run the daemon from dist/ (after `npm run build`) instead of src/ via the TS loader
-//   --only     a subset, by name: matcher, conntrack, tcp, udp, synflood, reload, leak, privilege
+//   --only     a subset, by name: matcher, conntrack, tcp, udp, synflood, reload, leak, privilege, faults
 //   --no-save  do not append to bench-results/ (also: SGEMU_BENCH_NO_SAVE=1; tests use both)
 
 import { spawn } from 'node:child_process';
@@ -36,6 +36,7 @@ const SUITE = [
   { name: 'reload', file: 'reload.ts', daemon: true },
   { name: 'leak', file: 'leak.ts', daemon: true },
   { name: 'privilege', file: 'privilege.ts', daemon: true },
+  { name: 'faults', file: 'faults.ts', daemon: true },
 ];
 if (ONLY) {
   const unknown = ONLY.filter((n) => !SUITE.some((s) => s.name === n));
