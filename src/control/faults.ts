@@ -5,7 +5,7 @@
 // Toxiproxy keeps toxics in memory); a config reload brings its own faults up to date underneath.
 
 import type { Fault } from '../model/types.js';
-import { FaultError, faultToJson } from '../config/faults.js';
+import { FaultError } from '../config/faults.js';
 
 export type FaultOrigin = 'config' | 'api';
 
@@ -71,10 +71,6 @@ export class FaultStore {
   }
 }
 
-/** Two fault lists that would behave alike (same chain, same attributes). */
-export function sameFaults(a: readonly Fault[], b: readonly Fault[]): boolean {
-  return a.length === b.length && a.every((f, i) => JSON.stringify(faultToJson(f)) === JSON.stringify(faultToJson(b[i]!)));
-}
 
 /** `web:tcp/8080` → its parts; null when the text is not a target. */
 export function parseFaultTarget(text: string): { instance: string; kind: 'service' | 'outbound'; protocol: 'tcp' | 'udp'; port: number } | null {

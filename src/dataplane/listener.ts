@@ -74,6 +74,12 @@ export interface Listener {
   setFaults(faults: readonly Fault[]): void;
 }
 
+/** Two fault lists that behave alike (same chain, same attributes; source positions aside). */
+export function sameFaults(a: readonly Fault[], b: readonly Fault[]): boolean {
+  const key = (f: Fault): string => `${f.name}|${f.type}|${f.stream}|${f.toxicity}|${JSON.stringify(f.attributes)}`;
+  return a.length === b.length && a.every((f, i) => key(f) === key(b[i]!));
+}
+
 /** The fault target a listener serves: `web:tcp/8080` (a service, by rule port) or `app:out:tcp/5432`
  * (an outbound entry, by its port). Both address families of one service share it. */
 export function faultTarget(s: Pick<ListenerSpec, 'kind' | 'instName' | 'protocol' | 'rulePort' | 'listenPort'>): string {

@@ -23,10 +23,10 @@ import net from 'node:net';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { NativeError } from '../model/errors.js';
-import { addonHandle, errnoName, nativeArtifactPath, packageRoot } from './sock-filter.js';
+import { addonHandle, nativeArtifactPath, packageRoot } from './sock-filter.js';
+import { errnoName, fail, isFailure, nativeUnavailable, type Failure } from './failure.js';
 import type { SynEvent, UdpEvent } from './pcap.js';
 
-type Failure = { errno: number; syscall: string };
 interface NetdAddon {
   socketpair(type: number): [number, number] | Failure;
   netdCall(fd: number, req: Buffer, passFd: number, timeoutMs: number): { reply: Buffer; fd: number } | Failure;
@@ -51,13 +51,6 @@ export function helperPath(): string {
 export interface NetdProbe { tcpFilter: boolean; raw: boolean; packet: boolean; errno: number; namespace: boolean }
 export interface Target { protocol: 6 | 17; family: 4 | 6; address: string; port: number }
 
-function fail(r: Failure, what: string): never {
-  const code = errnoName(r.errno);
-  throw new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
-}
-function isFailure(r: unknown): r is Failure {
-  return typeof r === 'object' && r !== null && 'errno' in r && 'syscall' in r;
-}
 
 function writeAddr(b: Buffer, at: number, family: 4 | 6, address: string): void {
   const p = ipaddr.parse(address);
@@ -108,7 +101,7 @@ export class Netd {
    */
   static start(path = helperPath(), opts: { namespace?: boolean } = {}): Netd {
     const addon = addonHandle() as unknown as NetdAddon | null;
-    if (!addon || typeof addon.netdCall !== 'function') throw new NativeError('dlopen', 0, 'NativeUnavailable', 'the capability helper needs the native addon (sgemu_native.node), which is not built');
+    if (!addon || typeof addon.netdCall !== 'function') throw nativeUnavailable('the capability helper needs the native addon (sgemu_native.node), which is not built');
     if (!existsSync(path)) throw new NativeError('execve', 2, 'ENOENT', `capability helper ${path} not found; rebuild with \`node scripts/build-addon.mjs\``);
     const ctl = addon.socketpair(SOCK_SEQPACKET);
     if (isFailure(ctl)) fail(ctl, 'netd channel');

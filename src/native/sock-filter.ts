@@ -2,7 +2,7 @@
 // build/Release, else the prebuilt one the package ships in prebuilds/linux-x64: see
 // src/native/artifacts.ts) and wraps its syscalls (linux-techniques.md §1, native-notes/socket-filter.md).
 //
-// Owns: the addon handle and the translation of { errno, syscall } failures into NativeError.
+// Owns: the addon handle (its failures become NativeError through ./failure.ts).
 // Must not: build or inspect programs (src/policy/bpf.ts does), or decide anything about policy.
 // Invariants: nativeStatus() never throws; a listener's filter is attached before bind+listen, so
 // no SYN is ever accepted unfiltered; every fd returned here is O_NONBLOCK|O_CLOEXEC and owned by
@@ -11,11 +11,11 @@
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { NativeError } from '../model/errors.js';
+import { check, nativeUnavailable, type Failure } from './failure.js';
 import { addonLocation, type AddonLocation, type ArtifactOrigin } from './artifacts.js';
 
 export { nativeArtifactPath, packageRoot } from './artifacts.js';
 
-type Failure = { errno: number; syscall: string };
 interface Addon {
   tcpListener(family: number, address: string, port: number, backlog: number, program: Buffer | null): number | Failure;
   udpSocket(family: number, address: string, port: number, backlog: number, program: Buffer | null): number | Failure;
@@ -61,26 +61,16 @@ export function addonHandle(): Record<string, unknown> | null {
   return load() as Record<string, unknown> | null;
 }
 
-/** errno number → name (ECONNREFUSED…), for messages. */
-export function errnoName(n: number): string {
-  return errnoNames.get(n) ?? `E${n}`;
-}
+export { errnoName } from './failure.js';
 
 const EPERM = osConstants.errno.EPERM;
-const errnoNames = new Map<number, string>();
-for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
 
 function need(): Addon {
   const a = load();
-  if (!a) throw new NativeError('dlopen', 0, 'NativeUnavailable', `sgemu native addon not loaded: ${loadError}; kernel socket filters are disabled (see \`sgemu doctor\`)`);
+  if (!a) throw nativeUnavailable(`sgemu native addon not loaded: ${loadError}; kernel socket filters are disabled (see \`sgemu doctor\`)`);
   return a;
 }
 
-function check(r: number | Failure, what: string): number {
-  if (typeof r === 'number') return r;
-  const code = errnoNames.get(r.errno) ?? `E${r.errno}`;
-  throw new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
-}
 
 function checkProgram(program: Buffer | null, what: string): void {
   if (program === null) return;

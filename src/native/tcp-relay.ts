@@ -9,10 +9,9 @@
 // does nothing (returns false); events of one flow arrive in order; a flow's handler is dropped
 // after its last event (failed, closed) or when JS resets or closes it.
 
-import { addonHandle, errnoName } from './sock-filter.js';
-import { NativeError } from '../model/errors.js';
+import { addonHandle } from './sock-filter.js';
+import { check, nativeUnavailable, type Failure } from './failure.js';
 
-type Failure = { errno: number; syscall: string };
 interface RelayAddon {
   relayInit(onEvents: (count: number, addrs: string[]) => void, counters: Float64Array, events: Float64Array): number | Failure;
   relayListen(fd: number): number | Failure;
@@ -79,16 +78,11 @@ export function tcpRelayStatus(): { available: boolean; reason: string | null } 
   return { available: true, reason: null };
 }
 
-function check(r: number | Failure, what: string): number {
-  if (typeof r === 'number') return r;
-  const code = errnoName(r.errno);
-  throw new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
-}
 
 function need(): RelayAddon {
   if (addon) return addon;
   const a = relayAddon();
-  if (!a) throw new NativeError('dlopen', 0, 'NativeUnavailable', 'sgemu native TCP relay not available: ' + (tcpRelayStatus().reason ?? '') + '; use the Node relay');
+  if (!a) throw nativeUnavailable('sgemu native TCP relay not available: ' + (tcpRelayStatus().reason ?? '') + '; use the Node relay');
   const c = counters ?? new Float64Array(2 * MAX_FLOWS);
   check(a.relayInit(onEvents, c, events), 'start the TCP relay thread');
   counters = c;

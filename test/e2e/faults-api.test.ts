@@ -77,7 +77,7 @@ instances:
   t.match(cli.out, /TARGET\s+NAME\s+TYPE\s+STREAM\s+TOXICITY\s+ATTRIBUTES\s+FROM/);
   t.match(cli.out, new RegExp(`app:tcp/${port}\\s+latency_downstream\\s+latency\\s+downstream\\s+1\\s+latency=20 jitter=0\\s+api`));
   cli = await runCli(['add', target, '--type', 'reset_peer', '--stream', 'upstream', '--attr', 'timeout=500', '--toxicity', '0.5', '--api', api, '--json']);
-  t.equal(cli.code, 0, cli.error?.message);
+  t.equal(cli.code, 0, cli.error?.message ?? '');
   t.match(JSON.parse(cli.out), { name: 'reset_peer_upstream', stream: 'upstream', toxicity: 0.5, attributes: { timeout: 500 } });
   cli = await runCli(['add', target, '--type', 'reset_peer', '--stream', 'upstream', '--api', api]);
   t.match(cli, { code: 2, error: { code: 'FaultExists' } }, 'a second fault of that name: exit 2 with the reason');

@@ -21,10 +21,11 @@ import { AwsError, SgemuError, UsageError } from '../../model/errors.js';
 import { isLoopbackHost, verifySigV4, type Credentials } from './sigv4.js';
 import { SORT_FIELDS, type PageQuery, type SortField } from '../../dataplane/conntrack/view.js';
 import { UI_ROUTES, serveUi } from './ui.js';
-import { FAULT_ROUTES, faultsRoute } from './faults.js';
+import { FAULT_ROUTES, faultsRoute, type FaultsHost } from './faults.js';
 import { DaemonMetrics, type MetricsSource } from '../../observe/metrics.js';
 import { DIRECTION_NAMES, protocolName, type Model, type Rule } from '../../model/types.js';
-import type { Daemon } from '../daemon.js';
+import type { ConntrackJson } from '../../dataplane/conntrack/view.js';
+import type { Ec2Response } from './ec2/service.js';
 
 const MAX_BODY = 1 << 20;
 
@@ -46,6 +47,27 @@ export interface ApiServerOptions {
   ui?: boolean;
 }
 
+/**
+ * What the server serves from (the daemon, seen only through what the routes need: no import of
+ * control/daemon.ts, so neither imports the other).
+ */
+export interface ApiHost extends FaultsHost {
+  /** The live model. */
+  readonly model: Model;
+  /** The EC2 Query API (POST /); null until the daemon has started it. */
+  readonly ec2: { handle(body: string): Promise<Ec2Response> } | null;
+  /** Told the duration of every policy swap (the server's reload histogram). */
+  onPolicySwap: ((seconds: number) => void) | null;
+  conntrack(): ConntrackJson[];
+  conntrackPage(q: PageQuery): { total: number; entries: ConntrackJson[] };
+  status(): Record<string, unknown>;
+  watchFlows(on: (msg: unknown) => void): () => void;
+  /** Books what the data plane has not reported yet, so the next read is exact. */
+  settle(): void;
+  /** The numbers /metrics reads at scrape time; `apiRequests` counts this server's requests. */
+  metricsSource(apiRequests: () => number): MetricsSource;
+}
+
 /** What one request is counted as in sgemu_api_requests_total (a fixed set of values). */
 interface RequestInfo { action: string }
 
@@ -59,11 +81,11 @@ export class ApiServer {
   requests = 0;
   port = 0;
 
-  constructor(private readonly daemon: Daemon, private readonly credentials: Credentials | null = null, opts: ApiServerOptions = {}) {
+  constructor(private readonly daemon: ApiHost, private readonly credentials: Credentials | null = null, opts: ApiServerOptions = {}) {
     this.signAll = opts.signAll;
     this.ui = opts.ui ?? false;
     if (this.signAll && !credentials) throw new UsageError('ApiServer: signAll needs credentials (--api-credentials KEY:SECRET)');
-    this.metrics = new DaemonMetrics(metricsSource(daemon, this));
+    this.metrics = new DaemonMetrics(daemon.metricsSource(() => this.requests));
     daemon.onPolicySwap = (seconds) => this.metrics.observeReload(seconds);
     this.server = http.createServer((req, res) => {
       this.requests++;
@@ -274,25 +296,6 @@ function apiListenError(host: string, port: number, e: NodeJS.ErrnoException): S
   return new SgemuError(e.code ?? 'ApiListenFailed', `cannot listen on ${where}: ${why}`);
 }
 
-/** The daemon's numbers as the metrics read them at scrape time. */
-function metricsSource(d: Daemon, api: ApiServer): MetricsSource {
-  return {
-    counters: d.counters,
-    gauges: () => ({
-      conntrackEntries: d.table.count, conntrackMax: d.table.max, listeners: d.listeners.size,
-      policyVersion: d.policy.version, reloads: d.reloads, reloadFailures: d.reloadFailures,
-      lastReloadSeconds: d.lastReloadS, apiRequests: api.requests, refusalRaw: d.refuser.mode === 'raw',
-    }),
-    listeners: () => [...d.listeners.values()].map((l) => ({
-      instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' as const : 'udp' as const, port: l.spec.rulePort,
-      direction: l.spec.kind === 'service' ? 'ingress' as const : 'egress' as const,
-      accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused, flows: l.flowCount,
-      faults: l.faults.length,
-    })),
-    faultFlows: () => d.faultFlows(),
-  };
-}
-
 const PAGE_PARAMS = new Set(['limit', 'offset', 'sort', 'order', 'instance', 'q']);
 
 /** GET /v1/conntrack's paging parameters, checked; a string is the error message. */
@@ -357,7 +360,7 @@ function groupsJson(model: Model): unknown {
   }));
 }
 
-function instancesJson(d: Daemon): unknown {
+function instancesJson(d: ApiHost): unknown {
   const st = d.status() as { listeners: { instance: string }[] };
   return d.model.instances.map((i) => ({
     name: i.name, instanceId: i.id, vpcId: i.vpcId, address: i.address, address6: i.address6,

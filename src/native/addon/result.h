@@ -1,6 +1,6 @@
 /*
  * How every addon call reports: a number on success, or { errno, syscall } on failure, which
- * src/native/sock-filter.ts turns into a NativeError. No call throws for a failed syscall.
+ * src/native/failure.ts turns into a NativeError. No call throws for a failed syscall.
  */
 #ifndef SGEMU_RESULT_H
 #define SGEMU_RESULT_H

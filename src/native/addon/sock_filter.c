@@ -4,7 +4,7 @@
  * TypeScript builds and checks every cBPF program (src/policy/bpf.ts); this file only creates
  * sockets, attaches the bytes it is handed (struct sock_filter[], host layout) and reports errno.
  * No function throws: each returns a number (fd or 0) on success, or an object
- * { errno, syscall } on failure, and sock-filter.ts turns that into a NativeError.
+ * { errno, syscall } on failure, and src/native/failure.ts turns that into a NativeError.
  *
  * Order in tcpListener matters (linux-techniques.md §1): SO_ATTACH_FILTER before bind+listen, so
  * no SYN is ever accepted unfiltered. IPv6 sockets are V6ONLY so the filter only ever sees IPv6
