@@ -28,7 +28,7 @@
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
-import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
+import { INGRESS, EGRESS, PROTO_UDP, type Fault } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
@@ -60,6 +60,9 @@ export class UdpListener extends ListenerBase {
   private readonly bySlot: (UdpFlow | undefined)[] = [];
   private readonly freeSlots: number[] = [];
   private warnedAdd = false;
+  /** Faults on this listener's flows (issue #18), applied by the relay thread. */
+  private faults: readonly Fault[] = [];
+  private warnedFaults = false;
 
   constructor(id: number, spec: UdpListenerSpec, readonly env: UdpEnv) {
     super(id, spec, env);
@@ -80,6 +83,7 @@ export class UdpListener extends ListenerBase {
           datagrams: (batch, count) => forEachDatagram(batch, count, this.onDatagram),
           flowError: (slot, errno, gen) => { const f = this.bySlot[slot]; if (f !== undefined && f.gen === gen) f.failed(errnoName(errno)); },
         });
+        if (this.faults.length > 0) this.setFaults(this.faults);
         return;
       } catch (e) {
         this.env.log(`listener ${this.describe()}: native UDP relay unavailable (${e instanceof Error ? e.message : String(e)}); using node:dgram`);
@@ -101,7 +105,31 @@ export class UdpListener extends ListenerBase {
         sock.bind({ address: this.spec.address, port: this.spec.listenPort, exclusive: true }, done);
       }
     });
+    if (this.faults.length > 0) this.setFaults(this.faults);   // logs that node:dgram cannot apply them
   }
+
+  /**
+   * Sets the faults of this listener's flows (UDP types from config/faults.ts, already validated),
+   * live flows included: the relay rolls each fault's toxicity again per flow. [] removes them.
+   * Native relay only: on the node:dgram path faults are not applied (logged once), since a
+   * per-datagram timer in JS is what the relay exists to avoid.
+   */
+  setFaults(faults: readonly Fault[]): void {
+    this.faults = faults.slice();
+    if (this.relay !== null) {
+      try { this.relay.setFaults(this.faults); } catch (e) {
+        this.env.log(`listener ${this.describe()}: faults not applied: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      return;
+    }
+    if (faults.length > 0 && this.socket !== null && !this.warnedFaults) {
+      this.warnedFaults = true;
+      this.env.log(`listener ${this.describe()}: faults need the native UDP relay (this listener uses node:dgram); not applied`);
+    }
+  }
+
+  /** The faults last set (applied when the relay runs). */
+  get faultSet(): readonly Fault[] { return this.faults; }
 
   /** The relay connects to IP literals only (no resolver in C); anything else stays on node:dgram. */
   private relayable(): boolean {

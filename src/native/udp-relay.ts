@@ -11,7 +11,9 @@
 // close() every call is a no-op or a failure; late events are never delivered to a closed relay.
 
 import { NativeError } from '../model/errors.js';
+import type { Fault } from '../model/types.js';
 import { addonHandle, errnoName } from './sock-filter.js';
+import { encodeFaults } from './fault-codes.js';
 
 type Failure = { errno: number; syscall: string };
 type Handle = object;
@@ -22,6 +24,7 @@ interface UdpRelayAddon {
   udpRelayRemove(h: Handle, slot: number): number | Failure;
   udpRelayStats(h: Handle, slot: number, out: Float64Array): number | Failure;
   udpRelayInfo(h: Handle, out: Float64Array): number | Failure;
+  udpRelayFaults?(h: Handle, faults: Float64Array): number | Failure;
   udpRelayClose(h: Handle): number | Failure;
 }
 
@@ -40,7 +43,12 @@ export const STAT_COUNT = 8;
 
 export interface UdpRelayInfo {
   forwarded: number; replies: number; upcalls: number; upcallDrops: number; replyDrops: number; forwardDrops: number;
+  /** Faults: datagrams dropped (loss), sent twice (duplicate), held back (reorder), delayed
+   * (latency), and dropped because the relay's held/delayed memory (4 MiB) was full. */
+  faultLost: number; faultDuplicated: number; faultReordered: number; faultDelayed: number; faultOverCap: number;
 }
+
+const INFO_COUNT = 11;
 
 export interface UdpRelayEvents {
   /**
@@ -95,7 +103,7 @@ export function forEachDatagram(batch: Buffer, count: number, fn: (address: stri
 
 export class UdpRelay {
   private closed = false;
-  private readonly infoScratch = new Float64Array(6);
+  private readonly infoScratch = new Float64Array(INFO_COUNT);
 
   private constructor(private readonly a: UdpRelayAddon, private readonly h: Handle, readonly fd: number) {}
 
@@ -150,7 +158,24 @@ export class UdpRelay {
   info(): UdpRelayInfo {
     const s = this.infoScratch;
     if (!this.closed) this.a.udpRelayInfo(this.h, s);
-    return { forwarded: s[0]!, replies: s[1]!, upcalls: s[2]!, upcallDrops: s[3]!, replyDrops: s[4]!, forwardDrops: s[5]! };
+    return {
+      forwarded: s[0]!, replies: s[1]!, upcalls: s[2]!, upcallDrops: s[3]!, replyDrops: s[4]!, forwardDrops: s[5]!,
+      faultLost: s[6]!, faultDuplicated: s[7]!, faultReordered: s[8]!, faultDelayed: s[9]!, faultOverCap: s[10]!,
+    };
+  }
+
+  /**
+   * Replaces the relay's faults (UDP types: latency, loss, duplicate, reorder; validated by
+   * config/faults.ts's parseFault) for every flow, live ones included: each fault's toxicity is
+   * rolled again per flow. [] removes them. Applied in the relay thread, never per datagram in JS.
+   * Throws NativeError when the addon predates faults or refuses the set (EINVAL).
+   */
+  setFaults(faults: readonly Fault[]): void {
+    if (this.closed) return;
+    const what = `UDP relay on fd ${this.fd}: faults`;
+    if (typeof this.a.udpRelayFaults !== 'function') throw new NativeError('udpRelayFaults', 0, 'NativeUnavailable', `${what}: the loaded addon has no udpRelayFaults; rebuild it (node scripts/build-addon.mjs)`);
+    const r = this.a.udpRelayFaults(this.h, encodeFaults(faults, 17));
+    if (typeof r !== 'number') throw fail(r, what);
   }
 
   /** Joins the thread and closes every backend socket. Idempotent. The listening fd stays open. */

@@ -223,7 +223,8 @@ t.test('close(): idempotent; afterwards calls fail or do nothing and no event ar
   t.notOk(l.relay.stats(0, new Float64Array(STAT_COUNT)));
   t.throws(() => l.relay.add(0, '127.0.0.9', 1, '127.0.0.1', 9, null), { code: 'EBADF' });
   l.relay.remove(0);
-  t.same(Object.keys(l.relay.info()).length, 6);
+  t.same(Object.keys(l.relay.info()).length, 11, 'six relay totals and five fault counters');
+  t.doesNotThrow(() => l.relay.setFaults([]), 'setFaults after close: a no-op');
 });
 
 t.test('forEachDatagram stops at a truncated record instead of throwing', async (t) => {
