@@ -66,6 +66,9 @@ export interface Listener {
   readonly policyVersion: number;
   describe(): string;
   close(drainMs?: number): Promise<void>;
+  /** UDP: set by the Refuser (setListeners): sends the client an ICMP port unreachable from the
+   * listening address, as the backend's own answer; false when exact refusal is unavailable. */
+  refuseClient?: ((src: string, srcPort: number) => boolean) | null;
 }
 
 export function listenerKey(s: ListenerSpec): string {

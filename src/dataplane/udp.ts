@@ -41,7 +41,7 @@ import {
 } from '../native/udp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
-import { ListenerBase, MODE_FULL, type ListenerEnv, type ListenerSpec } from './listener.js';
+import { ListenerBase, MODE_DOWN, MODE_FULL, MODE_RULES, type ListenerEnv, type ListenerSpec } from './listener.js';
 
 export type UdpListenerSpec = ListenerSpec;
 
@@ -63,6 +63,8 @@ export class UdpListener extends ListenerBase {
   /** Faults on this listener's flows (issue #18), applied by the relay thread. */
   private faults: readonly Fault[] = [];
   private warnedFaults = false;
+  /** Set by the Refuser: an ICMP port unreachable to a client whose datagram the backend refused. */
+  refuseClient: ((src: string, srcPort: number) => boolean) | null = null;
 
   constructor(id: number, spec: UdpListenerSpec, readonly env: UdpEnv) {
     super(id, spec, env);
@@ -135,6 +137,19 @@ export class UdpListener extends ListenerBase {
   private relayable(): boolean {
     const s = this.spec;
     return isIP(s.backendHost) !== 0 && (s.localAddress === null || isIP(s.localAddress) !== 0);
+  }
+
+  /**
+   * A UDP listener never closes to new flows because the backend seemed down at the last poll
+   * (#17 item 9): a backend that binds just before the first datagram (iperf3 binds per test and
+   * its client's first datagram follows within ms, inside the 20 ms poll) must get it. The
+   * datagram is forwarded and the backend's own kernel decides: a port unreachable comes back as
+   * ECONNREFUSED on the flow's socket, and then the client gets the same ICMP (UdpFlow.failed).
+   * Only a backend held down on purpose (setBackend 'down') keeps the drop-and-refuse mode.
+   */
+  protected override computeMode(): number {
+    const m = super.computeMode();
+    return m === MODE_DOWN && !this.env.monitor.isForcedDown(this.backendKey) ? MODE_RULES : m;
   }
 
   protected recheckFlows(): void {
@@ -373,10 +388,12 @@ export class UdpFlow implements FlowOwner {
     if (this.closed) return;
     const env = this.listener.env;
     if (code === 'ECONNREFUSED') {
-      // Future datagrams are refused by the Refuser (drop-all filter + pcap + ICMP) when raw
-      // refusal is available.
+      // Every later datagram opens a flow again and is forwarded: refused the same way while
+      // the backend stays closed, answered as soon as it binds.
       env.monitor.markDown(this.listener.backendKey);
       this.listener.refreshFilter();
+      // The backend's kernel answered "port unreachable": the client hears it, from the listener.
+      this.listener.refuseClient?.(this.clientAddr, this.clientPort);
     }
     env.table.drop(this.entry, EXPIRE_CUT);
   }
