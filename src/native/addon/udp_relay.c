@@ -148,6 +148,8 @@ typedef struct {
   struct iovec rxiov[RX_BATCH];
   struct sockaddr_storage rxaddr[RX_BATCH];
   char *rxbuf;
+  struct mmsghdr up[RX_BATCH];       /* one flow's run of the batch, to its connected socket */
+  struct iovec upiov[RX_BATCH];
   struct mmsghdr tx[TX_BATCH];
   struct iovec txiov[TX_BATCH];
   struct sockaddr_storage txaddr[TX_BATCH];
@@ -478,36 +480,61 @@ static void flush_tx(relay_t *r) {
   r->ntx = 0;
 }
 
+/* Precondition: mu held; slots[j] == s for the datagrams idx[0..n) of the batch, in order.
+ * Forwards them on the flow's connected socket: one send(2), or one sendmmsg(2) for a run. */
+static void forward_run(relay_t *r, flow_t *f, int s, const int *idx, int n) {
+  for (int q = 0; q < n; q++) {
+    int j = idx[q];
+    r->upiov[q].iov_base = r->rxiov[j].iov_base;
+    r->upiov[q].iov_len = r->rx[j].msg_len;
+  }
+  int sent = 0;
+  while (sent < n) {
+    int k;
+    if (n - sent == 1) k = send(f->fd, r->upiov[sent].iov_base, r->upiov[sent].iov_len, MSG_DONTWAIT) >= 0 ? 1 : -1;
+    else k = sendmmsg(f->fd, &r->up[sent], (unsigned)(n - sent), MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECONNREFUSED) { flow_error(r, s, errno); return; }
+      f->st[7] += 1; r->info[R_FWD_DROPPED] += 1;   /* EAGAIN/ENOBUFS: this one is dropped */
+      sent++;
+      continue;
+    }
+    for (int q = 0; q < k; q++) count_in(f, r->upiov[sent + q].iov_len);
+    r->info[R_FWD] += k;
+    sent += k;
+  }
+}
+
 static void on_listen(relay_t *r) {
   for (int round = 0; round < 4; round++) {
-    for (int i = 0; i < RX_BATCH; i++) {
-      r->rxiov[i].iov_base = r->rxbuf + (size_t)i * MAXDG;
-      r->rxiov[i].iov_len = MAXDG;
-      memset(&r->rx[i].msg_hdr, 0, sizeof r->rx[i].msg_hdr);
-      r->rx[i].msg_hdr.msg_iov = &r->rxiov[i];
-      r->rx[i].msg_hdr.msg_iovlen = 1;
-      r->rx[i].msg_hdr.msg_name = &r->rxaddr[i];
-      r->rx[i].msg_hdr.msg_namelen = sizeof r->rxaddr[i];
-    }
+    /* The headers are set once in relay_open; the kernel rewrites only msg_namelen and msg_len. */
+    for (int i = 0; i < RX_BATCH; i++) r->rx[i].msg_hdr.msg_namelen = sizeof r->rxaddr[i];
     int m = recvmmsg(r->lfd, r->rx, RX_BATCH, MSG_DONTWAIT, NULL);
     if (m <= 0) return;
     size_t upLen = 0;
     uint32_t upCount = 0;
-    int slots[RX_BATCH];
+    int slots[RX_BATCH], run[RX_BATCH];
+    uint8_t done[RX_BATCH];
     uint8_t key[19];
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < m; i++) {
       key_of(&r->rxaddr[i], key);
-      int s = lookup(r, key);
-      slots[i] = s;
-      if (s < 0) { upLen += UP_HDR + r->rx[i].msg_len; upCount++; continue; }
+      slots[i] = lookup(r, key);
+      done[i] = 0;
+      if (slots[i] < 0) { upLen += UP_HDR + r->rx[i].msg_len; upCount++; }
+    }
+    /* A flow's datagrams of this batch leave together, in their order: a client that got a burst
+     * of replies answers with a burst, so runs are common (scripts/bench/udp.ts, bench-results). */
+    for (int i = 0; i < m; i++) {
+      int s = slots[i];
+      if (s < 0 || done[i]) continue;
       flow_t *f = &r->flows[s];
       if (f->errored) continue;
       if (f->fmask[0]) { count_in(f, r->rx[i].msg_len); fault_path(r, f, s, 0, r->rxiov[i].iov_base, r->rx[i].msg_len); continue; }
-      ssize_t w = send(f->fd, r->rxiov[i].iov_base, r->rx[i].msg_len, MSG_DONTWAIT);
-      if (w >= 0) { count_in(f, r->rx[i].msg_len); r->info[R_FWD] += 1; }
-      else if (errno == ECONNREFUSED) flow_error(r, s, errno);
-      else { f->st[7] += 1; r->info[R_FWD_DROPPED] += 1; }
+      int n = 0;
+      for (int j = i; j < m; j++) if (slots[j] == s) { done[j] = 1; run[n++] = j; }
+      forward_run(r, f, s, run, n);
     }
     pthread_mutex_unlock(&r->mu);
     if (upCount > 0) {
@@ -706,6 +733,15 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   int err = 0;
   const char *sys = "malloc";
   if (!r->rxbuf || !r->txbuf) err = ENOMEM;
+  for (int i = 0; !err && i < RX_BATCH; i++) {
+    r->rxiov[i].iov_base = r->rxbuf + (size_t)i * MAXDG;
+    r->rxiov[i].iov_len = MAXDG;
+    r->rx[i].msg_hdr.msg_iov = &r->rxiov[i];
+    r->rx[i].msg_hdr.msg_iovlen = 1;
+    r->rx[i].msg_hdr.msg_name = &r->rxaddr[i];
+    r->up[i].msg_hdr.msg_iov = &r->upiov[i];
+    r->up[i].msg_hdr.msg_iovlen = 1;
+  }
   if (!err && (r->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) { err = errno; sys = "epoll_create1"; }
   if (!err && (r->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) { err = errno; sys = "eventfd"; }
   if (!err && (r->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) < 0) { err = errno; sys = "timerfd_create"; }
