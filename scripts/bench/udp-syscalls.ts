@@ -70,7 +70,6 @@ async function main(): Promise<void> {
     }
     await sleep(300);
     const tid = relayTid();
-    if (process.env.DEBUG_BENCH) console.log(JSON.stringify(relay.info()), tid, nextSlot);
     const perf = haveCommand('perf');
     const cpu: number[] = [], rate: number[] = [];
     const perReq = new Map<string, number[]>(EVENTS.map((e) => [e, []]));
