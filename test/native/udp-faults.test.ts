@@ -1,7 +1,8 @@
 // UDP faults in the native relay (issue #18): loss, duplicate, reorder and latency applied by the
 // relay thread to real datagrams on loopback, both directions, per flow (toxicity), with the
 // first datagram (handed to JS) faulted like the rest, a memory cap on held/delayed datagrams,
-// and removal. Statistical bounds are ±5 sigma of the binomial; times are medians of many.
+// and removal; the daemon test runs last (stopping a daemon closes the shared capability helper).
+// Statistical bounds are ±5 sigma of the binomial; times are medians of many.
 import t, { type Test } from 'tap';
 import dgram from 'node:dgram';
 import { closeFd, createUdpSocket, nativeStatus } from '../../src/native/sock-filter.js';
@@ -206,6 +207,20 @@ t.test('held and delayed datagrams are bounded: over 4 MiB they are dropped and 
   const info = r.relay.info();
   t.ok(info.faultOverCap > 0 && info.faultDelayed <= 69, `delayed ${info.faultDelayed}, over the cap ${info.faultOverCap}`);
   t.ok(await until(() => be.got.length === info.faultDelayed, 3000), 'the delayed ones arrive');
+});
+
+t.test('the relay refuses a fault set it cannot apply (EINVAL), and keeps the one it had', { skip }, async (t) => {
+  const r = await relayOn(t);
+  const be = await backend(t, false);
+  const c = await flow(t, r, be.port, 0);
+  t.ok(await until(() => be.got.length === 1));
+  r.relay.setFaults([fault('duplicate', 'upstream', { probability: 1 })]);
+  const tcpOnly: Fault = { name: 'bw', type: 'bandwidth', stream: 'upstream', toxicity: 1, attributes: { rate: 1 } };
+  t.throws(() => r.relay.setFaults([tcpOnly]), { code: 'EINVAL' }, 'a TCP-only fault type');
+  t.throws(() => r.relay.setFaults([{ ...fault('latency', 'upstream', { latency: 1 }), attributes: { latency: Number.NaN, jitter: 0 } }]), { code: 'EINVAL' }, 'NaN');
+  t.throws(() => r.relay.setFaults([fault('loss', 'upstream', { probability: 0.5 }, 1), { ...fault('loss', 'upstream', { probability: 0.5 }), toxicity: 2 }]), { code: 'EINVAL' }, 'toxicity above 1');
+  await send(c.s, 'still');
+  t.ok(await until(() => be.got.length === 3), 'the previous set (duplicate) still applies');
 });
 
 t.test('UdpListener.setFaults: the daemon\'s UDP service delays its flows; [] restores them', { skip }, async (t) => {

@@ -960,7 +960,9 @@ static napi_value relay_faults(napi_env env, napi_callback_info info) {
   int n = (int)(len / FAULT_REC);
   for (int i = 0; i < n; i++) {
     const double *p = in + i * FAULT_REC;
-    int ok = fault_known((int)p[0]) && p[0] == (int)p[0] && (p[1] == 0 || p[1] == 1) && p[2] >= 0 && p[2] <= 1;
+    /* range before any cast: converting NaN or a huge double to int is undefined */
+    if (!(p[0] >= 1 && p[0] <= FT_REORDER) || p[0] != (double)(int)p[0]) return make_failure(env, EINVAL, "udpRelayFaults");
+    int ok = fault_known((int)p[0]) && (p[1] == 0 || p[1] == 1) && p[2] >= 0 && p[2] <= 1;
     if ((int)p[0] == FT_LATENCY) ok = ok && p[3] >= 0 && p[3] <= 3600000 && p[4] >= 0 && p[4] <= 3600000;
     else if ((int)p[0] == FT_REORDER) ok = ok && p[3] >= 0 && p[3] <= 1 && p[4] >= 0 && p[4] <= 3600000;
     else ok = ok && p[3] >= 0 && p[3] <= 1;
