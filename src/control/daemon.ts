@@ -234,6 +234,7 @@ export class Daemon implements ApiHost {
         faults: l.faults.length,
       })),
       faultFlows: () => this.plane.faultFlows(),
+      faultDatagrams: () => this.plane.faultDatagrams(),
     };
   }
 

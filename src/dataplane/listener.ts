@@ -72,6 +72,9 @@ export interface Listener {
   readonly faults: readonly Fault[];
   /** Applies faults to new flows and to the live ones (SPEC.md §9). */
   setFaults(faults: readonly Fault[]): void;
+  /** UDP: set by the Refuser (setListeners): sends the client an ICMP port unreachable from the
+   * listening address, as the backend's own answer; false when exact refusal is unavailable. */
+  refuseClient?: ((src: string, srcPort: number) => boolean) | null;
 }
 
 /** Two fault lists that behave alike (same chain, same attributes; source positions aside). */

@@ -238,8 +238,19 @@ export class DataPlane {
     }
   }
 
-  /** Per fault type, the flows that got it since start (metrics). */
+  /** Per TCP fault type, the flows that got it since start (metrics). */
   faultFlows(): Record<string, number> { return tcpFaultFlows(); }
+
+  /** What UDP faults did to datagrams, summed over the UDP listeners (metrics). */
+  faultDatagrams(): Record<string, number> {
+    const out: Record<string, number> = { lost: 0, duplicated: 0, reordered: 0, delayed: 0, over_cap: 0 };
+    for (const l of this.listeners.values()) {
+      if (!(l instanceof UdpListener)) continue;
+      const d = l.faultDatagrams();
+      out.lost! += d.lost; out.duplicated! += d.duplicated; out.reordered! += d.reordered; out.delayed! += d.delayed; out.over_cap! += d.overCap;
+    }
+    return out;
+  }
 
   /** `sgemu exec`: the namespace's lo gets every instance's addresses (once each), so listeners
    * can bind them and the command can connect from them. */

@@ -17,7 +17,9 @@
 // against a listener with a live backend and no flow log never wakes this process
 // (scripts/bench/synflood.ts).
 
+import { isIPv4 } from 'node:net';
 import { PacketWatch, type SynEvent, type UdpEvent } from '../native/pcap.js';
+import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { RawSender } from '../native/raw.js';
 import { NetdWatch, type Netd } from '../native/netd.js';
 import { probeCapNetRaw } from '../native/probe.js';
@@ -94,7 +96,28 @@ export class Refuser {
 
   setListeners(listeners: Iterable<Listener>): void {
     this.all = [...listeners];
+    for (const l of this.all) if (l.spec.protocol === 17) l.refuseClient = (src, srcPort) => this.refuseUdpFlow(l, src, srcPort);
     this.refresh();
+  }
+
+  /**
+   * UDP (#17 item 9): a datagram the listener forwarded although the backend seemed down came back
+   * as the backend's own ICMP port unreachable (ECONNREFUSED on the flow's connected socket). The
+   * client gets the same from the listening address: the ICMP quotes a rebuilt IP+UDP header of
+   * its datagram (client → listener), which is all its kernel matches the error on (RFC 1122
+   * 4.1.3.3; Linux __udp4_lib_err looks the socket up by the quoted addresses and ports).
+   */
+  refuseUdpFlow(l: Listener, src: string, srcPort: number): boolean {
+    if (this.mode !== 'raw' || this.raw === null) return false;
+    const fam = l.spec.family;
+    try {
+      this.raw.sendPortUnreachable(fam, l.spec.address, quotedUdp(fam, src, srcPort, l.spec.address, l.spec.listenPort));
+    } catch { return false; }
+    this.counters.refusedRaw++;
+    l.stats.refused++;
+    if (flowEvents.hasSubscribers) this.publish('refuse', l, src, srcPort, 'backend-down');
+    this.hooks.onRefused?.(l, src, srcPort, l.spec.address, l.spec.listenPort);
+    return true;
   }
 
   /** Recomputes the capture targets (after a listener's mode changed). Cheap when nothing changed. */
@@ -171,4 +194,25 @@ export class Refuser {
     this.watch = null;
     this.raw = null;
   }
+}
+
+/** The IP + UDP header (no payload) of a datagram src:srcPort → dst:dstPort, for an ICMP to quote. */
+export function quotedUdp(family: 4 | 6, src: string, srcPort: number, dst: string, dstPort: number): Buffer {
+  if (family === 4 && isIPv4(src)) {
+    const b = Buffer.alloc(28);
+    b[0] = 0x45; b.writeUInt16BE(28, 2); b[8] = 64; b[9] = 17;
+    b.writeUInt32BE(parseIpv4(src), 12); b.writeUInt32BE(parseIpv4(dst), 16);
+    let sum = 0;
+    for (let i = 0; i < 20; i += 2) sum += b.readUInt16BE(i);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    b.writeUInt16BE(~sum & 0xffff, 10);
+    b.writeUInt16BE(srcPort, 20); b.writeUInt16BE(dstPort, 22); b.writeUInt16BE(8, 24);
+    return b;
+  }
+  const b = Buffer.alloc(48);
+  b[0] = 0x60; b.writeUInt16BE(8, 4); b[6] = 17; b[7] = 64;
+  parseIpv6Words(src).forEach((w, i) => b.writeUInt32BE(w >>> 0, 8 + 4 * i));
+  parseIpv6Words(dst).forEach((w, i) => b.writeUInt32BE(w >>> 0, 24 + 4 * i));
+  b.writeUInt16BE(srcPort, 40); b.writeUInt16BE(dstPort, 42); b.writeUInt16BE(8, 44);
+  return b;
 }

@@ -28,7 +28,7 @@
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
-import { INGRESS, EGRESS, PROTO_UDP } from '../model/types.js';
+import { INGRESS, EGRESS, PROTO_UDP, type Fault } from '../model/types.js';
 import type { CompiledPolicy, SourceRanges } from '../policy/types.js';
 import { VERDICT_ALLOW, VERDICT_NACL_DENY, VERDICT_UNTRACKED } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words, ipv6ToBigInt } from '../policy/addr.js';
@@ -41,7 +41,7 @@ import {
 } from '../native/udp-relay.js';
 import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
-import { ListenerBase, MODE_FULL, type ListenerEnv, type ListenerSpec } from './listener.js';
+import { ListenerBase, MODE_DOWN, MODE_FULL, MODE_RULES, type ListenerEnv, type ListenerSpec } from './listener.js';
 
 export type UdpListenerSpec = ListenerSpec;
 
@@ -60,6 +60,9 @@ export class UdpListener extends ListenerBase {
   private readonly bySlot: (UdpFlow | undefined)[] = [];
   private readonly freeSlots: number[] = [];
   private warnedAdd = false;
+  /** Faults on this listener's flows (issue #18), applied by the relay thread. */
+  /** Set by the Refuser: an ICMP port unreachable to a client whose datagram the backend refused. */
+  refuseClient: ((src: string, srcPort: number) => boolean) | null = null;
 
   constructor(id: number, spec: UdpListenerSpec, readonly env: UdpEnv) {
     super(id, spec, env);
@@ -80,6 +83,7 @@ export class UdpListener extends ListenerBase {
           datagrams: (batch, count) => forEachDatagram(batch, count, this.onDatagram),
           flowError: (slot, errno, gen) => { const f = this.bySlot[slot]; if (f !== undefined && f.gen === gen) f.failed(errnoName(errno)); },
         });
+        if (this.faults.length > 0) this.installFaults(this.faults);
         return;
       } catch (e) {
         this.env.log(`listener ${this.describe()}: native UDP relay unavailable (${e instanceof Error ? e.message : String(e)}); using node:dgram`);
@@ -103,10 +107,42 @@ export class UdpListener extends ListenerBase {
     });
   }
 
+  /**
+   * The relay applies the faults (UDP types from config/faults.ts, already validated) to this
+   * listener's flows, live ones included: it rolls each fault's toxicity again per flow. Native
+   * relay only: on the node:dgram path the base class logs once that they are not applied, since a
+   * per-datagram timer in JS is what the relay exists to avoid.
+   */
+  /** What the relay's faults did to datagrams so far (metrics); zeros without the relay. */
+  faultDatagrams(): { lost: number; duplicated: number; reordered: number; delayed: number; overCap: number } {
+    const i = this.relay?.info();
+    return i ? { lost: i.faultLost, duplicated: i.faultDuplicated, reordered: i.faultReordered, delayed: i.faultDelayed, overCap: i.faultOverCap }
+      : { lost: 0, duplicated: 0, reordered: 0, delayed: 0, overCap: 0 };
+  }
+
+  protected override installFaults(faults: readonly Fault[]): boolean {
+    if (this.relay === null) return false;
+    this.relay.setFaults(faults);
+    return true;
+  }
+
   /** The relay connects to IP literals only (no resolver in C); anything else stays on node:dgram. */
   private relayable(): boolean {
     const s = this.spec;
     return isIP(s.backendHost) !== 0 && (s.localAddress === null || isIP(s.localAddress) !== 0);
+  }
+
+  /**
+   * A UDP listener never closes to new flows because the backend seemed down at the last poll
+   * (#17 item 9): a backend that binds just before the first datagram (iperf3 binds per test and
+   * its client's first datagram follows within ms, inside the 20 ms poll) must get it. The
+   * datagram is forwarded and the backend's own kernel decides: a port unreachable comes back as
+   * ECONNREFUSED on the flow's socket, and then the client gets the same ICMP (UdpFlow.failed).
+   * Only a backend held down on purpose (setBackend 'down') keeps the drop-and-refuse mode.
+   */
+  protected override computeMode(): number {
+    const m = super.computeMode();
+    return m === MODE_DOWN && !this.env.monitor.isForcedDown(this.backendKey) ? MODE_RULES : m;
   }
 
   protected recheckFlows(): void {
@@ -345,10 +381,12 @@ export class UdpFlow implements FlowOwner {
     if (this.closed) return;
     const env = this.listener.env;
     if (code === 'ECONNREFUSED') {
-      // Future datagrams are refused by the Refuser (drop-all filter + pcap + ICMP) when raw
-      // refusal is available.
+      // Every later datagram opens a flow again and is forwarded: refused the same way while
+      // the backend stays closed, answered as soon as it binds.
       env.monitor.markDown(this.listener.backendKey);
       this.listener.refreshFilter();
+      // The backend's kernel answered "port unreachable": the client hears it, from the listener.
+      this.listener.refuseClient?.(this.clientAddr, this.clientPort);
     }
     env.table.drop(this.entry, EXPIRE_CUT);
   }

@@ -53,9 +53,21 @@ export interface DaemonStatus {
 export interface ExplainAnswer {
   decision: 'allow' | 'deny';
   reason: string;
+  /**
+   * Network ACLs checked the replies without the client's port: explain assumed every port of this
+   * range (its `sourcePortAssumed`, Linux's ephemeral range) and answered for the worst of them.
+   * null: no NACL is involved, or the port was given.
+   */
+  portsAssumed?: [number, number] | null;
+  /** Every security-group check allows: a deny came from a network ACL (perhaps only for some ports). */
+  naclOnlyDeny?: boolean;
 }
 
-export interface ExplainQuery { from: string; to: string; protocol: string; port: number }
+export interface ExplainQuery {
+  from: string; to: string; protocol: string; port: number;
+  /** The client's own port, when the answer depends on it (network ACLs check the replies to it). */
+  sourcePort?: number;
+}
 
 /** An outbound entry as GET /v1/instances lists it: `to` is an instance name or host:port. */
 export interface OutboundInfo { instance: string; protocol: string; port: number; to: string; as: string }
@@ -115,7 +127,25 @@ export function parseExplain(v: unknown): ExplainAnswer {
   const o = obj(v, 'explain');
   const decision = o.decision;
   if (decision !== 'allow' && decision !== 'deny') throw new UsageError(`daemon answer: explain.decision ${JSON.stringify(decision)} is not "allow" or "deny"`, 'DaemonError');
-  return { decision, reason: typeof o.reason === 'string' ? o.reason : '' };
+  let portsAssumed: [number, number] | null = null;
+  const m = typeof o.sourcePortAssumed === 'string' ? /^(\d+)-(\d+)$/.exec(o.sourcePortAssumed) : null;
+  if (m) portsAssumed = [Number(m[1]), Number(m[2])];
+  const checks = Array.isArray(o.checks) ? o.checks : [];
+  const naclOnlyDeny = checks.every((c) => typeof c !== 'object' || c === null || (c as Record<string, unknown>).layer === 'nacl' || (c as Record<string, unknown>).decision === 'allow');
+  return { decision, reason: typeof o.reason === 'string' ? o.reason : '', portsAssumed, naclOnlyDeny };
+}
+
+/**
+ * Whether a flow from client port `port` needs its own explain answer (issue #14): the cached one
+ * assumed every port of a range, and either the flow's port lies outside it, or the answer is a
+ * network ACL's deny, which may hold for some ports of the range only (an egress entry allowing
+ * 40000-65535 denies 32768-39999 and passes the rest). An allow over the whole range holds for
+ * every port in it.
+ */
+export function needsPortAnswer(a: ExplainAnswer, port: number): boolean {
+  if (!a.portsAssumed || port <= 0) return false;
+  if (port < a.portsAssumed[0] || port > a.portsAssumed[1]) return true;
+  return a.decision === 'deny' && a.naclOnlyDeny === true;
 }
 
 /** Checks GET /v1/instances into the outbound entries (missing fields: none known). */
@@ -170,7 +200,7 @@ export function explainQuery(l: ListenerInfo, source: string, outbound: readonly
 
 /** The cache key of a question: outbound flows share one answer whatever the source. */
 export function explainKey(q: ExplainQuery): string {
-  return `${q.from}|${q.to}|${q.protocol}|${q.port}`;
+  return `${q.from}|${q.to}|${q.protocol}|${q.port}${q.sourcePort !== undefined ? `|${q.sourcePort}` : ''}`;
 }
 
 /**

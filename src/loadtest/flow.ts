@@ -10,6 +10,8 @@
 // refusal, seen on a connected socket, udp(7)), timeout (no reply within the timeout); a reply
 // with other bytes is an error (EREPLYBYTES).
 // Held flows (--hold) are TCP connections kept open until released.
+// Every result carries the client's own port: network ACLs judge the replies by it (issue #14), so
+// where they are in play the runner binds TCP flows to a port it picks and reads UDP's after bind.
 
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -24,6 +26,8 @@ export interface FlowResult {
   latencyUs: number;
   /** The errno code seen, when not a plain outcome (e.g. EADDRNOTAVAIL). */
   code: string;
+  /** The client's own port (network ACLs check the replies to it); 0 when unknown. */
+  localPort: number;
 }
 
 /**
@@ -31,17 +35,21 @@ export interface FlowResult {
  * @param timeoutMs  connect timeout
  * @param settleMs   how long a connected flow is watched for a reset (≤ timeoutMs)
  */
-export function runTcpFlow(source: string, host: string, port: number, timeoutMs: number, settleMs: number): Promise<FlowResult> {
+export function runTcpFlow(source: string, host: string, port: number, timeoutMs: number, settleMs: number, localPort = 0): Promise<FlowResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     let connectedAt = 0;
     let done = false;
-    const s = net.connect({ host, port, localAddress: source });
+    // localPort > 0: bound to it, so the flow's port is known whatever the outcome (a refused or
+    // reset socket is gone before its port can be read); EADDRINUSE/EADDRNOTAVAIL: try another.
+    const s = net.connect({ host, port, localAddress: source, ...(localPort > 0 ? { localPort } : {}) });
+    let seenPort = localPort;
     const finish = (outcome: Outcome, code = '') => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       const latencyUs = Math.round(((connectedAt || performance.now()) - t0) * 1000);
+      if (seenPort === 0) seenPort = s.localPort ?? 0;
       if (outcome === 'connected') {
         s.end();
         const killer = setTimeout(() => s.destroy(), CLOSE_MS);
@@ -50,11 +58,12 @@ export function runTcpFlow(source: string, host: string, port: number, timeoutMs
       } else {
         s.destroy();
       }
-      resolve({ outcome, latencyUs, code });
+      resolve({ outcome, latencyUs, code, localPort: seenPort });
     };
     let timer = setTimeout(() => finish('timeout'), timeoutMs);
     s.on('connect', () => {
       connectedAt = performance.now();
+      seenPort = s.localPort ?? seenPort;
       clearTimeout(timer);
       timer = setTimeout(() => finish('connected'), settleMs);
       s.write(PAYLOAD);
@@ -85,13 +94,14 @@ export function runUdpFlow(source: string, host: string, port: number, timeoutMs
     const payload = Buffer.from(`sgemu-loadtest udp ${++udpSeq}\r\n`);
     const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     let done = false;
+    let localPort = 0;
     const finish = (outcome: Outcome, code = '') => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       const latencyUs = Math.round((performance.now() - t0) * 1000);
       try { s.close(); } catch { /* closed already */ }
-      resolve({ outcome, latencyUs, code });
+      resolve({ outcome, latencyUs, code, localPort });
     };
     const timer = setTimeout(() => finish('timeout'), timeoutMs);
     s.on('error', (e: NodeJS.ErrnoException) => {
@@ -100,6 +110,7 @@ export function runUdpFlow(source: string, host: string, port: number, timeoutMs
     });
     s.on('message', (m) => finish(m.equals(payload) ? 'connected' : 'error', m.equals(payload) ? '' : 'EREPLYBYTES'));
     s.bind(0, source, () => {
+      localPort = s.address().port;
       s.connect(port, host, () => { if (!done) s.send(payload); });
     });
   });

@@ -16,7 +16,7 @@ import { Histogram } from './histogram.js';
 import { TokenBucket, burstFor } from './rate.js';
 import { runTcpFlow, runUdpFlow, holdTcpFlow, type FlowResult, type HeldFlow } from './flow.js';
 import {
-  explainKey, explainQuery, expectedOutcome, listenerKey, mixClass, parseExplain, parseOutbound, parseStatus, sourceAddress, tableFull,
+  explainKey, explainQuery, expectedOutcome, listenerKey, mixClass, needsPortAnswer, parseExplain, parseOutbound, parseStatus, sourceAddress, tableFull,
   WeightedPicker, MIX_CLASSES,
   type DaemonStatus, type ExplainAnswer, type ExplainQuery, type ListenerInfo, type MixClass, type Outcome, type OutboundInfo,
 } from './expect.js';
@@ -28,6 +28,10 @@ export const MAX_HOLD = 1_000_000;
 const TICK_MS = 10;
 const PROGRESS_MS = 200;
 const EXPLAIN_PARALLEL = 16;
+/** Per-port explain answers kept (issue #14: flows whose expectation depends on their client port). */
+const PORT_ANSWERS_MAX = 100_000;
+/** Tries of a TCP flow bound to a chosen port that is in use (EADDRINUSE, or EADDRNOTAVAIL: a TIME_WAIT of the same 4-tuple). */
+const PORT_TRIES = 5;
 
 export type FetchJson = (path: string, body?: unknown) => Promise<unknown>;
 
@@ -368,16 +372,31 @@ async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestRes
     second.reset(); secStarted = 0; secDone = 0; secMismatch = 0;
   };
 
+  // Network ACLs check the replies to the client's own port: where the cached answer assumed a
+  // range of ports and may not hold for this flow's (needsPortAnswer), the flow is judged by the
+  // answer for its real port, asked once per (question, port).
+  const portAnswers = new Map<string, Promise<ExplainAnswer>>();
+  let portAnswerFailures = 0;
+  const portAnswer = (q: ExplainQuery, fallback: ExplainAnswer): Promise<ExplainAnswer> => {
+    const k = explainKey(q);
+    let a = portAnswers.get(k);
+    if (a === undefined) {
+      if (portAnswers.size >= PORT_ANSWERS_MAX) portAnswers.clear();
+      a = o.fetchJson('/v1/explain', q).then(parseExplain, () => { portAnswerFailures++; return fallback; });
+      portAnswers.set(k, a);
+    }
+    return a;
+  };
+
   // A flow launched while the table was full must time out; one during which the table filled or
   // emptied (the two status samples differ) may see either answer; and one launched while the
   // table was within --concurrency entries of full may time out, as this run's own flows can fill
   // it between two samples, or be reset: the daemon resets a flow whose handshake the kernel
   // completed just before the table filled (src/dataplane/tcp.ts; a kernel table would drop it).
   const nearFull = (s: DaemonStatus) => s.conntrackMax > 0 && s.conntrackEntries + o.concurrency >= s.conntrackMax;
-  const record = (p: Pair, r: FlowResult, fullAtLaunch: boolean, nearAtLaunch: boolean) => {
+  const record = (p: Pair, r: FlowResult, answer: ExplainAnswer, query: ExplainQuery, fullAtLaunch: boolean, nearAtLaunch: boolean) => {
     const l = listeners[p.li]!;
     const st = stats[p.li]!;
-    const answer = cache.get(p.key)!;
     const fullNow = tableFull(status);
     const expected = expectedOutcome(current(l), status.refusal, answer.decision, fullNow);
     const alsoOk = fullNow === fullAtLaunch ? expected : expectedOutcome(current(l), status.refusal, answer.decision, fullAtLaunch);
@@ -392,7 +411,7 @@ async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestRes
       if (mismatches.length < MAX_MISMATCHES_LISTED) {
         mismatches.push({
           atS: round3(elapsedS()), source: p.source, listener: st.key, instance: l.instance, kind: l.kind, rulePort: l.rulePort,
-          expected, actual: r.outcome, code: r.code, query: p.query, decision: answer.decision, reason: answer.reason,
+          expected, actual: r.outcome, code: r.code, query, decision: answer.decision, reason: answer.reason,
         });
       }
     }
@@ -408,11 +427,17 @@ async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestRes
         const l = listeners[p.li]!;
         const fullAtLaunch = tableFull(status), nearAtLaunch = nearFull(status);
         started++; inFlight++; secStarted++;
+        const a0 = cache.get(p.key)!;
         const flow = l.protocol === 'udp' ? runUdpFlow(p.source, l.address, l.listenPort, o.timeoutMs)
-          : runTcpFlow(p.source, l.address, l.listenPort, o.timeoutMs, settleMs);
-        flow.then((r) => {
+          : a0.portsAssumed ? tcpFromPort(p.source, l.address, l.listenPort, o.timeoutMs, settleMs, a0.portsAssumed)
+            : runTcpFlow(p.source, l.address, l.listenPort, o.timeoutMs, settleMs);
+        flow.then(async (r) => {
+          if (!needsPortAnswer(a0, r.localPort)) return { r, answer: a0, query: p.query };
+          const query = { ...p.query, sourcePort: r.localPort };
+          return { r, answer: await portAnswer(query, a0), query };
+        }).then(({ r, answer, query }) => {
           inFlight--; done++; secDone++;
-          record(p, r, fullAtLaunch, nearAtLaunch);
+          record(p, r, answer, query, fullAtLaunch, nearAtLaunch);
           if (finishedLaunching() && inFlight === 0) stop();
         }, () => { inFlight--; done++; });
       }
@@ -440,6 +465,10 @@ async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestRes
   if (sampling) await sampling;
   try { status = parseStatus(await o.fetchJson('/v1/status')); sample(status); } catch { /* the run's figures stand */ }
   if (hold) hold.overflowsEnd = status.conntrackOverflows;
+  if (portAnswers.size > 0) {
+    notes.push(`${portAnswers.size} flow(s) judged by explain for their own client port: network ACLs decide their replies by it (issue #14)` +
+      (portAnswerFailures > 0 ? `; ${portAnswerFailures} of those questions failed and the range's answer was used` : ''));
+  }
   if (edgeFlows > 0) {
     notes.push(`${edgeFlows} flow(s) launched with the conntrack table within --concurrency (${o.concurrency}) entries of full timed out or were reset ` +
       '(this run\'s own flows filled it; the daemon resets a flow whose handshake completed just before); not counted as mismatches');
@@ -456,4 +485,18 @@ async function measure(o: LoadtestOptions, m: MeasureInput): Promise<LoadtestRes
 }
 
 function round3(n: number): number { return Math.round(n * 1000) / 1000; }
+
+/**
+ * A TCP flow bound to a port picked at random in `range` (the ephemeral range explain assumed), so
+ * its port is known whatever the outcome; a port in use is swapped for another (PORT_TRIES).
+ */
+async function tcpFromPort(source: string, host: string, port: number, timeoutMs: number, settleMs: number, range: [number, number]): Promise<FlowResult> {
+  let r: FlowResult | null = null;
+  for (let i = 0; i < PORT_TRIES; i++) {
+    const local = range[0] + Math.floor(Math.random() * (range[1] - range[0] + 1));
+    r = await runTcpFlow(source, host, port, timeoutMs, settleMs, local);
+    if (r.outcome !== 'error' || (r.code !== 'EADDRINUSE' && r.code !== 'EADDRNOTAVAIL')) return r;
+  }
+  return r!;
+}
 

@@ -11,9 +11,11 @@
 // close() every call is a no-op or a failure; late events are never delivered to a closed relay.
 
 import { NativeError } from '../model/errors.js';
-import { addonHandle, errnoName } from './sock-filter.js';
+import type { Fault } from '../model/types.js';
+import { addonHandle } from './sock-filter.js';
+import { nativeError, type Failure } from './failure.js';
+import { encodeFaults } from './fault-codes.js';
 
-type Failure = { errno: number; syscall: string };
 type Handle = object;
 interface UdpRelayAddon {
   udpRelayOpen(fd: number, family: number, cb: (kind: number, a: Buffer | number, b: number, gen: number) => void): Handle | Failure;
@@ -22,6 +24,7 @@ interface UdpRelayAddon {
   udpRelayRemove(h: Handle, slot: number): number | Failure;
   udpRelayStats(h: Handle, slot: number, out: Float64Array): number | Failure;
   udpRelayInfo(h: Handle, out: Float64Array): number | Failure;
+  udpRelayFaults?(h: Handle, faults: Float64Array): number | Failure;
   udpRelayClose(h: Handle): number | Failure;
 }
 
@@ -40,7 +43,12 @@ export const STAT_COUNT = 8;
 
 export interface UdpRelayInfo {
   forwarded: number; replies: number; upcalls: number; upcallDrops: number; replyDrops: number; forwardDrops: number;
+  /** Faults: datagrams dropped (loss), sent twice (duplicate), held back (reorder), delayed
+   * (latency), and dropped because the relay's held/delayed memory (4 MiB) was full. */
+  faultLost: number; faultDuplicated: number; faultReordered: number; faultDelayed: number; faultOverCap: number;
 }
+
+const INFO_COUNT = 11;
 
 export interface UdpRelayEvents {
   /**
@@ -63,11 +71,6 @@ function addon(): UdpRelayAddon | null {
 /** True when the addon is loaded and has the UDP relay (and SGEMU_RELAY is not "node"). */
 export function udpRelayAvailable(): boolean {
   return process.env.SGEMU_RELAY !== 'node' && addon() !== null;
-}
-
-function fail(r: Failure, what: string): NativeError {
-  const code = errnoName(r.errno);
-  return new NativeError(r.syscall, r.errno, code, `${what}: ${r.syscall} failed with ${code} (errno ${r.errno})`);
 }
 
 // Record layout of a datagrams batch (udp_relay.c put_record), little-endian:
@@ -95,7 +98,7 @@ export function forEachDatagram(batch: Buffer, count: number, fn: (address: stri
 
 export class UdpRelay {
   private closed = false;
-  private readonly infoScratch = new Float64Array(6);
+  private readonly infoScratch = new Float64Array(INFO_COUNT);
 
   private constructor(private readonly a: UdpRelayAddon, private readonly h: Handle, readonly fd: number) {}
 
@@ -113,7 +116,7 @@ export class UdpRelay {
       if (kind === 1) events.datagrams(x as Buffer, y);
       else events.flowError(x as number, y, gen);
     });
-    if ('errno' in h) throw fail(h as Failure, what);
+    if ('errno' in h) throw nativeError(h as Failure, what);
     relay = new UdpRelay(a, h, fd);
     return relay;
   }
@@ -126,7 +129,7 @@ export class UdpRelay {
   add(slot: number, clientAddr: string, clientPort: number, backendAddr: string, backendPort: number, localAddr: string | null): number {
     const r = this.a.udpRelayAdd(this.h, slot, clientAddr, clientPort, backendAddr, backendPort, localAddr);
     if (typeof r !== 'number') {
-      throw fail(r, `UDP relay flow ${clientAddr.includes(':') ? `[${clientAddr}]` : clientAddr}:${clientPort} -> ${backendAddr}:${backendPort} (slot ${slot})`);
+      throw nativeError(r, `UDP relay flow ${clientAddr.includes(':') ? `[${clientAddr}]` : clientAddr}:${clientPort} -> ${backendAddr}:${backendPort} (slot ${slot})`);
     }
     return r;
   }
@@ -150,7 +153,24 @@ export class UdpRelay {
   info(): UdpRelayInfo {
     const s = this.infoScratch;
     if (!this.closed) this.a.udpRelayInfo(this.h, s);
-    return { forwarded: s[0]!, replies: s[1]!, upcalls: s[2]!, upcallDrops: s[3]!, replyDrops: s[4]!, forwardDrops: s[5]! };
+    return {
+      forwarded: s[0]!, replies: s[1]!, upcalls: s[2]!, upcallDrops: s[3]!, replyDrops: s[4]!, forwardDrops: s[5]!,
+      faultLost: s[6]!, faultDuplicated: s[7]!, faultReordered: s[8]!, faultDelayed: s[9]!, faultOverCap: s[10]!,
+    };
+  }
+
+  /**
+   * Replaces the relay's faults (UDP types: latency, loss, duplicate, reorder; validated by
+   * config/faults.ts's parseFault) for every flow, live ones included: each fault's toxicity is
+   * rolled again per flow. [] removes them. Applied in the relay thread, never per datagram in JS.
+   * Throws NativeError when the addon predates faults or refuses the set (EINVAL).
+   */
+  setFaults(faults: readonly Fault[]): void {
+    if (this.closed) return;
+    const what = `UDP relay on fd ${this.fd}: faults`;
+    if (typeof this.a.udpRelayFaults !== 'function') throw new NativeError('udpRelayFaults', 0, 'NativeUnavailable', `${what}: the loaded addon has no udpRelayFaults; rebuild it (node scripts/build-addon.mjs)`);
+    const r = this.a.udpRelayFaults(this.h, encodeFaults(faults, 17));
+    if (typeof r !== 'number') throw nativeError(r, what);
   }
 
   /** Joins the thread and closes every backend socket. Idempotent. The listening fd stays open. */

@@ -39,6 +39,8 @@ export interface MetricsSource {
   listeners(): ListenerMetrics[];
   /** Per fault type: flows that got it since start (toxicity rolled per flow). */
   faultFlows?(): Record<string, number>;
+  /** What UDP faults did to datagrams (lost, duplicated, reordered, delayed, over_cap) of live listeners. */
+  faultDatagrams?(): Record<string, number>;
 }
 
 /** Reload durations (compile + swap, plus load for file reloads): 0.5 ms .. 5 s. */
@@ -137,6 +139,11 @@ export class DaemonMetrics {
       name: 'sgemu_fault_flows_total', help: 'Flows that got a fault, by fault type (each flow rolls each fault\'s toxicity once).',
       labelNames: ['type'] as const, registers: [r],
       collect() { this.reset(); for (const [type, n] of Object.entries(src.faultFlows?.() ?? {})) this.inc({ type }, n); },
+    });
+    new Gauge({
+      name: 'sgemu_fault_datagrams', help: 'UDP datagrams a fault acted on, by effect, summed over the live UDP listeners (over_cap: dropped because 4 MiB were held).',
+      labelNames: ['effect'] as const, registers: [r],
+      collect() { this.reset(); for (const [effect, n] of Object.entries(src.faultDatagrams?.() ?? {})) this.set({ effect }, n); },
     });
   }
 

@@ -114,7 +114,9 @@ t.test('latency with jitter stays within latency ± jitter', { skip }, async (t)
   const base = median(await roundTrips(await connect(t, s, s.plain), 10));
   const rtts = await roundTrips(await connect(t, s, s.faulty), 20);
   const added = rtts.map((x) => x - base);
-  t.ok(added.every((a) => a >= 30 - 10 - 1 && a <= 30 + 10 + 5), `each added delay within 20..40 ms (+ scheduling): ${added.map((a) => a.toFixed(1)).join(' ')}`);
+  // each round trip's own noise (the part without the fault) is a few ms on a loaded machine
+  t.ok(added.every((a) => a >= 30 - 10 - 3 && a <= 30 + 10 + 10), `each added delay within 20..40 ms (± scheduling noise): ${added.map((a) => a.toFixed(1)).join(' ')}`);
+  t.ok(Math.abs(median(added) - 30) <= 8, `median added delay ${median(added).toFixed(1)} ms (asked 30 ± 10)`);
   t.ok(new Set(added.map((a) => Math.round(a))).size > 3, 'the delays vary');
 });
 
@@ -178,17 +180,21 @@ t.test('limit_data: exactly the limit gets through, then the connection closes',
   t.equal(r.error, null, 'then a close, not a reset');
 });
 
-t.test('slicer: one write arrives as many small slices, intact and in order', { skip }, async (t) => {
-  const s = await setup(t, '[ { type: slicer, attributes: { average_size: 10, size_variation: 5, delay: 2000 } } ]');
+t.test('slicer: one write arrives as many small slices, spread over time, intact and in order', { skip }, async (t) => {
+  const s = await setup(t, '[ { type: slicer, attributes: { average_size: 10, size_variation: 5, delay: 5000 } } ]');
   const c = await connect(t, s, s.faulty);
   const parts: Buffer[] = [];
-  c.on('data', (d: Buffer) => parts.push(d));
+  const times: number[] = [];
+  c.on('data', (d: Buffer) => { parts.push(d); times.push(performance.now()); });
   const msg = Buffer.from(Array.from({ length: 200 }, (_, i) => 65 + (i % 26)));
   c.write(msg);
   t.ok(await until(() => Buffer.concat(parts).length >= 200, 3000), 'all 200 bytes arrive');
   t.same(Buffer.concat(parts), msg, 'intact and in order');
-  t.ok(parts.length >= 10, `${parts.length} reads (slices of about 10 bytes, 2 ms apart)`);
-  t.ok(parts.every((p) => p.length <= 2 * 15), `no read larger than two slices (largest ${Math.max(...parts.map((p) => p.length))})`);
+  // slices of 5..15 bytes (at least 14 for 200 bytes), 5 ms apart: the last leaves ≥ 65 ms after
+  // the first (however the client's reads happen to group them)
+  const span = times[times.length - 1]! - times[0]!;
+  t.ok(span >= 60, `the bytes arrived over ${span.toFixed(0)} ms in ${parts.length} reads (≥ 14 slices, 5 ms apart)`);
+  t.ok(parts.length >= 5, `${parts.length} reads`);
 });
 
 t.test('slow_close: the FIN arrives the delay late; data before it does not', { skip }, async (t) => {

@@ -5,7 +5,7 @@ import t from 'tap';
 import { Histogram, bucketOf, bucketHigh, BUCKETS } from '../../src/loadtest/histogram.js';
 import { TokenBucket, burstFor } from '../../src/loadtest/rate.js';
 import {
-  expectedOutcome, explainQuery, explainKey, mixClass, parseMix, parseStatus, parseExplain, parseOutbound, sourceAddress, parseSources, tableFull,
+  expectedOutcome, explainQuery, explainKey, mixClass, parseMix, parseStatus, parseExplain, needsPortAnswer, parseOutbound, sourceAddress, parseSources, tableFull,
   WeightedPicker, type ListenerInfo,
 } from '../../src/loadtest/expect.js';
 import { renderHtml, formatText, resultJson, holdText } from '../../src/loadtest/report.js';
@@ -130,7 +130,20 @@ t.test('status and explain answers are checked', async (t) => {
   t.equal(st.listeners[0]!.backendUp, false);
   t.throws(() => parseStatus({ listeners: 'no' }), { code: 'DaemonError' });
   t.throws(() => parseStatus({ listeners: [{ kind: 'weird', instance: 'a', protocol: 'tcp', address: 'x', listenPort: 1, rulePort: 1 }] }), { code: 'DaemonError' });
-  t.same(parseExplain({ decision: 'deny', reason: 'no rule', checks: [] }), { decision: 'deny', reason: 'no rule' });
+  t.same(parseExplain({ decision: 'deny', reason: 'no rule', checks: [] }), { decision: 'deny', reason: 'no rule', portsAssumed: null, naclOnlyDeny: true });
+  // issue #14: explain assumed the client port; a NACL-only deny may hold for some ports only
+  const nacl = parseExplain({ decision: 'deny', reason: 'r', sourcePortAssumed: '32768-60999',
+    checks: [{ layer: 'sg', decision: 'allow' }, { layer: 'nacl', path: 'reply', decision: 'deny' }] });
+  t.same(nacl.portsAssumed, [32768, 60999]);
+  t.ok(needsPortAnswer(nacl, 35000) && needsPortAnswer(nacl, 50000), 'a NACL deny over the range: every flow asks for its own port');
+  t.notOk(needsPortAnswer(nacl, 0), 'no port known: the range answer stands');
+  const sgDeny = parseExplain({ decision: 'deny', reason: 'r', sourcePortAssumed: '32768-60999', checks: [{ layer: 'sg', decision: 'deny' }, { layer: 'nacl', decision: 'allow' }] });
+  t.notOk(needsPortAnswer(sgDeny, 35000), 'a security-group deny holds for every port');
+  const allow = parseExplain({ decision: 'allow', reason: 'r', sourcePortAssumed: '32768-60999', checks: [] });
+  t.notOk(needsPortAnswer(allow, 40000), 'an allow over the whole range holds for a port in it');
+  t.ok(needsPortAnswer(allow, 1500), 'but not outside it');
+  t.notOk(needsPortAnswer(parseExplain({ decision: 'deny', reason: 'r', checks: [] }), 35000), 'no NACL: one answer for all ports');
+  t.equal(explainKey({ from: 'a', to: 'b', protocol: 'udp', port: 53, sourcePort: 40000 }), 'a|b|udp|53|40000', 'the port is part of the question');
   t.throws(() => parseExplain({ decision: 'maybe' }), { code: 'DaemonError' });
 });
 

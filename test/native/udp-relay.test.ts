@@ -99,6 +99,29 @@ t.test('unknown client goes to JS; once added, its datagrams are relayed nativel
   t.ok(info.forwarded >= 3 && info.replies >= 4, `relay totals ${JSON.stringify(info)}`);
 });
 
+t.test('a burst of one flow leaves in runs (sendmmsg) and arrives whole and in order, interleaved with another flow', { skip }, async (t) => {
+  const l = await listenerOn(t);
+  const be = dgram.createSocket('udp4');
+  const got = new Map<number, string[]>();
+  be.on('message', (m, r) => { const a = got.get(r.port) ?? []; a.push(String(m)); got.set(r.port, a); });
+  await new Promise<void>((r) => be.bind(0, '127.0.0.1', () => r()));
+  be.setRecvBufferSize(4 << 20);
+  t.teardown(() => be.close());
+  const cs = [];
+  for (let k = 0; k < 2; k++) {
+    const src = freshAddr();
+    const c = await client(t, src, l.address, l.port);
+    c.s.send('open');
+    t.ok(await until(() => l.seen.length === k + 1));
+    l.relay.add(k, src, c.port, '127.0.0.1', be.address().port, null);
+    l.relay.send(k, l.seen[k]!.msg);
+    cs.push(c);
+  }
+  for (let i = 0; i < 200; i++) for (const c of cs) c.s.send(String(i));   // interleaved: each batch holds runs of both
+  t.ok(await until(() => [...got.values()].every((a) => a.length === 201) && got.size === 2, 3000), 'all 2 × 201 arrived');
+  for (const a of got.values()) t.same(a, ['open', ...Array.from({ length: 200 }, (_, i) => String(i))], 'in order');
+});
+
 t.test('boundaries and sizes are preserved: empty, 1 B and 65000 B datagrams', { skip }, async (t) => {
   const l = await listenerOn(t);
   const be = await echo(t);
@@ -223,7 +246,8 @@ t.test('close(): idempotent; afterwards calls fail or do nothing and no event ar
   t.notOk(l.relay.stats(0, new Float64Array(STAT_COUNT)));
   t.throws(() => l.relay.add(0, '127.0.0.9', 1, '127.0.0.1', 9, null), { code: 'EBADF' });
   l.relay.remove(0);
-  t.same(Object.keys(l.relay.info()).length, 6);
+  t.same(Object.keys(l.relay.info()).length, 11, 'six relay totals and five fault counters');
+  t.doesNotThrow(() => l.relay.setFaults([]), 'setFaults after close: a no-op');
 });
 
 t.test('forEachDatagram stops at a truncated record instead of throwing', async (t) => {

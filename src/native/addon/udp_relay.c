@@ -26,6 +26,25 @@
  *   [4] exchanges (backend→client then client→backend turns)
  *   [5] replies   (client→backend then backend→client turns)   [6] lastDir (1 client, 2 backend)
  *   [7] datagrams dropped (send to backend failed with EAGAIN/ENOBUFS)
+ *
+ * Faults (issue #18; udpRelayFaults, codes in faults.h, encoding in src/native/fault-codes.ts):
+ * one set per relay, applied in this thread to both directions, never in JS. Each fault applies
+ * to a flow with probability `toxicity`, rolled once per flow when it is added and again for every
+ * flow when the set changes: the outcome is a bit mask per direction (flow_t.fmask), so a flow
+ * without faults pays one branch. A faulted datagram goes through, in this order:
+ *
+ *   loss (drop, p)  ->  duplicate (2 copies, p)  ->  reorder (hold, p)  ->  latency (delay)
+ *                                                        |                      |
+ *                       released after the next datagram of the flow and direction,
+ *                       or after `gap` ms; then through latency as any other
+ *
+ * Latency: latency ± jitter ms (uniform), but never before the previous delayed datagram of the
+ * same flow and direction (due = max(now + d, lastDue)): jitter never reorders. Held and delayed
+ * datagrams are copies in one min-heap per relay ordered by (due, seq), served by a timerfd armed
+ * for the heap's top; at most FAULT_MEM_CAP bytes (headers included) per relay, beyond that a
+ * datagram is dropped and counted (R_F_OVER_CAP). A delayed datagram whose flow went (removed,
+ * slot reused: the generation differs) is dropped when due. Removing a fault stops it for new
+ * datagrams; those already delayed still leave at their time.
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -39,8 +58,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
+#include "faults.h"
 #include "result.h"
 
 #define MAXDG 65536
@@ -55,9 +78,28 @@
 #define NSTAT 8
 #define LISTEN_TAG UINT64_MAX
 #define WAKE_TAG (UINT64_MAX - 1)
+#define TIMER_TAG (UINT64_MAX - 2)
+#define FAULT_MEM_CAP ((size_t)4 << 20)   /* bytes of held/delayed datagrams per relay */
+#define MS_NS 1000000.0
+#define TIMER_SLOT_NS 250000u            /* delayed datagrams leave in 250 µs slots (arm) */
 
 /* relay-wide counters (udpRelayInfo) */
-enum { R_FWD, R_REPLIES, R_UPCALLS, R_UP_DROPPED, R_TX_DROPPED, R_FWD_DROPPED, R_NINFO };
+enum { R_FWD, R_REPLIES, R_UPCALLS, R_UP_DROPPED, R_TX_DROPPED, R_FWD_DROPPED,
+       R_F_LOST, R_F_DUPLICATED, R_F_REORDERED, R_F_DELAYED, R_F_OVER_CAP, R_NINFO };
+
+/* A held (reorder) or delayed (latency) datagram, a copy; in the relay's heap until due. */
+typedef struct dly {
+  uint64_t due;        /* CLOCK_MONOTONIC ns */
+  uint64_t seq;        /* ties: first in, first out */
+  int slot;
+  uint32_t gen;        /* the flow's generation: a reused slot never sends it */
+  uint8_t dir;         /* 0 upstream (client -> backend), 1 downstream */
+  uint8_t held;        /* reorder: released by the flow's next datagram or at `due` (the gap) */
+  uint8_t cancelled;   /* held and already released: only its memory waits for `due` */
+  uint8_t copies;      /* duplicate rolled before it was held */
+  size_t len;
+  char data[];
+} dly_t;
 
 typedef struct {
   int fd;              /* -1: free slot */
@@ -68,6 +110,9 @@ typedef struct {
   struct sockaddr_storage client;
   socklen_t clientLen;
   double st[NSTAT];
+  uint32_t fmask[2];   /* bit i: fault i applies to this flow, [0] upstream, [1] downstream */
+  uint64_t lastDue[2]; /* latency: due time of the last delayed datagram (keeps the order) */
+  dly_t *held[2];      /* reorder: the datagram held back, or NULL */
 } flow_t;
 
 typedef struct {
@@ -90,11 +135,23 @@ typedef struct {
   int buckets[NBUCKETS];
   napi_threadsafe_function tsfn;
   double info[R_NINFO];
+  /* faults (under mu) */
+  double fp[FAULT_MAX][FAULT_REC];
+  int nf;
+  uint64_t rng;        /* xorshift64* state */
+  dly_t **heap;
+  int nheap, heapCap;
+  uint64_t seq, armed; /* armed: the due time the timerfd is set to, 0 none */
+  size_t faultMem;
+  int tfd;
+  int inTimer;         /* on_timer is sending: replies join the tx batch */
   /* thread-private */
   struct mmsghdr rx[RX_BATCH];
   struct iovec rxiov[RX_BATCH];
   struct sockaddr_storage rxaddr[RX_BATCH];
   char *rxbuf;
+  struct mmsghdr up[RX_BATCH];       /* one flow's run of the batch, to its connected socket */
+  struct iovec upiov[RX_BATCH];
   struct mmsghdr tx[TX_BATCH];
   struct iovec txiov[TX_BATCH];
   struct sockaddr_storage txaddr[TX_BATCH];
@@ -199,6 +256,238 @@ static size_t put_record(char *p, const struct sockaddr_storage *sa, const char 
   return UP_HDR + len;
 }
 
+
+/* ------------------------------------------------------------------ faults */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Uniform in [0, 1). Precondition: mu held (the thread and JS both roll). */
+static double rnd(relay_t *r) {
+  uint64_t x = r->rng;
+  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  r->rng = x;
+  return (double)((x * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static int dly_before(const dly_t *a, const dly_t *b) { return a->due < b->due || (a->due == b->due && a->seq < b->seq); }
+
+static int heap_push(relay_t *r, dly_t *it) {
+  if (r->nheap == r->heapCap) {
+    int ncap = r->heapCap ? r->heapCap * 2 : 256;
+    dly_t **nh = realloc(r->heap, (size_t)ncap * sizeof *nh);
+    if (!nh) return -1;
+    r->heap = nh; r->heapCap = ncap;
+  }
+  int i = r->nheap++;
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!dly_before(it, r->heap[p])) break;
+    r->heap[i] = r->heap[p];
+    i = p;
+  }
+  r->heap[i] = it;
+  return 0;
+}
+
+static dly_t *heap_pop(relay_t *r) {
+  dly_t *top = r->heap[0], *last = r->heap[--r->nheap];
+  int i = 0, n = r->nheap;
+  for (;;) {
+    int c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && dly_before(r->heap[c + 1], r->heap[c])) c++;
+    if (!dly_before(r->heap[c], last)) break;
+    r->heap[i] = r->heap[c];
+    i = c;
+  }
+  if (n > 0) r->heap[i] = last;
+  return top;
+}
+
+/* Sets the timerfd to the heap's top (absolute), rounded up to the next TIMER_SLOT_NS, or
+ * disarms it. One wake-up serves every datagram due in the slot: never early, late by < 250 µs.
+ * Precondition: mu held. */
+static void arm(relay_t *r) {
+  uint64_t due = r->nheap > 0 ? (r->heap[0]->due + TIMER_SLOT_NS - 1) / TIMER_SLOT_NS * TIMER_SLOT_NS : 0;
+  if (due == r->armed) return;
+  struct itimerspec its;
+  memset(&its, 0, sizeof its);
+  its.it_value.tv_sec = (time_t)(due / 1000000000u);
+  its.it_value.tv_nsec = (long)(due % 1000000000u);
+  if (timerfd_settime(r->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) r->armed = due;
+}
+
+static size_t dly_cost(size_t len) { return sizeof(dly_t) + len; }
+
+/* A copy of the datagram for the heap, or NULL (counted) when the relay's cap is reached. */
+static dly_t *dly_new(relay_t *r, const char *data, size_t len) {
+  if (r->faultMem + dly_cost(len) > FAULT_MEM_CAP) { r->info[R_F_OVER_CAP] += 1; return NULL; }
+  dly_t *it = malloc(dly_cost(len));
+  if (!it) { r->info[R_F_OVER_CAP] += 1; return NULL; }
+  memset(it, 0, sizeof *it);
+  memcpy(it->data, data, len);
+  it->len = len;
+  it->seq = ++r->seq;
+  it->copies = 1;
+  r->faultMem += dly_cost(len);
+  return it;
+}
+
+static void dly_free(relay_t *r, dly_t *it) {
+  r->faultMem -= dly_cost(it->len);
+  free(it);
+}
+
+static int dly_enqueue(relay_t *r, dly_t *it, int slot, uint32_t gen, int dir, uint64_t due) {
+  it->slot = slot; it->gen = gen; it->dir = (uint8_t)dir; it->due = due;
+  if (heap_push(r, it) < 0) { r->info[R_F_OVER_CAP] += 1; dly_free(r, it); return -1; }
+  return 0;
+}
+
+static void flow_error(relay_t *r, int slot, int err);
+static void flush_tx(relay_t *r);
+
+/* A reply joins the thread's sendmmsg batch (flushed after this round of events). Only from
+ * on_timer: on_flow receives into the same slots past ntx. Precondition: mu held, thread. */
+static void queue_reply(relay_t *r, flow_t *f, const char *data, size_t len) {
+  if (r->ntx == TX_BATCH) flush_tx(r);
+  int i = r->ntx++;
+  char *buf = r->txbuf + (size_t)i * MAXDG;
+  memcpy(buf, data, len);
+  r->txiov[i].iov_base = buf;
+  r->txiov[i].iov_len = len;
+  memcpy(&r->txaddr[i], &f->client, f->clientLen);
+  memset(&r->tx[i].msg_hdr, 0, sizeof r->tx[i].msg_hdr);
+  r->tx[i].msg_hdr.msg_iov = &r->txiov[i];
+  r->tx[i].msg_hdr.msg_iovlen = 1;
+  r->tx[i].msg_hdr.msg_name = &r->txaddr[i];
+  r->tx[i].msg_hdr.msg_namelen = f->clientLen;
+}
+
+/* One datagram out now: upstream on the flow's backend socket, downstream from the listening
+ * socket to the client. Precondition: mu held, f is slot's live flow. */
+static void send_now(relay_t *r, flow_t *f, int slot, int dir, const char *data, size_t len) {
+  if (f->errored) return;
+  if (dir == 0) {
+    ssize_t w = send(f->fd, data, len, MSG_DONTWAIT);
+    if (w >= 0) r->info[R_FWD] += 1;
+    else if (errno == ECONNREFUSED) flow_error(r, slot, errno);
+    else { f->st[7] += 1; r->info[R_FWD_DROPPED] += 1; }
+  } else if (r->inTimer) {
+    queue_reply(r, f, data, len);      /* the due replies of one timer slot leave in one sendmmsg */
+  } else {
+    ssize_t w = sendto(r->lfd, data, len, MSG_DONTWAIT, (const struct sockaddr *)&f->client, f->clientLen);
+    if (w >= 0) r->info[R_REPLIES] += 1;
+    else r->info[R_TX_DROPPED] += 1;
+  }
+}
+
+/* The last stage: latency (sum of the flow's latency faults in this direction, each
+ * latency ± jitter), never before the previous delayed datagram of the flow and direction. */
+static void stage_latency(relay_t *r, flow_t *f, int slot, int dir, const char *data, size_t len, uint64_t now) {
+  double ms = 0;
+  uint32_t m = f->fmask[dir];
+  for (int i = 0; m; i++, m >>= 1) {
+    if (!(m & 1) || (int)r->fp[i][0] != FT_LATENCY) continue;
+    ms += r->fp[i][3] + r->fp[i][4] * (2 * rnd(r) - 1);
+  }
+  uint64_t due = now + (uint64_t)(ms > 0 ? ms * MS_NS : 0);
+  if (due < f->lastDue[dir]) due = f->lastDue[dir];
+  if (due <= now) { send_now(r, f, slot, dir, data, len); return; }
+  dly_t *it = dly_new(r, data, len);
+  if (!it) return;
+  if (dly_enqueue(r, it, slot, f->gen, dir, due) < 0) return;
+  f->lastDue[dir] = due;
+  r->info[R_F_DELAYED] += 1;
+}
+
+/* A datagram of a flow with faults in `dir` (f->fmask[dir] != 0). Precondition: mu held. */
+static void fault_path(relay_t *r, flow_t *f, int slot, int dir, const char *data, size_t len) {
+  uint64_t now = now_ns();
+  uint32_t m = f->fmask[dir];
+  int copies = 1, hold = 0;
+  double gapMs = 0;
+  for (int i = 0; m; i++, m >>= 1) {
+    if (!(m & 1)) continue;
+    const double *p = r->fp[i];
+    switch ((int)p[0]) {
+      case FT_LOSS:
+        if (rnd(r) < p[3]) { r->info[R_F_LOST] += 1; return; }
+        break;
+      case FT_DUPLICATE:
+        if (rnd(r) < p[3]) copies = 2;
+        break;
+      case FT_REORDER:
+        if (!hold && f->held[dir] == NULL && rnd(r) < p[3]) { hold = 1; gapMs = p[4]; }
+        break;
+      default: break;
+    }
+  }
+  if (copies == 2) r->info[R_F_DUPLICATED] += 1;
+  if (hold) {
+    dly_t *it = dly_new(r, data, len);
+    if (!it) return;
+    it->held = 1;
+    it->copies = (uint8_t)copies;
+    if (dly_enqueue(r, it, slot, f->gen, dir, now + (uint64_t)(gapMs * MS_NS)) < 0) return;
+    f->held[dir] = it;
+    r->info[R_F_REORDERED] += 1;
+    arm(r);
+    return;
+  }
+  for (int c = 0; c < copies; c++) stage_latency(r, f, slot, dir, data, len, now);
+  dly_t *h = f->held[dir];
+  if (h) {
+    /* The held one goes after this one; its heap entry stays as a tombstone until its gap. */
+    f->held[dir] = NULL;
+    for (int c = 0; c < h->copies; c++) stage_latency(r, f, slot, dir, h->data, h->len, now);
+    h->cancelled = 1;
+  }
+  arm(r);
+}
+
+/* The timerfd fired: everything due leaves (in (due, seq) order), then the timer is re-armed. */
+static void on_timer(relay_t *r) {
+  uint64_t x;
+  ssize_t n = read(r->tfd, &x, sizeof x);
+  (void)n;
+  pthread_mutex_lock(&r->mu);
+  r->armed = 0;
+  r->inTimer = 1;
+  uint64_t now = now_ns();
+  while (r->nheap > 0 && r->heap[0]->due <= now) {
+    dly_t *it = heap_pop(r);
+    flow_t *f = it->slot < r->cap ? &r->flows[it->slot] : NULL;
+    if (!it->cancelled && f && f->fd >= 0 && f->gen == it->gen && !f->errored) {
+      if (!it->held) send_now(r, f, it->slot, it->dir, it->data, it->len);
+      else if (f->held[it->dir] == it) {
+        f->held[it->dir] = NULL;   /* no next datagram within the gap */
+        for (int c = 0; c < it->copies; c++) stage_latency(r, f, it->slot, it->dir, it->data, it->len, now);
+      }
+    }
+    dly_free(r, it);
+  }
+  r->inTimer = 0;
+  arm(r);
+  pthread_mutex_unlock(&r->mu);
+}
+
+static int fault_known(int code) { return code == FT_LATENCY || code == FT_LOSS || code == FT_DUPLICATE || code == FT_REORDER; }
+
+/* Rolls each fault's toxicity for the flow. Precondition: mu held. */
+static void roll_flow(relay_t *r, flow_t *f) {
+  f->fmask[0] = f->fmask[1] = 0;
+  for (int i = 0; i < r->nf; i++) {
+    const double *p = r->fp[i];
+    if (!fault_known((int)p[0])) continue;
+    if (rnd(r) < p[2]) f->fmask[p[1] != 0] |= 1u << i;
+  }
+}
+
 /* ------------------------------------------------------------------ the thread */
 
 static void flush_tx(relay_t *r) {
@@ -217,35 +506,61 @@ static void flush_tx(relay_t *r) {
   r->ntx = 0;
 }
 
+/* Precondition: mu held; slots[j] == s for the datagrams idx[0..n) of the batch, in order.
+ * Forwards them on the flow's connected socket: one send(2), or one sendmmsg(2) for a run. */
+static void forward_run(relay_t *r, flow_t *f, int s, const int *idx, int n) {
+  for (int q = 0; q < n; q++) {
+    int j = idx[q];
+    r->upiov[q].iov_base = r->rxiov[j].iov_base;
+    r->upiov[q].iov_len = r->rx[j].msg_len;
+  }
+  int sent = 0;
+  while (sent < n) {
+    int k;
+    if (n - sent == 1) k = send(f->fd, r->upiov[sent].iov_base, r->upiov[sent].iov_len, MSG_DONTWAIT) >= 0 ? 1 : -1;
+    else k = sendmmsg(f->fd, &r->up[sent], (unsigned)(n - sent), MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECONNREFUSED) { flow_error(r, s, errno); return; }
+      f->st[7] += 1; r->info[R_FWD_DROPPED] += 1;   /* EAGAIN/ENOBUFS: this one is dropped */
+      sent++;
+      continue;
+    }
+    for (int q = 0; q < k; q++) count_in(f, r->upiov[sent + q].iov_len);
+    r->info[R_FWD] += k;
+    sent += k;
+  }
+}
+
 static void on_listen(relay_t *r) {
   for (int round = 0; round < 4; round++) {
-    for (int i = 0; i < RX_BATCH; i++) {
-      r->rxiov[i].iov_base = r->rxbuf + (size_t)i * MAXDG;
-      r->rxiov[i].iov_len = MAXDG;
-      memset(&r->rx[i].msg_hdr, 0, sizeof r->rx[i].msg_hdr);
-      r->rx[i].msg_hdr.msg_iov = &r->rxiov[i];
-      r->rx[i].msg_hdr.msg_iovlen = 1;
-      r->rx[i].msg_hdr.msg_name = &r->rxaddr[i];
-      r->rx[i].msg_hdr.msg_namelen = sizeof r->rxaddr[i];
-    }
+    /* The headers are set once in relay_open; the kernel rewrites only msg_namelen and msg_len. */
+    for (int i = 0; i < RX_BATCH; i++) r->rx[i].msg_hdr.msg_namelen = sizeof r->rxaddr[i];
     int m = recvmmsg(r->lfd, r->rx, RX_BATCH, MSG_DONTWAIT, NULL);
     if (m <= 0) return;
     size_t upLen = 0;
     uint32_t upCount = 0;
-    int slots[RX_BATCH];
+    int slots[RX_BATCH], run[RX_BATCH];
+    uint8_t done[RX_BATCH];
     uint8_t key[19];
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < m; i++) {
       key_of(&r->rxaddr[i], key);
-      int s = lookup(r, key);
-      slots[i] = s;
-      if (s < 0) { upLen += UP_HDR + r->rx[i].msg_len; upCount++; continue; }
+      slots[i] = lookup(r, key);
+      done[i] = 0;
+      if (slots[i] < 0) { upLen += UP_HDR + r->rx[i].msg_len; upCount++; }
+    }
+    /* A flow's datagrams of this batch leave together, in their order: a client that got a burst
+     * of replies answers with a burst, so runs are common (scripts/bench/udp.ts, bench-results). */
+    for (int i = 0; i < m; i++) {
+      int s = slots[i];
+      if (s < 0 || done[i]) continue;
       flow_t *f = &r->flows[s];
       if (f->errored) continue;
-      ssize_t w = send(f->fd, r->rxiov[i].iov_base, r->rx[i].msg_len, MSG_DONTWAIT);
-      if (w >= 0) { count_in(f, r->rx[i].msg_len); r->info[R_FWD] += 1; }
-      else if (errno == ECONNREFUSED) flow_error(r, s, errno);
-      else { f->st[7] += 1; r->info[R_FWD_DROPPED] += 1; }
+      if (f->fmask[0]) { count_in(f, r->rx[i].msg_len); fault_path(r, f, s, 0, r->rxiov[i].iov_base, r->rx[i].msg_len); continue; }
+      int n = 0;
+      for (int j = i; j < m; j++) if (slots[j] == s) { done[j] = 1; run[n++] = j; }
+      forward_run(r, f, s, run, n);
     }
     pthread_mutex_unlock(&r->mu);
     if (upCount > 0) {
@@ -288,6 +603,16 @@ static void on_flow(relay_t *r, uint64_t tag) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) flow_error(r, slot, errno);
       break;
     }
+    if (f->fmask[1]) {
+      /* Faulted: each datagram goes its own way; the batch slots are reused. */
+      for (int k = 0; k < m; k++) {
+        int i = r->ntx + k;
+        count_out(f, r->tx[i].msg_len);
+        fault_path(r, f, slot, 1, r->txbuf + (size_t)i * MAXDG, r->tx[i].msg_len);
+      }
+      if (m < want) break;
+      continue;
+    }
     for (int k = 0; k < m; k++) {
       int i = r->ntx + k;
       r->txiov[i].iov_len = r->tx[i].msg_len;
@@ -312,6 +637,7 @@ static void *relay_main(void *arg) {
       uint64_t tag = ev[i].data.u64;
       if (tag == WAKE_TAG) return NULL;
       if (tag == LISTEN_TAG) on_listen(r);
+      else if (tag == TIMER_TAG) on_timer(r);
       else on_flow(r, tag);
     }
     if (r->ntx > 0) flush_tx(r);
@@ -355,7 +681,10 @@ static void relay_stop(relay_t *r) {
   pthread_mutex_unlock(&r->mu);
   if (r->epfd >= 0) close(r->epfd);
   if (r->wakefd >= 0) close(r->wakefd);
-  r->epfd = r->wakefd = -1;
+  if (r->tfd >= 0) close(r->tfd);
+  r->epfd = r->wakefd = r->tfd = -1;
+  while (r->nheap > 0) dly_free(r, heap_pop(r));
+  free(r->heap); r->heap = NULL; r->heapCap = 0;
   if (r->tsfn) napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
   r->tsfn = NULL;
   free(r->flows); r->flows = NULL; r->cap = 0;
@@ -420,7 +749,9 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_int32(env, argv[1], &family));
   relay_t *r = calloc(1, sizeof *r);
   if (!r) return make_failure(env, ENOMEM, "malloc");
-  r->lfd = lfd; r->family = family; r->epfd = r->wakefd = -1;
+  r->lfd = lfd; r->family = family; r->epfd = r->wakefd = r->tfd = -1;
+  if (getrandom(&r->rng, sizeof r->rng, GRND_NONBLOCK) != (ssize_t)sizeof r->rng) r->rng = now_ns() ^ (uint64_t)(uintptr_t)r;
+  if (r->rng == 0) r->rng = 0x9e3779b97f4a7c15ull;
   pthread_mutex_init(&r->mu, NULL);
   for (int i = 0; i < NBUCKETS; i++) r->buckets[i] = -1;
   r->rxbuf = malloc((size_t)RX_BATCH * MAXDG);
@@ -428,11 +759,23 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   int err = 0;
   const char *sys = "malloc";
   if (!r->rxbuf || !r->txbuf) err = ENOMEM;
+  for (int i = 0; !err && i < RX_BATCH; i++) {
+    r->rxiov[i].iov_base = r->rxbuf + (size_t)i * MAXDG;
+    r->rxiov[i].iov_len = MAXDG;
+    r->rx[i].msg_hdr.msg_iov = &r->rxiov[i];
+    r->rx[i].msg_hdr.msg_iovlen = 1;
+    r->rx[i].msg_hdr.msg_name = &r->rxaddr[i];
+    r->up[i].msg_hdr.msg_iov = &r->upiov[i];
+    r->up[i].msg_hdr.msg_iovlen = 1;
+  }
   if (!err && (r->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) { err = errno; sys = "epoll_create1"; }
   if (!err && (r->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) { err = errno; sys = "eventfd"; }
+  if (!err && (r->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) < 0) { err = errno; sys = "timerfd_create"; }
   if (!err) {
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = WAKE_TAG };
     if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->wakefd, &ev) < 0) { err = errno; sys = "epoll_ctl"; }
+    ev.data.u64 = TIMER_TAG;
+    if (!err && epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->tfd, &ev) < 0) { err = errno; sys = "epoll_ctl"; }
     ev.data.u64 = LISTEN_TAG;
     if (!err && epoll_ctl(r->epfd, EPOLL_CTL_ADD, lfd, &ev) < 0) { err = errno; sys = "epoll_ctl"; }
   }
@@ -517,6 +860,7 @@ static napi_value relay_add(napi_env env, napi_callback_info info) {
     f->fd = fd; f->gen = gen; f->errored = 0;
     memcpy(f->key, key, 19);
     memcpy(&f->client, &client, clen); f->clientLen = clen;
+    roll_flow(r, f);
     unsigned b = bucket_of(key);
     f->next = r->buckets[b]; r->buckets[b] = slot;
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)gen << 32) | (uint32_t)slot };
@@ -547,10 +891,17 @@ static napi_value relay_send(napi_env env, napi_callback_info info) {
   int err = EBADF;
   if (slot >= 0 && slot < r->cap && r->flows[slot].fd >= 0 && !r->flows[slot].errored) {
     flow_t *f = &r->flows[slot];
-    w = send(f->fd, data, len, MSG_DONTWAIT);
-    err = errno;
-    if (w >= 0) count_in(f, len);
-    else if (err != ECONNREFUSED) f->st[7] += 1;
+    if (f->fmask[0]) {
+      /* The first datagram (handed to JS) takes the same faults as the relayed ones. */
+      count_in(f, len);
+      fault_path(r, f, slot, 0, data, len);
+      w = (ssize_t)len;
+    } else {
+      w = send(f->fd, data, len, MSG_DONTWAIT);
+      err = errno;
+      if (w >= 0) count_in(f, len);
+      else if (err != ECONNREFUSED) f->st[7] += 1;
+    }
   }
   pthread_mutex_unlock(&r->mu);
   if (w < 0) return make_failure(env, err, "send");
@@ -598,7 +949,8 @@ static napi_value relay_stats(napi_env env, napi_callback_info info) {
   return ok ? number(env, 0) : make_failure(env, ENOENT, "udpRelayStats");
 }
 
-/* udpRelayInfo(h, Float64Array(6)) → 0: forwarded, replies, upcalls, upcall drops, reply drops, forward drops. */
+/* udpRelayInfo(h, Float64Array(11)) → 0: forwarded, replies, upcalls, upcall drops, reply drops, forward drops,
+ * then faults: lost, duplicated, held back (reorder), delayed (latency), dropped over the memory cap. */
 static napi_value relay_info(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return make_failure(env, EINVAL, "udpRelayInfo");
@@ -611,6 +963,42 @@ static napi_value relay_info(napi_env env, napi_callback_info info) {
   if (!r) return make_failure(env, EBADF, "udpRelayInfo");
   pthread_mutex_lock(&r->mu);
   memcpy(data, r->info, sizeof r->info);
+  pthread_mutex_unlock(&r->mu);
+  return number(env, 0);
+}
+
+/*
+ * udpRelayFaults(h, Float64Array) → 0 | { errno, syscall }: replaces the relay's fault set
+ * (FAULT_REC numbers per fault, at most FAULT_MAX; empty: none) and rolls every live flow's
+ * toxicity again. Every number is range-checked: the array comes from JS.
+ */
+static napi_value relay_faults(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return make_failure(env, EINVAL, "udpRelayFaults");
+  relay_t *r = get_relay(env, argv[0]);
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  if (napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || len % FAULT_REC != 0 || len / FAULT_REC > FAULT_MAX) return make_failure(env, EINVAL, "udpRelayFaults");
+  if (!r) return make_failure(env, EBADF, "udpRelayFaults");
+  const double *in = data;
+  int n = (int)(len / FAULT_REC);
+  for (int i = 0; i < n; i++) {
+    const double *p = in + i * FAULT_REC;
+    /* range before any cast: converting NaN or a huge double to int is undefined */
+    if (!(p[0] >= 1 && p[0] <= FT_REORDER) || p[0] != (double)(int)p[0]) return make_failure(env, EINVAL, "udpRelayFaults");
+    int ok = fault_known((int)p[0]) && (p[1] == 0 || p[1] == 1) && p[2] >= 0 && p[2] <= 1;
+    if ((int)p[0] == FT_LATENCY) ok = ok && p[3] >= 0 && p[3] <= 3600000 && p[4] >= 0 && p[4] <= 3600000;
+    else if ((int)p[0] == FT_REORDER) ok = ok && p[3] >= 0 && p[3] <= 1 && p[4] >= 0 && p[4] <= 3600000;
+    else ok = ok && p[3] >= 0 && p[3] <= 1;
+    if (!ok) return make_failure(env, EINVAL, "udpRelayFaults");
+  }
+  pthread_mutex_lock(&r->mu);
+  memset(r->fp, 0, sizeof r->fp);
+  memcpy(r->fp, in, len * sizeof(double));
+  r->nf = n;
+  for (int s = 0; s < r->cap; s++) if (r->flows[s].fd >= 0) roll_flow(r, &r->flows[s]);
   pthread_mutex_unlock(&r->mu);
   return number(env, 0);
 }
@@ -632,6 +1020,7 @@ napi_status sgemu_udp_relay_init(napi_env env, napi_value exports) {
     { "udpRelayRemove", NULL, relay_remove, NULL, NULL, NULL, napi_enumerable, NULL },
     { "udpRelayStats", NULL, relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
     { "udpRelayInfo", NULL, relay_info, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "udpRelayFaults", NULL, relay_faults, NULL, NULL, NULL, napi_enumerable, NULL },
     { "udpRelayClose", NULL, relay_close, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
