@@ -15,7 +15,7 @@ import { watch as fsWatch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Model } from '../model/types.js';
 import { ConfigErrors } from '../model/errors.js';
-import { acquireNamespace, acquirePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
+import { acquireNamespace, acquirePrivilege, releasePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
 import { compileAcceptAll, encodeProgram } from '../policy/bpf.js';
 import { loadConfigFile, loadConfigText, setAddressScope } from '../config/load.js';
 import { compilePolicy } from '../policy/compile.js';
@@ -473,7 +473,7 @@ export class Daemon implements ApiHost {
     await this.api?.close();
     await this.toxiproxy?.close();
     await this.plane.close(drainMs);
-    this.privilege?.netd?.close();
+    releasePrivilege(this.privilege);
     await this.flowLog?.close();
     this.clock.stop?.();
   }
