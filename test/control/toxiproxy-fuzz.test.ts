@@ -222,3 +222,11 @@ instances:
   });
   t.ok(!slowListed || rtt >= 270, `the API fault is either dropped from the list or applied (listed: ${slowListed}, ${listed.length} faults listed, rtt ${rtt.toFixed(1)} ms)`);
 });
+
+t.test('sgemu fault add: an --attr value that is no number is refused before anything is sent', async (t) => {
+  const { default: fault } = await import('../../src/cli/fault.js');
+  for (const bad of ['latency=1.2.3', 'latency=.', 'latency=-', 'latency=1e', 'latency=..5']) {
+    // no daemon listens on port 9: a request would fail with a connection error, not a usage error
+    await t.rejects(fault.run(['add', 'web:tcp/8080', '--type', 'latency', '--attr', bad, '--api', '127.0.0.1:9']), { message: /is not KEY=NUMBER/ }, `--attr ${bad}`);
+  }
+});
