@@ -5,7 +5,7 @@
 // Toxiproxy keeps toxics in memory); a config reload brings its own faults up to date underneath.
 
 import type { Fault } from '../model/types.js';
-import { FaultError } from '../config/faults.js';
+import { FAULT_LIST_MAX, FaultError } from '../config/faults.js';
 
 export type FaultOrigin = 'config' | 'api';
 
@@ -19,12 +19,19 @@ export class FaultStore {
   private readonly added = new Map<string, Fault[]>();
   private readonly removed = new Map<string, Set<string>>();
 
-  /** The faults in force on `target` whose config gives `config`, with their origin. */
+  /** The faults in force on `target` whose config gives `config`, with their origin. The relay
+   * applies FAULT_LIST_MAX faults per listener: when a reload gave the config more faults, the
+   * faults added last through the API that no longer fit are dropped (listed = applied). */
   rows(target: string, config: readonly Fault[]): FaultRow[] {
     const gone = this.removed.get(target);
     const out: FaultRow[] = [];
     for (const f of config) if (!gone?.has(f.name)) out.push({ target, origin: 'config', fault: f });
-    for (const f of this.added.get(target) ?? []) out.push({ target, origin: 'api', fault: f });
+    const added = this.added.get(target) ?? [];
+    const room = Math.max(0, FAULT_LIST_MAX - out.length);
+    if (added.length > room) {
+      if (room > 0) this.added.set(target, added.slice(0, room)); else this.added.delete(target);
+    }
+    for (const f of added.slice(0, room)) out.push({ target, origin: 'api', fault: f });
     return out;
   }
 
