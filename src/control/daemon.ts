@@ -398,7 +398,7 @@ export class Daemon implements ApiHost {
     this.faults.add(target, fault, ls[0]!.spec.faults, FAULT_LIST_MAX);
     this.plane.refreshFaults();
     this.opts.log(`fault ${fault.name} (${fault.type} ${fault.stream}) added on ${target}`);
-    return { target, origin: 'api', fault };
+    return { target, origin: 'api', fault, applied: true };
   }
 
   /** Removes one fault (or, name null, all) from a target → how many went. */

@@ -214,8 +214,9 @@ instances:
   const { writeFileSync } = await import('node:fs');
   writeFileSync(configPath, svc(16));
   t.equal(await daemon.reload(), true, 'the config with 16 faults loads');
-  const listed = ((await (await fetch(`${api}/v1/faults?target=app:tcp/${port}`)).json()) as { faults: { name: string }[] }).faults;
-  const slowListed = listed.some((f) => f.name === 'slow');
+  const listed = ((await (await fetch(`${api}/v1/faults?target=app:tcp/${port}`)).json()) as { faults: { name: string; applied?: boolean }[] }).faults;
+  const slowListed = listed.some((f) => f.name === 'slow' && f.applied !== false);
+  t.same(listed.filter((f) => f.applied === false).map((f) => f.name), ['slow'], 'the 17th is listed as not applied');
   const rtt = await new Promise<number>((resolve, reject) => {
     const c = net.connect({ host: addr, port }, () => { c.setNoDelay(true); const t0 = performance.now(); c.once('data', () => { resolve(performance.now() - t0); c.destroy(); }); c.write('x'); });
     c.on('error', reject);
