@@ -102,7 +102,10 @@ async function removeFault(api: string, target: string, name?: string): Promise<
 
 t.test('slicer average_size 1: what a stalled backend leaves queued stays near the 1 MiB cap per direction', {
   skip,
-  todo: process.env.SGEMU_ADV_STRICT ? false : 'tcp_relay.c fx_chunk/seg_push: one malloc (~48 B) per 1-byte slice while `queued` counts only the data byte; FX_BUF_MAX bounds bytes, not segments (measured ~27x the cap)',
+  // The memory bound holds since queued counts each segment's cost (5x the data for 1-byte slices,
+  // was 27x). Left: in this test (not in a 3-flow reproduction outside it) one of the three flows
+  // is sometimes still in the relay 10 s after both its peers went.
+  todo: process.env.SGEMU_ADV_STRICT ? false : 'one flow of three sometimes outlives both its peers here (tcp_relay.c, faulted flow with a full queue); not reproduced outside this test yet',
 }, async (t) => {
   const addr = freshAddr(), port = await freePort(addr);
   const back = await backend(t, 'stall');
@@ -487,15 +490,13 @@ async function stuckDownload(t: Test, withFault: boolean): Promise<void> {
   await relayIdle(t, 'after the download');
 }
 
-const STALL_TODO = 'tcp_relay.c fx_service (~l.543): after draining the splice pipe it reads the source only when the fault queue was paused; what the splice path left unread in the source socket (its EPOLLIN edge already consumed) is never read, and the peer, its window closed, never sends the edge that would wake it: the flow stalls for good';
 t.test('control: a back-pressured upload without faults completes', { skip }, (t) => stuckUpload(t, false));
-t.test('a fault added to a flow splice left back-pressured: the upload still completes', { skip, todo: process.env.SGEMU_ADV_STRICT ? false : STALL_TODO }, (t) => stuckUpload(t, true));
+t.test('a fault added to a flow splice left back-pressured: the upload still completes', { skip }, (t) => stuckUpload(t, true));
 t.test('control: a back-pressured download without faults completes', { skip }, (t) => stuckDownload(t, false));
-t.test('a fault added to a flow splice left back-pressured, downstream: the download still completes', { skip, todo: process.env.SGEMU_ADV_STRICT ? false : STALL_TODO }, (t) => stuckDownload(t, true));
+t.test('a fault added to a flow splice left back-pressured, downstream: the download still completes', { skip }, (t) => stuckDownload(t, true));
 
 t.test('a toxic added on one stream leaves the other stream\'s data in flight delayed (Toxiproxy: one link changes)', {
   skip,
-  todo: process.env.SGEMU_ADV_STRICT ? false : 'tcp_relay.c relay_faults/fx_set: any change to a listener\'s faults re-rolls every fault of every live flow and lets every queued segment of both directions go at once; Toxiproxy\'s AddToxic interrupts only the last stub of the toxic\'s own direction',
 }, async (t) => {
   const addr = freshAddr(), port = await freePort(addr);
   const back = await backend(t, 'echo');
@@ -564,7 +565,6 @@ instances:
 
 t.test('limit_data keeps its count when a fault before it in the chain is removed', {
   skip,
-  todo: process.env.SGEMU_ADV_STRICT ? false : 'fault_chain.c chain_state.sent[] is indexed by the fault\'s position: removing an earlier fault shifts limit_data to an index whose count is 0 (or another limit\'s), so the limit starts over; Toxiproxy keeps the state with the stub',
 }, async (t) => {
   const addr = freshAddr(), port = await freePort(addr);
   const back = await backend(t, 'sink');
@@ -587,7 +587,6 @@ t.test('limit_data keeps its count when a fault before it in the chain is remove
 
 t.test('UDP: a long latency replaced by a short one applies the short one to the live flow', {
   skip,
-  todo: process.env.SGEMU_ADV_STRICT ? false : 'udp_relay.c stage_latency: due = max(now + d, f->lastDue[dir]) and lastDue survives a fault change (roll_flow keeps it): after a 30 s latency is replaced by 10 ms every datagram of a live flow still waits for the old 30 s deadline',
 }, async (t) => {
   const dgram = await import('node:dgram');
   const addr = freshAddr(), port = await freePort(addr, 'udp');
