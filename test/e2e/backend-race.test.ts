@@ -67,5 +67,8 @@ instances:
   }
   t.notOk(udpOutcomes.includes('refused'), `UDP never refused while the backend was bound: ${udpOutcomes.join(', ')}`);
   t.ok(udpOutcomes.every((o) => o === 'allowed'), 'every client was answered');
-  t.ok(daemon.counters.refusalsAvoided > 0, `refusals avoided by asking the kernel: ${daemon.counters.refusalsAvoided}`);
+  // How many SYNs fell in the window (the refuser asked the kernel and stood back) varies with the
+  // 20 ms poll: 0 to a few of 6. UDP no longer asks (it forwards, and the backend's ICMP decides),
+  // so this is information, not the test; "never refused" above is.
+  t.comment(`TCP refusals avoided by asking the kernel: ${daemon.counters.refusalsAvoided}`);
 });
