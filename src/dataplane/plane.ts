@@ -18,7 +18,7 @@ import { SgemuError } from '../model/errors.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { nativeStatus } from '../native/sock-filter.js';
-import { relayDrain } from '../native/tcp-relay.js';
+import { relayDrain, setRelayThreads } from '../native/tcp-relay.js';
 import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from './conntrack/table.js';
 import type { Clock } from './clock.js';
 import { Counters } from './counters.js';
@@ -49,6 +49,8 @@ export interface DataPlaneOptions {
   /** The faults in force on a listener (its config faults with control's run-time changes on
    * top); absent: the config's. Asked at every install and by refreshFaults(). */
   faultsFor?: (spec: ListenerSpec) => readonly Fault[];
+  /** Native TCP relay threads, taken when the relay starts (setRelayThreads); absent: 1. */
+  relayThreads?: number;
 }
 
 /** What the data plane tells control about (the flow log lives there). */
@@ -101,6 +103,7 @@ export class DataPlane {
 
   constructor(private readonly opts: DataPlaneOptions, private readonly events: DataPlaneEvents) {
     this.table = new ConnTable(opts.conntrackMax, opts.clock);
+    if (opts.relayThreads !== undefined) setRelayThreads(opts.relayThreads);
     this.refuser = new Refuser(this.counters, {
       onRejected: events.onRejected,
       onRefused: events.onRefused,
