@@ -18,7 +18,9 @@ import { SgemuError } from '../model/errors.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { nativeStatus } from '../native/sock-filter.js';
-import { relayDrain, setRelayThreads } from '../native/tcp-relay.js';
+import { RELAY_BUDGET_GROUPS, relayDrain, relayRoom, setRelayThreads } from '../native/tcp-relay.js';
+
+let nextRelayGroup = 0;
 import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from './conntrack/table.js';
 import type { Clock } from './clock.js';
 import { Counters } from './counters.js';
@@ -101,9 +103,15 @@ export class DataPlane {
   private readonly nsAddresses = new Set<string>();
   private installQueue: Promise<unknown> = Promise.resolve();
 
+  /** This table's group for the relay's auto-connect budget (several daemons may share a process). */
+  private readonly relayGroup = nextRelayGroup++ % RELAY_BUDGET_GROUPS;
+
   constructor(private readonly opts: DataPlaneOptions, private readonly events: DataPlaneEvents) {
     this.table = new ConnTable(opts.conntrackMax, opts.clock);
     if (opts.relayThreads !== undefined) setRelayThreads(opts.relayThreads);
+    // The relay thread connects accepts without asking JS only while this table has room for them
+    // once JS books what is queued: the rest come unconnected and are parked (item 5, issue 17).
+    relayRoom(this.relayGroup, () => this.table.max - this.table.count);
     this.refuser = new Refuser(this.counters, {
       onRejected: events.onRejected,
       onRefused: events.onRefused,
@@ -282,7 +290,7 @@ export class DataPlane {
       onFlowEnd: (e: FlowEntry) => { this.bookEnded(e); this.events.onFlowEnd(e); },
     };
     return spec.protocol === 6
-      ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000 })
+      ? new TcpListener(this.nextListenerId++, spec, { ...common, ctTimeoutMs: (name) => this.ctTimeoutMs.get(name) ?? 432000_000, relayGroup: this.relayGroup })
       : new UdpListener(this.nextListenerId++, spec, { ...common, udpTimeoutsMs: (name) => this.udpTimeoutsMs.get(name) ?? [30_000, 180_000] });
   }
 
@@ -326,6 +334,7 @@ export class DataPlane {
   /** Stops accepting, lets open flows finish for up to drainMs, then closes every listener,
    * drops what is left in the table and stops the refuser and liveness. */
   async close(drainMs = 2000): Promise<void> {
+    relayRoom(this.relayGroup, null);
     this.table.onFullChange = null;
     this.table.onNearFullChange = null;
     await Promise.all([...this.listeners.values()].map((l) => l.close(drainMs)));

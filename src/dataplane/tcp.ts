@@ -49,13 +49,10 @@ const ECONNREFUSED = osConstants.errno.ECONNREFUSED;
  * given up too (Linux's default tcp_syn_retries = 6: 1+2+4+…+64 = 127 s); then they are reset.
  * At most PARK_MAX per listener (the listen backlog: what the kernel can complete before the
  * filter lands, per fill); beyond that, and for flows the relay was already connecting
- * (auto-connect, only below the near-full mark), the reset stays.
- * TODO(issue 17): the auto-connect window. When the event loop falls behind a burst (1100
- * clients at once, --conntrack-max 1000), the relay thread accepts and dials the backend for all
- * of them before JS books one, so the near-full mark comes too late and the 100 over the limit
- * are reset (measured; the Node relay times all 100 out). Closing it needs a budget in
- * tcp_relay.c: JS sets the room left, the thread auto-connects only while it lasts and hands
- * the rest to JS unanswered, where they are parked.
+ * (auto-connect, only below the near-full mark), the reset stays. The relay thread connects
+ * by itself only within its budget (relayRoom: the table's room once JS books what is queued),
+ * so when the event loop falls behind a burst the accepts over the limit still reach JS
+ * unconnected and are parked here (test/e2e/conntrack-overflow.test.ts).
  */
 const PARK_MS = 130_000;
 const PARK_MAX = 511;
@@ -68,6 +65,8 @@ export interface DataplaneEnv extends ListenerEnv {
   /** Called once per flow when it ends (flow log). */
   onFlowEnd?: (e: FlowEntry) => void;
   ctTimeoutMs: (instName: string) => number;
+  /** The relay's auto-connect budget group of this listener's conntrack table (relayRoom). */
+  relayGroup?: number;
 }
 
 /** Per TCP fault type, the flows the native relay gave it since start (metrics). */
@@ -110,7 +109,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
     if (this.nativeRelayFits()) {
       this.fd = createTcpListener({ family: this.spec.family, address: this.spec.address, port: this.spec.listenPort, backlog: 511, program });
       try {
-        this.lid = relayListen(this.fd, this);
+        this.lid = relayListen(this.fd, this, this.env.relayGroup ?? 0);
       } catch (e) {
         this.env.log(`listener ${this.describe()}: native relay unavailable (${e instanceof Error ? e.message : String(e)}); relaying with Node streams`);
         this.lid = -1;

@@ -14,7 +14,8 @@ import { check, nativeUnavailable, type Failure } from './failure.js';
 
 interface RelayAddon {
   relayInit(onEvents: (count: number, addrs: string[]) => void, counters: Float64Array, events: Float64Array, threads?: number): number | Failure;
-  relayListen(fd: number): number | Failure;
+  relayListen(fd: number, group?: number): number | Failure;
+  relayBudget(group: number, n: number): number;
   relayUnlisten(lid: number): number | Failure;
   relayConnect(id: number, host: string, port: number, localHost: string): number | Failure;
   relayAutoConnect(lid: number, on: boolean, host: string, port: number, localHost: string): number | Failure;
@@ -142,6 +143,23 @@ function onEvents(count: number, addrs: string[]): void {
       }
     }
   }
+  // The batch is booked: each group's auto-connect budget is its table's room now.
+  for (const [group, room] of rooms) addon?.relayBudget(group, Math.max(0, Math.floor(room())));
+}
+
+/** Per budget group (a conntrack table): the room left in it. */
+const rooms = new Map<number, () => number>();
+export const RELAY_BUDGET_GROUPS = 64;
+
+/**
+ * The relay thread auto-connects the accepts of `group`'s listeners only while `room()` (the
+ * room left in their conntrack table, read after each event batch) lasts; past it, accepts come
+ * to JS unconnected (and are parked when the table is full: the client times out). null: no
+ * limit again (the table is gone).
+ */
+export function relayRoom(group: number, room: (() => number) | null): void {
+  if (room) rooms.set(group, room); else rooms.delete(group);
+  if (addon && typeof addon.relayBudget === 'function') addon.relayBudget(group, room ? Math.max(0, Math.floor(room())) : -1);
 }
 
 function forget(id: number): void {
@@ -151,8 +169,11 @@ function forget(id: number): void {
 
 /** Hands a listening fd (from createTcpListener) to the relay thread → listener id. The relay
  * owns the fd from now on and closes it in relayUnlisten. Throws NativeError. */
-export function relayListen(fd: number, l: RelayListener): number {
-  const lid = check(need().relayListen(fd), `relay accepts on fd ${fd}`);
+export function relayListen(fd: number, l: RelayListener, group = 0): number {
+  const a = need();
+  const lid = check(a.relayListen(fd, group), `relay accepts on fd ${fd}`);
+  const room = rooms.get(group);
+  if (room) a.relayBudget(group, Math.max(0, Math.floor(room())));   // rooms registered before the relay started
   listeners[lid] = l;
   return lid;
 }

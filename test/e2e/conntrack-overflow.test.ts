@@ -32,7 +32,7 @@ type Seen = 'echoed' | 'timeout' | string;
  * missing: a timeout), or an error code. Every socket stays open until all are classified (the
  * ones that got in hold their conntrack entries), then all are closed.
  */
-async function burst(addr: string, port: number, n: number, windowMs: number): Promise<Seen[]> {
+async function burst(addr: string, port: number, n: number, windowMs: number, blockMs = 0): Promise<Seen[]> {
   const seen: Seen[] = new Array(n).fill('timeout');
   const socks: net.Socket[] = [];
   const settled: Promise<void>[] = [];
@@ -47,6 +47,13 @@ async function burst(addr: string, port: number, n: number, windowMs: number): P
       s.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? 'error'));
       s.on('close', () => finish('closed'));
     }));
+  }
+  if (blockMs > 0) {
+    // The event loop falls behind the burst: the connects (issued on the next tick) complete in
+    // the kernel and the relay thread accepts them all while JS books none.
+    await new Promise<void>((r) => process.nextTick(r));
+    const until = performance.now() + blockMs;
+    while (performance.now() < until) { /* busy: the daemon's JS (this process) is late */ }
   }
   await Promise.race([Promise.all(settled), new Promise((r) => setTimeout(r, windowMs))]);
   const out = [...seen];
@@ -77,6 +84,22 @@ for (const relay of ['native', 'node'] as const) {
     t.equal(daemon.counters.resets, 0, 'no reset counted');
   });
 }
+
+t.test('issue 17: the event loop late behind the burst (native relay): the relay connects only what the table has room for, the rest time out', async (t) => {
+  // A table above 256 entries: below its near-full mark (max − 256) the relay thread connects
+  // accepts itself, in batches JS books later. 380 clients at once while JS is busy for 300 ms:
+  // the thread accepts them all before JS books one, and must stop connecting at the 300th.
+  const addr = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const { daemon } = await startDaemon(t, config(addr, port, echo.port), { conntrackMax: 300 });
+  const seen = await burst(addr, port, 380, 4000, 300);
+  t.same(seen.filter((s) => s !== 'echoed' && s !== 'timeout'), [], 'no client is reset, refused or closed');
+  t.equal(count(seen, 'echoed'), 300, 'every flow within the limit connects and is relayed');
+  t.equal(count(seen, 'timeout'), 80, 'every flow over the limit times out');
+  t.equal(echo.accepted.length, 300, 'the backend saw only the flows within the limit (the relay dialled no more)');
+  t.equal(daemon.counters.resets, 0, 'no reset counted');
+});
 
 t.test('issue 17 (twin): the same burst with room for every flow: all 80 get through', async (t) => {
   const addr = freshAddr();

@@ -64,6 +64,7 @@
 #define PIPE_SIZE (256 * 1024)
 #define POOL_MAX 256
 #define ACCEPT_BATCH 64
+#define BUDGET_GROUPS 64      /* conntrack tables (daemons) in one process, for relayBudget */
 #define TAG_WAKE (1ull << 62)
 #define TAG_LISTEN (1ull << 61)
 #define TAG_TIMER (1ull << 60)
@@ -84,7 +85,7 @@ struct flow {
   struct fx *fx;              /* faults (issue 18); NULL: the splice fast path */
 };
 struct target { struct sockaddr_storage to, from; socklen_t to_len, from_len; };
-struct listener { int fd; int active; int autoconnect; struct target t; int nfaults; struct fault faults[FAULT_MAX]; };
+struct listener { int fd; int active; int autoconnect; int group; struct target t; int nfaults; struct fault faults[FAULT_MAX]; };
 struct timer { int64_t due; uint32_t id; };
 struct event { double v[REC]; char addr[INET6_ADDRSTRLEN]; };
 struct queue { struct event *ev; size_t n, cap; };
@@ -112,6 +113,10 @@ static struct {
   struct queue q, spare;
   double overflow;            /* accepted while every slot was taken: reset at once */
   uint32_t flows_live;
+  /* Auto-connect budget per group of listeners (one conntrack table): how many more accepts the
+   * thread may connect before JS has booked them (-1: no limit), and how many auto-connected
+   * accepts sit in the queue JS has not taken yet (relayBudget subtracts them). */
+  int64_t budget[BUDGET_GROUPS], auto_queued[BUDGET_GROUPS];
   /* Faults: flows with a fault state, their timers (a min-heap of due times, stale entries skipped
    * by id and due) behind one timerfd, and what JS reads in relayFaultStats. */
   int timerfd;
@@ -135,6 +140,7 @@ __attribute__((constructor)) static void relay_state_init(void) {
   R.wakefd = -1;
   R.timerfd = -1;
   R.timer_armed = T_NEVER;
+  for (int g = 0; g < BUDGET_GROUPS; g++) R.budget[g] = -1;
 }
 
 /* The epoll tag of one socket of flow `id` (side 0 client, 1 backend). */
@@ -766,9 +772,15 @@ static void on_accept(int lid) {
     }
     if (!e) { flow_free(f, 1); continue; }
     /* JS answers it: at once. An auto-connected flow needs no answer (JS books it in conntrack
-     * and may still reset it): it waits for the batch like the events below. */
-    if (!l->autoconnect) R.urgent = 1;
-    if (l->autoconnect) {
+     * and may still reset it): it waits for the batch like the events below. Past the group's
+     * budget (its conntrack table would be full once JS books what is queued) the accept goes to
+     * JS unconnected, which parks it: the client times out, as at a full kernel table (issue 17
+     * item 5: the flows over the limit used to be dialled here and then reset). */
+    int autoc = l->autoconnect && R.budget[l->group] != 0;
+    if (!autoc) R.urgent = 1;
+    if (autoc) {
+      if (R.budget[l->group] > 0) R.budget[l->group]--;
+      R.auto_queued[l->group]++;
       /* The listener's kernel filter is exact and its policy admits every SYN it passes: connect
        * now, without waiting for JS (which still opens the conntrack entry and may reset). */
       e->v[5] = 1;
@@ -828,6 +840,7 @@ static void deliver(napi_env env, napi_value cb, int from_tsfn) {
   in_dispatch = 1;
   pthread_mutex_lock(&R.mu);
   struct queue q = R.q;       /* take the queue; the thread fills the spare buffer meanwhile */
+  memset(R.auto_queued, 0, sizeof(R.auto_queued));   /* JS books these now: relayBudget counts them */
   R.q = R.spare;
   R.q.n = 0;
   R.spare = (struct queue){ 0 };
@@ -1031,14 +1044,15 @@ static void update_ref(napi_env env) {
   else if (!want && R.tsfn_refd) { napi_unref_threadsafe_function(env, R.tsfn); R.tsfn_refd = 0; }
 }
 
-/* relayListen(fd) → lid. The thread accepts on fd from now on (the fd stays a listener whose
- * socket filter attachFilter can still swap). */
+/* relayListen(fd, group = 0) → lid. The thread accepts on fd from now on (the fd stays a listener
+ * whose socket filter attachFilter can still swap); group: its conntrack table, for relayBudget. */
 static napi_value relay_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  uint32_t fd;
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t fd, group = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || get_u32(env, argv[0], &fd) != 0) return type_error(env, "sgemu_native: relayListen(fd)");
+  if (argc < 1 || get_u32(env, argv[0], &fd) != 0 || (argc >= 2 && (get_u32(env, argv[1], &group) != 0 || group >= BUDGET_GROUPS)))
+    return type_error(env, "sgemu_native: relayListen(fd, group 0..63)");
   pthread_mutex_lock(&R.mu);
   /* round robin, so a listener id is not reused while accepts of its last owner may still be
    * queued for JS (the wrapper resets those: the id has no listener) */
@@ -1062,6 +1076,7 @@ static napi_value relay_listen(napi_env env, napi_callback_info info) {
       R.listeners[lid].active = 1;
       R.listeners[lid].autoconnect = 0;
       R.listeners[lid].nfaults = 0;
+      R.listeners[lid].group = (int)group;
       R.listeners_active++;
       update_ref(env);
       out = num(env, lid);
@@ -1289,6 +1304,25 @@ static napi_value relay_faults(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * relayBudget(group, n) → 0: the listeners of `group` may auto-connect n more accepts (the room
+ * left in their conntrack table after what JS has booked; -1: no limit). Accepts auto-connected
+ * but not yet handed to JS are taken off. JS calls it after each event batch it handled.
+ */
+static napi_value relay_budget(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t group;
+  int64_t n;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || get_u32(env, argv[0], &group) != 0 || group >= BUDGET_GROUPS || napi_get_value_int64(env, argv[1], &n) != napi_ok)
+    return type_error(env, "sgemu_native: relayBudget(group 0..63, n)");
+  pthread_mutex_lock(&R.mu);
+  R.budget[group] = n < 0 ? -1 : (n > R.auto_queued[group] ? n - R.auto_queued[group] : 0);
+  pthread_mutex_unlock(&R.mu);
+  return num(env, 0);
+}
+
 /* relayFlowFaults(id) → the bit mask of the listener's faults this flow got (0: none; ENOENT: gone). */
 static napi_value relay_flow_faults(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1336,6 +1370,7 @@ napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports) {
     { "relayStop", NULL, relay_stop, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayTestPause", NULL, relay_test_pause, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayFaults", NULL, relay_faults, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayBudget", NULL, relay_budget, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayFlowFaults", NULL, relay_flow_faults, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayFaultStats", NULL, relay_fault_stats, NULL, NULL, NULL, napi_enumerable, NULL },
   };
