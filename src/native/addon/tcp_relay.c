@@ -280,13 +280,22 @@ static int sock_error(int fd) {
  * A read is only tried on an empty pipe, so EAGAIN from splice always means "src is empty" (never
  * "pipe full"), which keeps edge triggering exact. A recv shorter than asked drained the queue
  * (tcp_recvmsg copies all that is queued up to len), so newer bytes raise a new edge; unless a
- * FIN is already queued behind the bytes (EPOLLRDHUP in the same event: drain = 1, read to 0).
+ * FIN is already queued behind the bytes (EPOLLRDHUP or EPOLLHUP in the same event: drain = 1).
+ * fin (EPOLLRDHUP was reported: the socket's RCV_SHUTDOWN, set when the peer's FIN was taken in
+ * sequence, so every byte before it was in the receive queue already): a short recv stopped at
+ * that FIN, and the EOF is taken as read without the recv that would return 0 (tcp(7) recv
+ * semantics; one syscall less per direction, issue 16: the relay read each EOF twice).
  * Returns 0, or an errno (the caller resets the flow).
  */
 #define SMALL_BUF 16384
 static char small_buf[SMALL_BUF];   /* relay thread only */
 
-static int pump(struct flow *f, int side, int drain) {
+static void saw_eof(struct flow *f, int side) {
+  f->d[side].eof = 1;
+  if (!f->fin_seen) { f->fin_seen = 1; push_event(EV_FIN, f->id, side, 0, 0, 0); }
+}
+
+static int pump(struct flow *f, int side, int drain, int fin) {
   struct dir *d = &f->d[side];
   int src = side == 0 ? f->cfd : f->bfd, dst = side == 0 ? f->bfd : f->cfd;
   double *ctr = &R.counters[(f->id & SLOT_MASK) * 2 + side];
@@ -327,6 +336,7 @@ static int pump(struct flow *f, int side, int drain) {
           d->pending = (size_t)p;
         }
         if (n == SMALL_BUF) d->bulk = 1;        /* a full buffer: bulk transfer, splice from now on */
+        else if (d->pending == 0 && fin) saw_eof(f, side);   /* the FIN is what is left (see above) */
         else if (d->pending == 0 && !drain) return 0;   /* queue drained (and no FIN seen queued) */
         continue;
       }
@@ -339,11 +349,7 @@ static int pump(struct flow *f, int side, int drain) {
         continue;
       }
     }
-    if (n == 0) {
-      d->eof = 1;
-      if (!f->fin_seen) { f->fin_seen = 1; push_event(EV_FIN, f->id, side, 0, 0, 0); }
-      continue;
-    }
+    if (n == 0) { saw_eof(f, side); continue; }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) { pipe_put(d); return 0; }
     return errno;
@@ -638,8 +644,8 @@ static void on_flow_event(uint64_t tag, uint32_t events) {
   } else if (f->state == F_RELAY) {
     int err = 0;
     if (events & EPOLLERR) err = sock_error(side == 0 ? f->cfd : f->bfd);
-    if (!err && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) err = pump(f, side, (events & (EPOLLRDHUP | EPOLLHUP)) != 0);
-    if (!err && (events & EPOLLOUT) && f->d[1 - side].pending > 0) err = pump(f, 1 - side, 1);
+    if (!err && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) err = pump(f, side, (events & (EPOLLRDHUP | EPOLLHUP)) != 0, (events & EPOLLRDHUP) != 0);
+    if (!err && (events & EPOLLOUT) && f->d[1 - side].pending > 0) err = pump(f, 1 - side, 1, 0);
     settle(f, err);
   } else if (f->state == F_CONNECTING && side == 0) {
     f->early |= events;       /* bytes or FIN from the client before the backend answered */
@@ -663,8 +669,8 @@ static void on_flow_event(uint64_t tag, uint32_t events) {
       if (f->fx) fx_finish(f, err); else settle(f, err);
       return;
     }
-    if (ce & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) err = pump(f, 0, (ce & (EPOLLRDHUP | EPOLLHUP)) != 0);
-    if (!err && (events & (EPOLLIN | EPOLLRDHUP))) err = pump(f, 1, (events & EPOLLRDHUP) != 0);
+    if (ce & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) err = pump(f, 0, (ce & (EPOLLRDHUP | EPOLLHUP)) != 0, (ce & EPOLLRDHUP) != 0);
+    if (!err && (events & (EPOLLIN | EPOLLRDHUP))) err = pump(f, 1, (events & EPOLLRDHUP) != 0, (events & EPOLLRDHUP) != 0);
     settle(f, err);
   } else if (f->state == F_BLACKHOLE) {
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) flow_closed(f, 0, 0);
