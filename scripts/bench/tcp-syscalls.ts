@@ -161,8 +161,8 @@ instances:
   try {
     const spid = sgemu.proc.pid;
     await sleep(300);
-    const relay = tids(spid, (c) => c.startsWith('sgemu-tcp-relay'));
-    const rest = tids(spid, (c) => !c.startsWith('sgemu-tcp-relay'));
+    const relay = tids(spid, (c) => c.startsWith('sgemu-tcp-rel'));
+    const rest = tids(spid, (c) => !c.startsWith('sgemu-tcp-rel'));
     if (haproxy) await measure('haproxy', HAPROXY_ADDR, hPort, [['process', tids(haproxy.pid, () => true)]]);
     await measure('sgemu', SGEMU_ADDR, sPort, [['relay', relay], ['node+others', rest]]);
   } finally {
