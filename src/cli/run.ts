@@ -57,7 +57,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
     fallback: values.fallback ?? false,
     ui: values.ui ?? false,
-    relayThreads: intOption('threads', values.threads, 1, RELAY_THREADS_MAX, defaultRelayThreads(availableParallelism())),
+    relayThreads: intOption('threads', values.threads ?? process.env.SGEMU_RELAY_THREADS, 1, RELAY_THREADS_MAX, defaultRelayThreads(availableParallelism())),
     log,
   };
 }
@@ -123,7 +123,7 @@ Options:
   --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
   --threads N               native TCP relay threads, 1-${RELAY_THREADS_MAX} (default: one per core up to 4;
                             1 on machines with 2 cores or fewer, where a second one costs more
-                            than it gives)
+                            than it gives) (env SGEMU_RELAY_THREADS)
   --fallback                run even without the privilege exact behaviour needs, degraded:
                             denied TCP is accepted then reset instead of timing out, refusals
                             are resets, UDP refusals are silent (without it: exit 2 and the

@@ -63,7 +63,10 @@ const listeners: (RelayListener | null)[] = [];
 const flows: (RelayFlow | null)[] = [];
 const flowIds = new Float64Array(MAX_FLOWS);
 let errorsWarned = false;
-let threadsWanted = 1;
+/** SGEMU_RELAY_THREADS=N: the count for relays started without setRelayThreads (tests run their
+ * suites with several threads this way). */
+const envThreads = Number(process.env['SGEMU_RELAY_THREADS']);
+let threadsWanted = Number.isInteger(envThreads) && envThreads >= 1 ? Math.min(envThreads, 16) : 1;
 
 function relayAddon(): RelayAddon | null {
   const a = addonHandle();
