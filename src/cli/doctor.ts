@@ -8,8 +8,7 @@ import { tcpRelayStatus } from '../native/tcp-relay.js';
 import { udpRelayAvailable } from '../native/udp-relay.js';
 import { probeCapNetRaw, probeLoopback, probePcap, probeRaw, probeSocketFilter } from '../native/probe.js';
 import { Netd, helperPath, type NetdProbe } from '../native/netd.js';
-import { useSocketHelper } from '../native/sock-filter.js';
-import { acquirePrivilege, outcomes, setupCommand, type PrivilegeMode } from '../dataplane/privilege.js';
+import { acquirePrivilege, outcomes, releasePrivilege, setupCommand, type PrivilegeMode } from '../dataplane/privilege.js';
 import { COMMON_OPTIONS, EXIT_NEGATIVE, EXIT_OK, parseCommandArgs, printJson, type Command } from './command.js';
 
 interface Check { name: string; ok: boolean; detail: string; fix: string }
@@ -77,8 +76,7 @@ export function runChecks(): DoctorReport {
     fix: 'sysctl -w net.ipv6.conf.lo.disable_ipv6=0' });
 
   const priv = acquirePrivilege({ fallback: false });
-  priv.netd?.close();
-  useSocketHelper(null);
+  releasePrivilege(priv);
   const exact = priv.mode !== 'unavailable';
   const degraded = exact ? priv : { tcpFilter: filter.ok ? 'process' as const : null, refusal: cap && pcap.ok && raw.ok ? 'process' as const : null };
   const behaviours = outcomes(degraded).map((o) => ({ behaviour: o.behaviour, exact: o.exact, outcome: o.seen, upgrade: o.exact ? null : setup }));

@@ -64,8 +64,10 @@ function attrs(list: string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const a of list) {
     const m = /^([a-z_]+)=(-?[0-9.]+(?:e[0-9]+)?)$/i.exec(a.trim());
-    if (!m) throw new UsageError(`--attr "${a}" is not KEY=NUMBER (e.g. --attr latency=200)`);
-    out[m[1]!] = Number(m[2]);
+    const v = m ? Number(m[2]) : NaN;
+    // "1.2.3" or "." pass the pattern but are no number (JSON would send them as null)
+    if (!m || !Number.isFinite(v)) throw new UsageError(`--attr "${a}" is not KEY=NUMBER (e.g. --attr latency=200)`);
+    out[m[1]!] = v;
   }
   return out;
 }

@@ -15,7 +15,7 @@ import { watch as fsWatch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Model } from '../model/types.js';
 import { ConfigErrors } from '../model/errors.js';
-import { acquireNamespace, acquirePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
+import { acquireNamespace, acquirePrivilege, releasePrivilege, outcomes, unavailableMessage, PrivilegeError, type Privilege } from '../dataplane/privilege.js';
 import { compileAcceptAll, encodeProgram } from '../policy/bpf.js';
 import { loadConfigFile, loadConfigText, setAddressScope } from '../config/load.js';
 import { compilePolicy } from '../policy/compile.js';
@@ -400,7 +400,7 @@ export class Daemon implements ApiHost {
     this.faults.add(target, fault, ls[0]!.spec.faults, FAULT_LIST_MAX);
     this.plane.refreshFaults();
     this.opts.log(`fault ${fault.name} (${fault.type} ${fault.stream}) added on ${target}`);
-    return { target, origin: 'api', fault };
+    return { target, origin: 'api', fault, applied: true };
   }
 
   /** Removes one fault (or, name null, all) from a target → how many went. */
@@ -475,7 +475,7 @@ export class Daemon implements ApiHost {
     await this.api?.close();
     await this.toxiproxy?.close();
     await this.plane.close(drainMs);
-    this.privilege?.netd?.close();
+    releasePrivilege(this.privilege);
     await this.flowLog?.close();
     this.clock.stop?.();
   }

@@ -5,7 +5,7 @@
 // Toxiproxy keeps toxics in memory); a config reload brings its own faults up to date underneath.
 
 import type { Fault } from '../model/types.js';
-import { FaultError } from '../config/faults.js';
+import { FAULT_LIST_MAX, FaultError } from '../config/faults.js';
 
 export type FaultOrigin = 'config' | 'api';
 
@@ -13,24 +13,29 @@ export interface FaultRow {
   target: string;
   origin: FaultOrigin;
   fault: Fault;
+  /** false: past the FAULT_LIST_MAX a listener takes; listed, not in force. */
+  applied: boolean;
 }
 
 export class FaultStore {
   private readonly added = new Map<string, Fault[]>();
   private readonly removed = new Map<string, Set<string>>();
 
-  /** The faults in force on `target` whose config gives `config`, with their origin. */
+  /** The faults on `target` whose config gives `config`, with their origin, in chain order. The
+   * relay applies FAULT_LIST_MAX per listener: past that (a reload gave the config more faults
+   * than before), the rest are listed with applied: false until some go. */
   rows(target: string, config: readonly Fault[]): FaultRow[] {
     const gone = this.removed.get(target);
     const out: FaultRow[] = [];
-    for (const f of config) if (!gone?.has(f.name)) out.push({ target, origin: 'config', fault: f });
-    for (const f of this.added.get(target) ?? []) out.push({ target, origin: 'api', fault: f });
+    for (const f of config) if (!gone?.has(f.name)) out.push({ target, origin: 'config', fault: f, applied: true });
+    for (const f of this.added.get(target) ?? []) out.push({ target, origin: 'api', fault: f, applied: true });
+    for (let i = FAULT_LIST_MAX; i < out.length; i++) out[i]!.applied = false;
     return out;
   }
 
   effective(target: string, config: readonly Fault[]): Fault[] {
     if (!this.added.has(target) && !this.removed.has(target)) return config as Fault[];
-    return this.rows(target, config).map((r) => r.fault);
+    return this.rows(target, config).filter((r) => r.applied).map((r) => r.fault);
   }
 
   /** Adds `fault` to `target`; FaultExists (409) when a fault of that name is in force there. */

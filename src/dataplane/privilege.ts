@@ -56,6 +56,24 @@ function inUserNamespace(): boolean {
   } catch { return false; }
 }
 
+/** Helpers started by acquirePrivilege and not released yet, oldest first: sockets go through the
+ * newest (the socket route is per process); when it is released the next newest takes over. */
+const liveHelpers: Netd[] = [];
+
+/**
+ * Gives back what acquirePrivilege / acquireNamespace took: closes the daemon's helper and routes
+ * new sockets through another live one, or through this process again. A stopped daemon must
+ * not leave the next one in the same process (the Node API, tests) talking to a closed helper.
+ */
+export function releasePrivilege(p: Privilege | null): void {
+  const netd = p?.netd;
+  if (!netd) return;
+  netd.close();
+  const i = liveHelpers.indexOf(netd);
+  if (i >= 0) liveHelpers.splice(i, 1);
+  useSocketHelper(liveHelpers[liveHelpers.length - 1] ?? null);
+}
+
 function tryHelper(path: string): { netd: Netd | null; probe: NetdProbe | null; error: string | null } {
   let netd: Netd | null = null;
   try {
@@ -85,6 +103,7 @@ export function acquirePrivilege(opts: { fallback: boolean }): Privilege {
   // mode and reason ('reset'), which the start-up log prints.
   const ownRefusal = prefer !== 'helper' && probeCapNetRaw() && pcapLoadable() && rawLoadable();
   if (ownFilter && ownRefusal) {
+    useSocketHelper(null);      // this process opens its own sockets (a helper an earlier daemon used may be gone)
     return { mode: inUserNamespace() ? 'namespace' : 'root',
       tcpFilter: 'process', refusal: 'process', netd: null, missing: [], helper };
   }
@@ -93,6 +112,7 @@ export function acquirePrivilege(opts: { fallback: boolean }): Privilege {
     helper.probe = h.probe;
     helper.error = h.error;
     if (h.netd) {
+      liveHelpers.push(h.netd);
       useSocketHelper(h.netd);
       return { mode: process.getuid?.() === 0 ? 'root' : 'helper', tcpFilter: 'helper', refusal: 'helper', netd: h.netd, missing: [], helper };
     }
@@ -128,6 +148,7 @@ export function acquireNamespace(): Privilege {
     netd = Netd.start(path, { namespace: true });
     const probe = helper.probe = netd.probe();
     if (probe.namespace && probe.tcpFilter && probe.raw && probe.packet) {
+      liveHelpers.push(netd);
       useSocketHelper(netd);
       return { mode: 'namespace', tcpFilter: 'helper', refusal: 'helper', netd, missing: [], helper };
     }

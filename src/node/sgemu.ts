@@ -20,6 +20,7 @@
 // Must not: validate anything itself (the loader and Ec2Service do), or reach into the data
 // plane beyond what the daemon exposes (conntrack, listeners, the backend monitor).
 
+import { faultToJson } from '../config/faults.js';
 import { Daemon } from '../control/daemon.js';
 import { loadConfigFile, loadConfigText } from '../config/load.js';
 import { fieldsOf, type ConfigFile, type ConfigRule } from '../config/schema.js';
@@ -71,6 +72,11 @@ export interface RuleInfo {
 }
 
 export interface FlowQuery { from: string; to: string; protocol: string; port?: number }
+
+/** A fault as sgemu reports it (Toxiproxy's toxic shape). */
+export interface Fault { name: string; type: string; stream: string; toxicity: number; attributes: Record<string, number> }
+/** A fault to add: `type` and what differs from the defaults (stream downstream, toxicity 1). */
+export interface FaultSpec { type: string; name?: string; stream?: 'upstream' | 'downstream'; toxicity?: number; attributes?: Record<string, number> }
 
 export interface FlowIterator extends AsyncIterableIterator<FlowEvent> {
   /** Stops listening; the iteration ends. */
@@ -222,6 +228,28 @@ export class Sgemu {
     const l = [...this.daemon.listeners.values()].find((x) => x.spec.kind === 'service' && x.spec.instName === instance && x.spec.protocol === proto && x.spec.rulePort === port);
     if (!l) throw new UsageError(`setBackend: instance ${instance} has no ${protocol} service on port ${port}`, 'InvalidParameterValue');
     this.daemon.monitor.force(l.backendKey, state === 'down' ? false : null);
+  }
+
+  /**
+   * Adds a fault (SPEC.md §9: Toxiproxy's toxics on TCP, latency/loss/duplicate/reorder on UDP)
+   * to the allowed flows of a service (`web:tcp/8080`, by the port the rules see) or an outbound
+   * entry (`app:out:tcp/5432`); live flows get it too. Returns the fault as in force (defaults
+   * filled in, named `<type>_<stream>` unless named). Throws FaultError (code InvalidFault…,
+   * FaultExists, FaultTargetNotFound).
+   * `sg.addFault('web:tcp/8080', { type: 'latency', attributes: { latency: 200 } })`
+   */
+  addFault(target: string, fault: FaultSpec): Fault {
+    return faultToJson(this.daemon.addFault(target, fault).fault);
+  }
+
+  /** Removes the fault `name` from `target`, or every fault there when `name` is omitted → how many. */
+  removeFault(target: string, name?: string): number {
+    return this.daemon.removeFault(target, name ?? null);
+  }
+
+  /** Every fault in force, with its target and origin ('config' or 'api'). */
+  faults(): (Fault & { target: string; origin: 'config' | 'api' })[] {
+    return this.daemon.listFaults().map((r) => ({ target: r.target, origin: r.origin, ...faultToJson(r.fault) }));
   }
 
   /** The conntrack table now (SPEC §5 entries). */

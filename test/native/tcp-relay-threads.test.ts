@@ -118,8 +118,8 @@ function run(): void {
     t.teardown(() => { for (const c of socks) c.destroy(); });
     await until(() => r.ids.length === 16 && relayStats()!.flows === 16, 5000);
     // A latency fault on the listener reaches every live flow, whichever thread owns it.
-    // [code, stream (1 downstream), toxicity, latency ms, jitter ms, -] (src/native/fault-codes.ts)
-    relayFaults(r.lid, Float64Array.of(FAULT_CODES['latency']!, 1, 1, 1, 0, 0));
+    // [code, stream (1 downstream), toxicity, latency ms, jitter ms, -, id] (src/native/fault-codes.ts)
+    relayFaults(r.lid, Float64Array.of(FAULT_CODES['latency']!, 1, 1, 1, 0, 0, 1));
     t.ok(r.ids.every((id) => relayFlowFaults(id) === 1), 'every live flow got the fault');
     relayFaults(r.lid, new Float64Array(0));
     t.ok(r.ids.every((id) => relayFlowFaults(id) === 0), 'and lost it');

@@ -210,3 +210,25 @@ t.test('concurrent authorize/revoke calls each return their own rules', async (t
   const removed = await Promise.all(added.map((a) => sg.revoke('sg-api', 'ingress', a[0]!.ruleId)));
   t.same(removed.map((a) => a.map((r) => r.fromPort)), ports.map((p) => [p]));
 });
+
+t.test('faults from test code: addFault makes a reset_peer, faults() lists it, removeFault ends it', async (t) => {
+  const { addr, port, config } = await world(t);
+  config.securityGroups = [{ id: 'sg-api', ingress: [{ protocol: 'tcp', ports: port, cidr: '127.0.0.0/8' }] }];
+  const sg = await start({ config, api: false });
+  t.teardown(() => sg.stop());
+  const target = `api:tcp/${port}`;
+  const f = sg.addFault(target, { type: 'reset_peer', stream: 'upstream', attributes: { timeout: 0 } });
+  t.same(f, { name: 'reset_peer_upstream', type: 'reset_peer', stream: 'upstream', toxicity: 1, attributes: { timeout: 0 } });
+  t.same(sg.faults().map((x) => `${x.target} ${x.name} ${x.origin}`), [`${target} reset_peer_upstream api`]);
+  const seen = await new Promise<string>((resolve) => {
+    const c = net.connect({ host: addr, port, localAddress: freshAddr() }, () => c.write('hello'));
+    c.on('data', () => resolve('data'));
+    c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    c.on('close', () => resolve('closed'));
+  });
+  t.equal(seen, 'ECONNRESET', 'the first data is answered by a reset');
+  t.throws(() => sg.addFault(target, { type: 'reset_peer', stream: 'upstream' }), { code: 'FaultExists' });
+  t.throws(() => sg.addFault('api:tcp/1', { type: 'latency' }), { code: 'FaultTargetNotFound' });
+  t.equal(sg.removeFault(target), 1);
+  t.equal(await expectFlow({ from: freshAddr(), to: addr, port }), 'allowed', 'removed: allowed again');
+});

@@ -23,7 +23,7 @@ const STATUS: Readonly<Record<string, number>> = {
 };
 
 export function faultRowJson(r: FaultRow): Record<string, unknown> {
-  return { target: r.target, origin: r.origin, ...faultToJson(r.fault) };
+  return { target: r.target, origin: r.origin, ...faultToJson(r.fault), ...(r.applied ? {} : { applied: false }) };
 }
 
 /** Answers one fault route → [status, body]. */

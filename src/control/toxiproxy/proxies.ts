@@ -17,7 +17,7 @@ import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { SgemuError } from '../../model/errors.js';
 import type { Fault, Model } from '../../model/types.js';
-import { FaultError, TCP_FAULTS, parseFault } from '../../config/faults.js';
+import { FAULT_LIST_MAX, FaultError, TCP_FAULTS, parseFault } from '../../config/faults.js';
 import { overlayModel, type OverlayProxy } from './overlay.js';
 
 /** An error as Toxiproxy answers it: message and HTTP status (api.go ApiError). */
@@ -230,6 +230,8 @@ export class ProxyTable {
       if (!Object.hasOwn(TCP_FAULTS, type)) throw ERR.invalidType();
       if (p.toxics.some((t) => t.name === name)) throw ERR.toxicExists();
       const fault = checkFault({ ...o, name, type, stream, attributes: knownAttributes(type, o.attributes) });
+      // The relay applies FAULT_LIST_MAX faults per listener; one more would be listed and ignored.
+      if (p.toxics.length >= FAULT_LIST_MAX) throw ERR.badBody(`proxy ${proxy} has ${p.toxics.length} toxics, the most one proxy takes is ${FAULT_LIST_MAX}; remove one first`);
       await this.commit(new Map(this.proxies).set(proxy, { ...p, toxics: [...p.toxics, fault] }));
       return fault;
     });

@@ -28,36 +28,71 @@ int64_t chain_rand_range(int64_t lo, int64_t hi) {
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t later(int64_t t, int64_t us) { return t == T_NEVER ? T_NEVER : t + us; }
 
-uint32_t chain_roll(const struct fault *f, int n) {
-  uint32_t mask = 0;
-  for (int i = 0; i < n; i++) if (f[i].toxicity >= 1.0 || chain_rand01() < f[i].toxicity) mask |= 1u << i;
-  return mask;
-}
-
 int chain_parse(const double *v, size_t len, struct fault *out) {
   if (len % FAULT_REC != 0 || len / FAULT_REC > FAULT_MAX) return -1;
   int n = (int)(len / FAULT_REC);
   for (int i = 0; i < n; i++) {
     const double *r = v + i * FAULT_REC;
     if (!(r[0] >= FT_LATENCY && r[0] <= FT_REORDER) || (r[1] != 0 && r[1] != 1) || !(r[2] >= 0 && r[2] <= 1)) return -1;
-    for (int j = 3; j < FAULT_REC; j++) if (!(r[j] >= 0 && r[j] < 9.2e15)) return -1;
+    for (int j = 3; j < 6; j++) if (!(r[j] >= 0 && r[j] < 9.2e15)) return -1;
+    if (!(r[6] >= 0 && r[6] <= 4294967295.0)) return -1;
     out[i].type = (int)r[0];
     out[i].stream = (int)r[1];
     out[i].toxicity = r[2];
     out[i].a[0] = r[3]; out[i].a[1] = r[4]; out[i].a[2] = r[5];
+    out[i].id = (uint32_t)r[6];
   }
   return n;
 }
 
-void chain_reset(struct chain_state *st, const struct fault *f, int n, uint32_t mask, int stream, int64_t now) {
-  st->timeout_at = T_NEVER;
-  st->reset_at = T_NEVER;
-  for (int i = 0; i < FAULT_MAX; i++) { st->last[i] = 0; st->reset_started[i] = 0; }
+uint32_t chain_change(const struct fault *old, int old_n, uint32_t old_mask, const struct fault *f, int n,
+                      struct chain_state st[2], int64_t now, int changed[2], double *rolled_by_type) {
+  int from[FAULT_MAX];          /* new index → old index with the same id, or -1 */
+  int kept_old[FAULT_MAX] = { 0 };
+  uint32_t mask = 0;
+  changed[0] = changed[1] = 0;
   for (int i = 0; i < n; i++) {
-    if (!(mask >> i & 1) || f[i].stream != stream) continue;
-    if (f[i].type == FT_TIMEOUT && f[i].a[0] > 0) st->timeout_at = now + (int64_t)f[i].a[0] * 1000;
+    from[i] = -1;
+    for (int j = 0; j < old_n; j++) if (!kept_old[j] && old[j].id == f[i].id) { from[i] = j; kept_old[j] = 1; break; }
+    if (from[i] >= 0) {
+      if (old_mask >> from[i] & 1) mask |= 1u << i;
+    } else {
+      changed[f[i].stream] = 1;
+      if (f[i].toxicity >= 1.0 || chain_rand01() < f[i].toxicity) {
+        mask |= 1u << i;
+        if (rolled_by_type) rolled_by_type[f[i].type]++;
+      }
+    }
   }
-  /* sent, close_at and dropping survive a change: a limit reached stays reached */
+  for (int j = 0; j < old_n; j++) if (!kept_old[j]) changed[old[j].stream] = 1;
+  for (int s = 0; s < 2; s++) {
+    struct chain_state was = st[s], *cs = &st[s];
+    int kept_timeout = 0, kept_reset = 0;
+    for (int i = 0; i < FAULT_MAX; i++) { cs->last[i] = 0; cs->sent[i] = 0; cs->reset_started[i] = 0; }
+    for (int i = 0; i < n; i++) {
+      if (f[i].stream != s) continue;
+      int j = from[i];
+      if (j >= 0) {
+        cs->last[i] = was.last[j];
+        cs->sent[i] = was.sent[j];
+        cs->reset_started[i] = was.reset_started[j];
+        if ((mask >> i & 1) && f[i].type == FT_TIMEOUT && f[i].a[0] > 0) kept_timeout = 1;
+        if ((mask >> i & 1) && f[i].type == FT_RESET_PEER && was.reset_started[j]) kept_reset = 1;
+      }
+    }
+    if (!changed[s]) continue;    /* the same chain: deadlines and all stay as they were */
+    cs->timeout_at = kept_timeout ? was.timeout_at : T_NEVER;
+    cs->reset_at = kept_reset ? was.reset_at : T_NEVER;
+    for (int i = 0; i < n; i++) {
+      if (from[i] >= 0 || f[i].stream != s || !(mask >> i & 1)) continue;
+      if (f[i].type == FT_TIMEOUT && f[i].a[0] > 0) {
+        int64_t at = now + (int64_t)f[i].a[0] * 1000;
+        if (at < cs->timeout_at) cs->timeout_at = at;
+      }
+    }
+    /* close_at and dropping survive a change: a limit reached stays reached */
+  }
+  return mask;
 }
 
 struct out { struct piece *p; int n, cap; };

@@ -26,7 +26,7 @@
 
 #define T_NEVER INT64_MAX
 
-struct fault { int type, stream; double toxicity; double a[3]; };
+struct fault { int type, stream; double toxicity; double a[3]; uint32_t id; };
 
 /* One direction's chain state (per flow): kept across chunks and across fault set changes. */
 struct chain_state {
@@ -44,7 +44,14 @@ struct piece { uint32_t off, len; int64_t t; uint8_t eof; };
 /* Scratch for chain_run: two arrays of `cap` pieces (the caller's, reused). */
 struct chain_scratch { struct piece *a, *b; int cap; };
 
-void chain_reset(struct chain_state *st, const struct fault *f, int n, uint32_t mask, int stream, int64_t now);
+/*
+ * A flow's chain state after its faults changed from old[0..old_n) (rolled: old_mask) to
+ * f[0..n): faults kept (same id) keep their roll and their stage state (a limit_data's count, a
+ * reset_peer's deadline); new ones are rolled. Returns the new mask; changed[s] says whether
+ * stream s's chain differs (its queued data is then let go and its timeout restarts).
+ */
+uint32_t chain_change(const struct fault *old, int old_n, uint32_t old_mask, const struct fault *f, int n,
+                      struct chain_state st[2], int64_t now, int changed[2], double *rolled_by_type);
 
 /*
  * Runs one chunk (len bytes, or the EOF when eof) arriving at `now` through the faults of `stream`
@@ -53,9 +60,6 @@ void chain_reset(struct chain_state *st, const struct fault *f, int n, uint32_t 
  */
 int chain_run(const struct fault *f, int n, uint32_t mask, int stream, struct chain_state *st,
               struct chain_scratch *sc, uint32_t len, int eof, int64_t now, struct piece **out);
-
-/* Which faults a new flow gets: bit i set with probability f[i].toxicity. */
-uint32_t chain_roll(const struct fault *f, int n);
 
 /* Parses FAULT_REC doubles per fault (src/native/fault-codes.ts) → count, or -1 when malformed. */
 int chain_parse(const double *v, size_t len, struct fault *out);

@@ -1,9 +1,10 @@
 /* Fault codes shared by tcp_relay.c and udp_relay.c, as src/native/fault-codes.ts encodes them:
  * FAULT_REC doubles per fault: type, stream (0 upstream = client->backend, 1 downstream), toxicity,
- * a0, a1, a2 (attributes in the order of src/config/faults.ts's catalogue). */
+ * a0, a1, a2 (attributes in the order of src/config/faults.ts's catalogue), id (a 32-bit hash of
+ * the whole fault: a fault kept across a change keeps its id, so a flow keeps its roll and state). */
 #ifndef SGEMU_FAULTS_H
 #define SGEMU_FAULTS_H
-#define FAULT_REC 6
+#define FAULT_REC 7
 #define FAULT_MAX 16
 enum {
   FT_LATENCY = 1,      /* latency ms, jitter ms */

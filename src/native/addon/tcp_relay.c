@@ -502,12 +502,13 @@ static int seg_push(struct fxdir *xd, int kind, const char *data, uint32_t len, 
   if (len) memcpy(g->data, data, len);
   if (xd->tail) xd->tail->next = g; else xd->head = g;
   xd->tail = g;
-  xd->queued += len;
+  xd->queued += len + sizeof(*g);   /* what it costs, not only its bytes: tiny slices are not free */
   return 0;
 }
 
-/* Gives flow f the fault set (n = 0: none), rolling toxicity; what is queued leaves now (as
- * Toxiproxy lets an interrupted toxic's data go). 0 or ENOMEM. */
+/* Gives flow f the fault set (n = 0: none). Faults it had already (same id) keep their roll and
+ * state; new ones are rolled. In a direction whose chain changed, what is queued leaves now (as
+ * Toxiproxy lets an interrupted toxic's data go); the other direction is left alone. 0 or ENOMEM. */
 static int fx_set(struct flow *f, const struct fault *faults, int n) {
   struct fx *x = f->fx;
   struct worker *w = wof(f);
@@ -525,16 +526,24 @@ static int fx_set(struct flow *f, const struct fault *faults, int n) {
     x = calloc(1, sizeof(*x));
     if (!x) return ENOMEM;
     x->due = T_NEVER;
-    for (int s = 0; s < 2; s++) x->d[s].cs.close_at = T_NEVER;
+    for (int s = 0; s < 2; s++) {
+      struct chain_state *cs = &x->d[s].cs;
+      cs->timeout_at = cs->reset_at = cs->close_at = T_NEVER;
+      /* A relaying flow may have stopped reading a side whose splice pipe was full (the edge is
+       * spent): the first fx_service reads it once the pipe has drained. */
+      if (f->state == F_RELAY) x->d[s].paused = 1;
+    }
     f->fx = x;
     w->faulted_live++;
   }
+  int changed[2];
+  struct chain_state cs[2] = { x->d[0].cs, x->d[1].cs };
+  x->mask = chain_change(x->f, x->n, x->mask, faults, n, cs, now, changed, w->fault_flows);
   memcpy(x->f, faults, (size_t)n * sizeof(*faults));
   x->n = n;
-  x->mask = chain_roll(faults, n);
-  for (int i = 0; i < n; i++) if (x->mask >> i & 1) w->fault_flows[faults[i].type]++;
   for (int s = 0; s < 2; s++) {
-    chain_reset(&x->d[s].cs, x->f, n, x->mask, s, now);
+    x->d[s].cs = cs[s];
+    if (!changed[s]) continue;
     for (struct seg *g = x->d[s].head; g; g = g->next) if (g->due > now) g->due = now;
   }
   return 0;
@@ -621,6 +630,7 @@ static int fx_service(struct flow *f, int side) {
       }
       xd->head = g->next;
       if (!xd->head) xd->tail = NULL;
+      xd->queued -= sizeof(*g);
       free(g);
     }
     if (!xd->paused || xd->queued >= FX_BUF_MAX / 2) return 0;
@@ -649,9 +659,11 @@ static void fx_finish(struct flow *f, int err) {
     if (xd->head || xd->paused || xd->cs.dropping || xd->cs.timeout_at != T_NEVER || xd->cs.reset_at != T_NEVER) idle = 0;
   }
   if (idle) { fx_free(f); return; }
-  if (due != x->due) {
+  /* Only an earlier time needs a new heap entry: a later one is found when the earlier entry
+   * fires (fx_tick recomputes). Each input restarting a long timeout would otherwise push one. */
+  if (due < x->due) {
     x->due = due;
-    if (due != T_NEVER) heap_push(wof(f), due, f->id);
+    heap_push(wof(f), due, f->id);
   }
 }
 

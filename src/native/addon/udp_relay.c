@@ -995,10 +995,31 @@ static napi_value relay_faults(napi_env env, napi_callback_info info) {
     if (!ok) return make_failure(env, EINVAL, "udpRelayFaults");
   }
   pthread_mutex_lock(&r->mu);
+  /* A fault kept across the change (same id, FAULT_REC's last number) keeps each flow's roll;
+   * new ones are rolled. A latency deadline of the old set no longer holds new datagrams back. */
+  double old[FAULT_MAX][FAULT_REC];
+  int old_n = r->nf, from[FAULT_MAX];
+  memcpy(old, r->fp, sizeof old);
+  for (int i = 0; i < n; i++) {
+    from[i] = -1;
+    for (int j = 0; j < old_n; j++) if (old[j][6] == in[i * FAULT_REC + 6]) { from[i] = j; break; }
+  }
   memset(r->fp, 0, sizeof r->fp);
   memcpy(r->fp, in, len * sizeof(double));
   r->nf = n;
-  for (int s = 0; s < r->cap; s++) if (r->flows[s].fd >= 0) roll_flow(r, &r->flows[s]);
+  uint64_t now = now_ns();
+  for (int s = 0; s < r->cap; s++) {
+    flow_t *f = &r->flows[s];
+    if (f->fd < 0) continue;
+    uint32_t was[2] = { f->fmask[0], f->fmask[1] };
+    roll_flow(r, f);
+    for (int i = 0; i < n; i++) {
+      int j = from[i], dir = r->fp[i][1] != 0;
+      if (j < 0) continue;
+      f->fmask[dir] = (f->fmask[dir] & ~(1u << i)) | (((was[(int)(old[j][1] != 0)] >> j) & 1u) << i);
+    }
+    for (int d = 0; d < 2; d++) if (f->lastDue[d] > now) f->lastDue[d] = now;
+  }
   pthread_mutex_unlock(&r->mu);
   return number(env, 0);
 }
