@@ -7,6 +7,8 @@ import { join, resolve } from 'node:path';
 import { Daemon, defaultConntrackMax, type DaemonOptions } from '../control/daemon.js';
 import { isLoopbackHost, parseCredentials } from '../control/api/sigv4.js';
 import { UsageError } from '../model/errors.js';
+import { availableParallelism } from 'node:os';
+import { RELAY_THREADS_MAX, defaultRelayThreads } from '../native/tcp-relay.js';
 import { COMMON_OPTIONS, DEFAULT_API, EXIT_OK, intOption, numberOption, parseCommandArgs, parseHostPort, type Command } from './command.js';
 
 export const RUN_OPTIONS = {
@@ -23,6 +25,7 @@ export const RUN_OPTIONS = {
   fallback: { type: 'boolean', default: false },
   ui: { type: 'boolean', default: false },
   toxiproxy: { type: 'string' },
+  threads: { type: 'string' },
 } as const;
 
 /** `--toxiproxy` without a value: the Toxiproxy API at Toxiproxy's own default address. */
@@ -54,6 +57,7 @@ export function daemonOptions(values: ReturnType<typeof parseCommandArgs<typeof 
     conntrackMax: intOption('conntrack-max', values['conntrack-max'], 1, 16_000_000, defaultConntrackMax()),
     fallback: values.fallback ?? false,
     ui: values.ui ?? false,
+    relayThreads: intOption('threads', values.threads ?? process.env.SGEMU_RELAY_THREADS, 1, RELAY_THREADS_MAX, defaultRelayThreads(availableParallelism())),
     log,
   };
 }
@@ -117,6 +121,9 @@ Options:
                             open-files limit can hold); when full, new flows time out, as
                             with a full kernel table
   --drain S                 on SIGTERM, wait up to S seconds for open flows (default 5)
+  --threads N               native TCP relay threads, 1-${RELAY_THREADS_MAX} (default: one per core up to 4;
+                            1 on machines with 2 cores or fewer, where a second one costs more
+                            than it gives) (env SGEMU_RELAY_THREADS)
   --fallback                run even without the privilege exact behaviour needs, degraded:
                             denied TCP is accepted then reset instead of timing out, refusals
                             are resets, UDP refusals are silent (without it: exit 2 and the

@@ -66,6 +66,8 @@ export interface DaemonOptions {
   /** `sgemu exec`: everything inside a private user + network namespace (SPEC.md §8): instances
    * may have any address, the API also answers inside at 127.0.0.1:4510. */
   namespace?: boolean;
+  /** Native TCP relay threads (`sgemu run --threads`; default 1). */
+  relayThreads?: number;
 }
 
 /** Where the API answers inside `sgemu exec`'s namespace. */
@@ -101,7 +103,7 @@ export class Daemon implements ApiHost {
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
     this.plane = new DataPlane({
-      conntrackMax: opts.conntrackMax, clock: this.clock, log: opts.log, namespace: opts.namespace ?? false,
+      conntrackMax: opts.conntrackMax, clock: this.clock, log: opts.log, namespace: opts.namespace ?? false, relayThreads: opts.relayThreads,
       faultsFor: (spec) => this.faults.effective(faultTarget(spec), spec.faults),
     }, {
       onRejected: (l, src, sp, dst, dp) => this.flowLog?.add(REJECT, this.iface(l.spec.instName), src, dst, sp, dp, l.spec.protocol, 1, 60),

@@ -13,7 +13,7 @@ import { addonHandle } from './sock-filter.js';
 import { check, nativeUnavailable, type Failure } from './failure.js';
 
 interface RelayAddon {
-  relayInit(onEvents: (count: number, addrs: string[]) => void, counters: Float64Array, events: Float64Array): number | Failure;
+  relayInit(onEvents: (count: number, addrs: string[]) => void, counters: Float64Array, events: Float64Array, threads?: number): number | Failure;
   relayListen(fd: number, group?: number): number | Failure;
   relayBudget(group: number, n: number): number;
   relayUnlisten(lid: number): number | Failure;
@@ -63,6 +63,10 @@ const listeners: (RelayListener | null)[] = [];
 const flows: (RelayFlow | null)[] = [];
 const flowIds = new Float64Array(MAX_FLOWS);
 let errorsWarned = false;
+/** SGEMU_RELAY_THREADS=N: the count for relays started without setRelayThreads (tests run their
+ * suites with several threads this way). */
+const envThreads = Number(process.env['SGEMU_RELAY_THREADS']);
+let threadsWanted = Number.isInteger(envThreads) && envThreads >= 1 ? Math.min(envThreads, 16) : 1;
 
 function relayAddon(): RelayAddon | null {
   const a = addonHandle();
@@ -80,12 +84,35 @@ export function tcpRelayStatus(): { available: boolean; reason: string | null } 
 }
 
 
+/** The most relay threads `--threads` takes (the addon's limit too). */
+export const RELAY_THREADS_MAX = 16;
+
+/**
+ * How many relay threads by default: one per core up to 4, but one on machines with ≤ 2 cores,
+ * where the clients, the backends and the Node thread need the other core: measured on 2 cores,
+ * a second relay thread made no connection cheaper (bench-results/2026-12-02.md, "Several relay
+ * threads").
+ */
+export function defaultRelayThreads(cores: number): number {
+  return cores <= 2 ? 1 : Math.min(cores, 4);
+}
+
+/**
+ * How many relay threads the relay starts with (1..RELAY_THREADS_MAX); takes effect when the relay
+ * starts (the first listener), not for a relay already running. Flows are spread over the threads
+ * by the one that accepts them (the listening sockets are shared: each thread waits on them with
+ * EPOLLEXCLUSIVE); every call of this module works the same with any number.
+ */
+export function setRelayThreads(n: number): void {
+  threadsWanted = Math.max(1, Math.min(RELAY_THREADS_MAX, Math.floor(n)));
+}
+
 function need(): RelayAddon {
   if (addon) return addon;
   const a = relayAddon();
   if (!a) throw nativeUnavailable('sgemu native TCP relay not available: ' + (tcpRelayStatus().reason ?? '') + '; use the Node relay');
   const c = counters ?? new Float64Array(2 * MAX_FLOWS);
-  check(a.relayInit(onEvents, c, events), 'start the TCP relay thread');
+  check(a.relayInit(onEvents, c, events, threadsWanted), 'start the TCP relay thread');
   counters = c;
   addon = a;
   return a;
@@ -212,10 +239,10 @@ export function relayDrain(): void {
 }
 
 /** For tests and `doctor`: what the relay holds now (null when never started). */
-export function relayStats(): { flows: number; pipesInUse: number; pipesPooled: number; overflowResets: number; listeners: number } | null {
+export function relayStats(): { flows: number; pipesInUse: number; pipesPooled: number; overflowResets: number; listeners: number; threads: number } | null {
   if (!addon) return null;
-  const [flows, pipesInUse, pipesPooled, overflowResets, listeners] = addon.relayStats() as [number, number, number, number, number];
-  return { flows, pipesInUse, pipesPooled, overflowResets, listeners };
+  const [flows, pipesInUse, pipesPooled, overflowResets, listeners, threads] = addon.relayStats() as [number, number, number, number, number, number?];
+  return { flows, pipesInUse, pipesPooled, overflowResets, listeners, threads: threads ?? 1 };
 }
 
 /**
