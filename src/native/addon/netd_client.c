@@ -27,7 +27,7 @@ static napi_value netd_socketpair(napi_env env, napi_callback_info info) {
   int sv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || napi_get_value_int32(env, argv[0], &type) != napi_ok || (type != SOCK_STREAM && type != SOCK_SEQPACKET)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sgemu_native: socketpair type must be SOCK_STREAM (1) or SOCK_SEQPACKET (5)");
+    type_error(env, "sgemu_native: socketpair type must be SOCK_STREAM (1) or SOCK_SEQPACKET (5)");
     return NULL;
   }
   if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) return make_failure(env, errno, "socketpair");
@@ -54,7 +54,7 @@ static napi_value netd_call(napi_env env, napi_callback_info info) {
       napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf ||
       napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
       napi_get_value_int32(env, argv[2], &pass) != napi_ok || napi_get_value_int32(env, argv[3], &timeout) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sgemu_native: netdCall(fd, Buffer, passFd, timeoutMs)");
+    type_error(env, "sgemu_native: netdCall(fd, Buffer, passFd, timeoutMs)");
     return NULL;
   }
 

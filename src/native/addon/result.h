@@ -18,4 +18,22 @@ static inline napi_value make_failure(napi_env env, int err, const char *syscall
   return obj;
 }
 
+/* A number for JS (int32 or double: both read as a JS number). NULL if N-API fails. */
+static inline napi_value make_number(napi_env env, double v) {
+  napi_value out;
+  CHECK(napi_create_double(env, v, &out));
+  return out;
+}
+
+/* A wrong argument: throws TypeError ERR_INVALID_ARG_TYPE with the call's usage; returns NULL. */
+static inline napi_value type_error(napi_env env, const char *usage) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+  return NULL;
+}
+
+/* A uint32 argument → 0, or -1 when it is not one. */
+static inline int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
+}
+
 #endif

@@ -22,16 +22,7 @@
 
 #include "result.h"
 
-static napi_value make_int(napi_env env, int v) {
-  napi_value out;
-  if (napi_create_int32(env, v, &out) != napi_ok) return NULL;
-  return out;
-}
-
-static napi_value type_error(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
+#define make_int(env, v) make_number((env), (double)(v))
 
 /* Reads a Buffer of struct sock_filter into prog; NULL/undefined leaves prog->len = 0. */
 static int get_program(napi_env env, napi_value v, struct sock_fprog *prog, int *present) {

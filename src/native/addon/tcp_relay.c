@@ -911,7 +911,6 @@ static void *relay_main(void *arg) {
 
 static void update_ref(napi_env env);
 
-static napi_value type_error(napi_env env, const char *msg);
 static int in_dispatch;        /* JS thread only: a batch is being handed to JS right now */
 
 /* Takes the queued events (R.qmu taken here; the workers fill the spare buffer meanwhile).
@@ -997,20 +996,7 @@ static napi_value relay_drain(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static int get_u32(napi_env env, napi_value v, uint32_t *out) {
-  return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
-}
-
-static napi_value num(napi_env env, double v) {
-  napi_value out;
-  if (napi_create_double(env, v, &out) != napi_ok) return NULL;
-  return out;
-}
-
-static napi_value type_error(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
+#define num make_number   /* result.h: shared by the addon's files */
 
 /* Closes a worker's epoll, eventfd and timerfd (not running). */
 static void worker_close(struct worker *w) {

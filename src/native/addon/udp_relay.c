@@ -712,11 +712,7 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return argc >= want;
 }
 
-static napi_value number(napi_env env, double v) {
-  napi_value out;
-  CHECK(napi_create_double(env, v, &out));
-  return out;
-}
+#define number make_number   /* result.h */
 
 /* Text address + port → sockaddr; family 0 = whichever the text is. Returns the length or 0. */
 static socklen_t parse_addr(napi_env env, napi_value v, int port, struct sockaddr_storage *sa) {
