@@ -6,6 +6,8 @@
 
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 let next = 1;
 const block = 100 + (process.pid % 150);
@@ -50,4 +52,17 @@ export async function until(cond: () => boolean, ms = 1000, everyMs = 5): Promis
     await sleep(everyMs);
   }
   return true;
+}
+
+/**
+ * Why uid 65534 cannot run `path` (a file of this checkout), or false when it can. Tests that drop
+ * to uid 65534 run the CLI from the checkout: a checkout under a directory only root may enter
+ * (mktemp -d is 0700, so is /root) cannot serve them; they skip with this reason (.ci/run moves
+ * such a clone to a world-readable place first, so CI runs them). Needs root and setpriv.
+ */
+export function unreadableForNobody(path: string): string | false {
+  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+  if (!setpriv) return 'setpriv(1) not installed';
+  const r = spawnSync('/usr/bin/env', ['-i', 'PATH=/usr/bin:/bin', setpriv, '--reuid=65534', '--regid=65534', '--clear-groups', '--', 'test', '-r', path]);
+  return r.status === 0 ? false : `uid 65534 cannot read ${path}: a directory above this checkout is closed to others (clone it under a world-readable directory; .ci/run does)`;
 }

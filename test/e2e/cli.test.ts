@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import { freshAddr, freePort, echoServer, probe, write, sleep } from './helpers.js';
+import { unreadableForNobody } from '../helpers.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 if (!existsSync(CLI)) { t.fail(`${CLI} is missing: run 'npm run build'`); }
@@ -126,7 +127,7 @@ t.test('sgemu demo: the tour\'s first three outcomes are real', async (t) => {
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 t.test('sgemu demo as uid 65534 with nothing set up plays the tour in a namespace: every outcome as in AWS',
   { skip: process.getuid?.() !== 0 ? 'runs as root to switch to uid 65534' : !SETPRIV ? 'setpriv(1) not installed'
-    : spawnSync('unshare', ['--user', '--net', 'true']).status !== 0 ? 'user namespaces not available here' : false }, async (t) => {
+    : spawnSync('unshare', ['--user', '--net', 'true']).status !== 0 ? 'user namespaces not available here' : unreadableForNobody(CLI) }, async (t) => {
   const api = await freePort();
   // env -i: tap's process-info hook would make the uid-65534 node write into .tap/ (EACCES).
   const r = spawnSync('/usr/bin/env', ['-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, 'HOME=/nonexistent',

@@ -11,6 +11,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, echoServer } from './helpers.js';
+import { unreadableForNobody } from '../helpers.js';
 import { helperPath } from '../../src/native/netd.js';
 import { nativeStatus } from '../../src/native/sock-filter.js';
 
@@ -24,7 +25,7 @@ function userns(): string | false {
 }
 const skip = process.getuid?.() !== 0 ? 'runs as root to switch to uid 65534 (a plain user runs exec as itself: see README)'
   : !SETPRIV ? 'setpriv(1) not installed' : !nativeStatus().loaded ? 'native addon not built'
-  : !existsSync(helperPath()) ? 'helper not built' : userns();
+  : !existsSync(helperPath()) ? 'helper not built' : unreadableForNobody(CLI) || userns();
 
 function asNobody(args: string[], cwd: string) {
   // Through env -i: tap's process-info hook adds NODE_OPTIONS to every child, and a node run as

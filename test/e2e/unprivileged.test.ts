@@ -15,6 +15,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freshAddr, freePort, echoServer, probe } from './helpers.js';
+import { unreadableForNobody } from '../helpers.js';
 import { helperPath } from '../../src/native/netd.js';
 import { nativeStatus } from '../../src/native/sock-filter.js';
 
@@ -26,7 +27,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root to switch to uid 65534 and t
   : !SETPRIV ? 'setpriv(1) not installed (util-linux)'
   : !SETCAP ? 'setcap(8) not installed (libcap2-bin)'
   : !nativeStatus().loaded ? 'native addon not built'
-  : !existsSync(helperPath()) ? `helper ${helperPath()} not built` : false;
+  : !existsSync(helperPath()) ? `helper ${helperPath()} not built` : unreadableForNobody(CLI);
 
 /** A world-readable temp dir (uid 65534 reads the config and runs the helper from it). */
 function openDir(t: { teardown(f: () => void): void }): string {
@@ -117,6 +118,38 @@ instances:
   return { addr, src, tcp, tcpDown, udp, udpDown, echo, uecho, cfg };
 }
 
+/** Median round trip (ms) of small messages on one connection from src. */
+async function rttMs(src: string, host: string, port: number, n = 7): Promise<number> {
+  const c = net.connect({ host, port, localAddress: src });
+  c.on('error', () => {});
+  await new Promise((r) => c.once('connect', r));
+  c.setNoDelay(true);
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((r) => { c.once('data', () => r()); c.write('ping'); });
+    xs.push(performance.now() - t0);
+  }
+  c.destroy();
+  return xs.sort((a, b) => a - b)[Math.floor(n / 2)]!;
+}
+
+/** A TCP latency fault and a UDP loss fault added through the API take effect, and go again. */
+async function faultChecks(t: Parameters<typeof echoServer>[0], w: Setup, api: number): Promise<void> {
+  const post = (body: unknown) => fetch(`http://127.0.0.1:${api}/v1/faults`, { method: 'POST', body: JSON.stringify(body) });
+  const base = await rttMs(w.src, w.addr, w.tcp);
+  t.equal((await post({ target: `u:tcp/${w.tcp}`, type: 'latency', attributes: { latency: 100 } })).status, 201, 'fault added');
+  const slow = await rttMs(w.src, w.addr, w.tcp);
+  t.ok(slow - base >= 90 && slow - base <= 140, `latency fault on the wire: +${(slow - base).toFixed(1)} ms of 100`);
+  t.equal((await post({ target: `u:udp/${w.udp}`, type: 'loss', stream: 'upstream', attributes: { probability: 1 } })).status, 201);
+  t.equal(await udpProbe(w.src, w.addr, w.udp), 'timeout', 'UDP loss 1: nothing answered');
+  for (const target of [`u:tcp/${w.tcp}`, `u:udp/${w.udp}`]) {
+    t.equal((await fetch(`http://127.0.0.1:${api}/v1/faults?target=${target}`, { method: 'DELETE' })).status, 200);
+  }
+  t.equal(await udpProbe(w.src, w.addr, w.udp), 'allowed', 'faults removed: UDP answered again');
+  t.ok(await rttMs(w.src, w.addr, w.tcp) < base + 50, 'and TCP fast again');
+}
+
 t.test('uid 65534 after `sgemu setup`: every outcome as in AWS, through the capability helper', { skip }, async (t) => {
   const dir = openDir(t);
   const helper = join(dir, 'sgemu-netd');
@@ -186,6 +219,9 @@ t.test('uid 65534 after `sgemu setup`: every outcome as in AWS, through the capa
   t.not(after, 'anyone?', `the untracked connection stopped passing (${after})`);
   u.destroy();
 
+  // Faults (SPEC.md §9) as this user, in the relay the helper's listeners feed.
+  await faultChecks(t, w, api);
+
   proc.kill('SIGTERM');
   t.equal(await exited(proc), 0, 'SIGTERM: clean exit');
   const undo = spawnSync(process.execPath, [CLI, 'setup', '--undo'], { encoding: 'utf8', env: { ...process.env, ...env } });
@@ -213,7 +249,8 @@ t.test('uid 65534 with nothing set up: exit 2 with the fix; --fallback runs degr
   t.equal(d.mode, 'unavailable');
   t.ok(d.behaviours.filter((b) => !b.exact).every((b) => /setup/.test(b.upgrade ?? '')), 'each degraded behaviour names the upgrade');
 
-  const proc = asNobody(['run', '-c', w.cfg, '--api', 'off', '--state', 'off', '--fallback'], env);
+  const fapi = await freePort();
+  const proc = asNobody(['run', '-c', w.cfg, '--api', `127.0.0.1:${fapi}`, '--state', 'off', '--fallback'], env);
   t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
   const log = await waitFor(proc, /ready:/);
   t.match(log, /FALLBACK/, 'the start-up log says it runs degraded');
@@ -226,6 +263,7 @@ t.test('uid 65534 with nothing set up: exit 2 with the fix; --fallback runs degr
   t.equal(await probe(w.src, w.addr, w.tcpDown, 1000), 'reset', 'backend down: reset instead of refused');
   t.equal(await udpProbe(freshAddr(), w.addr, w.udp), 'timeout', 'denied UDP: still dropped in the kernel (UDP filters need no privilege)');
   t.equal(await udpProbe(w.src, w.addr, w.udpDown, 800), 'timeout', 'UDP backend down: silence');
+  await faultChecks(t, w, fapi);   // faults need no privilege: the same in fallback
   proc.kill('SIGTERM');
   t.equal(await exited(proc), 0);
 });
