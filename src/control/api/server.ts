@@ -106,16 +106,7 @@ export class ApiServer {
       return Promise.reject(new UsageError(`--api ${host}:${port} is beyond loopback: give --api-credentials KEY:SECRET (or SGEMU_API_CREDENTIALS) so that requests must be SigV4-signed, or listen on 127.0.0.1`));
     }
     this.signAll ??= !loopback;
-    return new Promise((resolve, reject) => {
-      const failed = (e: NodeJS.ErrnoException): void => reject(apiListenError(host, port, e));
-      this.server.once('error', failed);
-      this.server.listen(port, host, () => {
-        this.server.off('error', failed);
-        const a = this.server.address();
-        this.port = typeof a === 'object' && a ? a.port : port;
-        resolve();
-      });
-    });
+    return listenHttp(this.server, host, port, (e) => apiListenError(host, port, e)).then((p) => { this.port = p; });
   }
 
   /** Also serves on a listening socket made elsewhere (`sgemu exec`: one inside the namespace,
@@ -267,6 +258,21 @@ export function routePath(target: string): string {
   if (path === '/') return path;
   const trimmed = path.replace(/\/+$/, '');
   return trimmed === '' ? path : trimmed;         // `//`: not `/`, no route
+}
+
+/** Binds an HTTP server → the port it got (port 0: one the kernel picked); a bind error is
+ * rejected as `mapError` makes it. Shared by the API and the Toxiproxy-compatible API. */
+export function listenHttp(server: http.Server, host: string, port: number,
+  mapError: (e: NodeJS.ErrnoException) => Error = (e) => e): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const failed = (e: NodeJS.ErrnoException): void => reject(mapError(e));
+    server.once('error', failed);
+    server.listen(port, host, () => {
+      server.off('error', failed);
+      const a = server.address();
+      resolve(typeof a === 'object' && a ? a.port : port);
+    });
+  });
 }
 
 /** No Origin header (not a browser), or the one this server is reached at (the dashboard). */

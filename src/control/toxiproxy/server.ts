@@ -20,7 +20,7 @@
 // Must not: block the data plane; state lives in ProxyTable (proxies.ts), the model in the daemon.
 
 import http from 'node:http';
-import { sameOrigin } from '../api/server.js';
+import { listenHttp, sameOrigin } from '../api/server.js';
 import type { Fault } from '../../model/types.js';
 import { ERR, ProxyTable, ToxiproxyError, jsonKind, orderToxics, type ProxyExtension, type ProxyInput, type ProxyRecord, type ToxiproxyHost } from './proxies.js';
 
@@ -45,16 +45,7 @@ export class ToxiproxyServer {
   }
 
   listen(host: string, port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const failed = (e: Error): void => reject(e);
-      this.server.once('error', failed);
-      this.server.listen(port, host, () => {
-        this.server.off('error', failed);
-        const a = this.server.address();
-        this.port = typeof a === 'object' && a ? a.port : port;
-        resolve();
-      });
-    });
+    return listenHttp(this.server, host, port).then((p) => { this.port = p; });
   }
 
   close(): Promise<void> {
