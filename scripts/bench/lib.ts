@@ -313,6 +313,17 @@ const CLK_TCK = 100;   // sysconf(_SC_CLK_TCK) on Linux is 100 on every mainstre
 /** utime + stime of a process in milliseconds, from /proc/PID/stat. */
 export function cpuMs(pid: number): number { return ticksMs(statFields(pid)); }
 
+/** The id of this process's thread named `comm` (e.g. the UDP relay's `sgemu-udp`), or 0. */
+export function threadId(comm: string): number {
+  for (const t of readdirSync('/proc/self/task')) {
+    try { if (readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === comm) return Number(t); } catch { /* gone */ }
+  }
+  return 0;
+}
+
+/** utime + stime of one thread of this process, ms (clock ticks of 10 ms: long samples only). */
+export function threadCpuMs(tid: number): number { return ticksMs(statFields(`self/task/${tid}`)); }
+
 /** CPU of every process in process group `pgid` (socat's children per flow), in milliseconds. */
 export function groupCpuMs(pgid: number): number {
   let ms = 0;

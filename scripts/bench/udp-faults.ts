@@ -9,11 +9,10 @@
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/udp-faults.ts [--quick] [--results FILE]
 
 import dgram from 'node:dgram';
-import { readdirSync, readFileSync } from 'node:fs';
 import { closeFd, createUdpSocket } from '../../src/native/sock-filter.js';
 import { UdpRelay, forEachDatagram } from '../../src/native/udp-relay.js';
 import { parseFault } from '../../src/config/faults.js';
-import { QUICK, fmtNum, header, median, pairedRatio, report, runMain, sleep, spreadPct, startBackends, freePort } from './lib.js';
+import { QUICK, fmtNum, header, median, pairedRatio, report, runMain, sleep, spreadPct, startBackends, freePort, threadCpuMs, threadId } from './lib.js';
 
 const FLOWS = QUICK ? 200 : 1000;
 const RATE_PER_FLOW = 10;          // requests per second per flow: 10 k/s offered in all
@@ -25,17 +24,6 @@ const LATENCY = [
   parseFault({ type: 'latency', stream: 'downstream', attributes: { latency: 10, jitter: 5 } }, 17),
 ];
 
-function relayTid(): number {
-  for (const t of readdirSync('/proc/self/task')) {
-    try { if (readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === 'sgemu-udp') return Number(t); } catch { /* gone */ }
-  }
-  return 0;
-}
-function threadCpuMs(tid: number): number {
-  const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) * 10;
-}
 
 async function main(): Promise<void> {
   header('udp relay with latency faults on 1000 flows: relay CPU against no faults');
@@ -73,7 +61,7 @@ async function main(): Promise<void> {
     const per = Math.ceil(FLOWS * RATE_PER_FLOW / 100);
     tick = setInterval(() => { for (let k = 0; k < per; k++) socks[next++ % FLOWS]!.send(msg); }, 10);
     await sleep(500);
-    const tid = relayTid();
+    const tid = threadId('sgemu-udp');
     const cpu: Record<'plain' | 'latency', number[]> = { plain: [], latency: [] };
     const core: Record<'plain' | 'latency', number[]> = { plain: [], latency: [] };
     const rate: Record<'plain' | 'latency', number[]> = { plain: [], latency: [] };

@@ -9,10 +9,9 @@
 
 import dgram from 'node:dgram';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { closeFd, createUdpSocket } from '../../src/native/sock-filter.js';
 import { UdpRelay, forEachDatagram } from '../../src/native/udp-relay.js';
-import { QUICK, fmtNum, haveCommand, header, median, report, runMain, sleep, spreadPct, startBackends, freePort } from './lib.js';
+import { QUICK, fmtNum, haveCommand, header, median, report, runMain, sleep, spreadPct, startBackends, freePort, threadCpuMs, threadId } from './lib.js';
 
 const FLOWS = QUICK ? 4 : 16;
 const WINDOW = 4;
@@ -23,19 +22,7 @@ const MSG = Buffer.alloc(64, 0x75);
 const EVENTS = ['raw_syscalls:sys_enter', 'syscalls:sys_enter_sendto', 'syscalls:sys_enter_sendmmsg', 'syscalls:sys_enter_recvmmsg',
   'syscalls:sys_enter_epoll_wait', 'context-switches'];
 
-function relayTid(): number {
-  for (const t of readdirSync('/proc/self/task')) {
-    try { if (readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === 'sgemu-udp') return Number(t); } catch { /* gone */ }
-  }
-  return 0;
-}
 
-/** utime + stime of one thread of this process, ms (clock ticks of 10 ms: long samples only). */
-function threadCpuMs(tid: number): number {
-  const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) * 10;
-}
 
 async function main(): Promise<void> {
   header('udp relay thread: syscalls, context switches and CPU per relayed request');
@@ -69,7 +56,7 @@ async function main(): Promise<void> {
       for (let w = 0; w < WINDOW; w++) s.send(MSG);
     }
     await sleep(300);
-    const tid = relayTid();
+    const tid = threadId('sgemu-udp');
     const perf = haveCommand('perf');
     const cpu: number[] = [], rate: number[] = [];
     const perReq = new Map<string, number[]>(EVENTS.map((e) => [e, []]));
