@@ -420,6 +420,12 @@ static void settle(struct flow *f, int err) {
 
 #define FX_BUF_MAX (1 << 20)   /* bytes queued per direction before its source is no longer read */
 #define FX_CLOSE (-1)          /* fx_service: the chain closes the connection (FIN both ways) */
+/* Segments one fx_service call writes before it yields the thread: a slicer of 1-byte slices
+ * turns each 16 KiB read into 16k sends, and while the destination takes them (a backend that
+ * does not read still buffers megabytes) the loop never met EAGAIN: one flow held the relay
+ * thread for seconds, and the other flows' accepts, connects and bytes waited. Past the budget
+ * the rest is served from the timer heap, after the events already reported. */
+#define FX_SEND_BUDGET 64
 enum { SEG_DATA = 0, SEG_EOF, SEG_CLOSE };
 struct seg { struct seg *next; int64_t due; uint32_t len, off; uint8_t kind; char data[]; };
 struct fxdir {
@@ -610,11 +616,13 @@ static int fx_service(struct flow *f, int side) {
     return n < 0 ? errno : EPIPE;
   }
   pipe_put(wof(f), d);
+  int budget = FX_SEND_BUDGET;
   for (;;) {
     int64_t now = now_us();
     while (xd->head && xd->head->due <= now) {
       struct seg *g = xd->head;
       if (g->kind == SEG_DATA) {
+        if (budget-- == 0) return 0;              /* the rest is due: fx_finish re-queues the flow */
         ssize_t w = send(dst, g->data + g->off, g->len - g->off, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && errno == EAGAIN) { xd->blocked = 1; return 0; }
@@ -659,6 +667,10 @@ static void fx_finish(struct flow *f, int err) {
     if (xd->head || xd->paused || xd->cs.dropping || xd->cs.timeout_at != T_NEVER || xd->cs.reset_at != T_NEVER) idle = 0;
   }
   if (idle) { fx_free(f); return; }
+  /* A head already due was left by FX_SEND_BUDGET: served from the heap at the next turn (not in
+   * this one: fx_timers pops only what was due when it started, so a flow cannot loop there). */
+  int64_t now = now_us();
+  if (due < now) due = now;
   /* Only an earlier time needs a new heap entry: a later one is found when the earlier entry
    * fires (fx_tick recomputes). Each input restarting a long timeout would otherwise push one. */
   if (due < x->due) {
