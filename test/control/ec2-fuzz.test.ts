@@ -145,8 +145,9 @@ async function drive(t: Test, opts: {
   }
   const ms = Date.now() - started;
   t.ok(i >= opts.n || ms >= opts.budgetMs, `ran ${i} bodies in ${ms} ms`);
-  t.ok((statuses.get(200) ?? 0) > opts.n / 100, `some requests succeed: ${JSON.stringify([...statuses])}`);
-  t.ok((statuses.get(400) ?? 0) > opts.n / 10, 'many are rejected');
+  // Shares of what ran: on a loaded machine the time budget ends the run before opts.n bodies.
+  t.ok((statuses.get(200) ?? 0) > i / 100, `some requests succeed: ${JSON.stringify([...statuses])}`);
+  t.ok((statuses.get(400) ?? 0) > i / 10, `many are rejected (${statuses.get(400) ?? 0} of ${i})`);
   t.ok((statuses.get(400) ?? 0) > 0 && [...statuses.keys()].every((s) => s < 500), 'no 5xx');
   if (existsSync(opts.statePath)) {
     const loaded = loadState(opts.statePath, loadConfigText(opts.world, 'w.yaml'));

@@ -102,8 +102,9 @@ instances:
   let out = '';
   gen.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
   await new Promise<void>((r) => gen.once('exit', () => r()));
-  const load = JSON.parse(out) as { started: number; connected: number; timedOut: number; failed: number; failures: Record<string, number>; loadS: number };
-  const { started, connected, timedOut, failed, failures, loadS } = load;
+  const load = JSON.parse(out) as { started: number; connected: number; timedOut: number; failed: number; failures: Record<string, number>; loadS: number;
+    denied: { started: number; connected: number; timedOut: number } };
+  const { started, connected, timedOut, failed, failures, loadS, denied } = load;
   // Events still on their way (the daemon's write queue, the socket, a starved renderer) arrive
   // after the load: wait until the page's count holds still for a second (≤ 15 s).
   let last = -1, eventsSeen = 0;
@@ -131,9 +132,13 @@ instances:
   // open + close per connected flow, a reject per denied one (each ± the few in flight at the ends).
   t.ok(eventsSeen + lost >= connected * 2 * 0.9, `the page received ${eventsSeen} events and was told of ${lost} dropped, for ${connected} connected flows (≥ 90% of open + close)`);
   t.ok(max < 200, `no task in the page over 200 ms (longest ${max.toFixed(0)} ms, ${longtasks.length} over 50 ms)`);
-  t.ok(timedOut > 0 && timedOut <= Math.ceil(started / 20) + 5, `the stranger's flows timed out (${timedOut})`);
+  // The stranger's flows, counted apart: on an oversubscribed machine some allowed flows time out
+  // too (the daemon accepts late), which says nothing about the filter.
+  t.ok(denied.timedOut > 0 && denied.connected === 0, `the stranger's flows timed out (${denied.timedOut} of ${denied.started}, none connected; ` +
+    `${timedOut - denied.timedOut} allowed flows timed out as well)`);
+  if (flowRate >= 1500) t.ok(timedOut - denied.timedOut <= 5, `at the rate asked, allowed flows connect (${timedOut - denied.timedOut} timed out)`);
   const rejects = Number(/(\d+) rejected/.exec((await page.textContent('article.card')) ?? '')?.[1] ?? -1);
-  t.ok(rejects > 0, `the listener's card counts rejects (${rejects} of the ${timedOut} SYNs the kernel dropped; libpcap may miss some under load)`);
+  t.ok(rejects > 0, `the listener's card counts rejects (${rejects} of the ${denied.timedOut} SYNs the kernel dropped; libpcap may miss some under load)`);
   t.same(errors, [], 'no page error');
 });
 
