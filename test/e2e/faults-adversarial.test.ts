@@ -98,6 +98,31 @@ async function removeFault(api: string, target: string, name?: string): Promise<
   return r.status;
 }
 
+/** A UDP echo backend and a daemon serving it on a fresh address with `faults`; its API's address. */
+async function udpEchoDaemon(t: Test, faults: string): Promise<{ addr: string; port: number; api: string }> {
+  const dgram = await import('node:dgram');
+  const addr = freshAddr(), port = await freePort(addr, 'udp');
+  const echo = dgram.createSocket('udp4');
+  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => echo.close());
+  const { daemon } = await startDaemon(t, `
+securityGroups:
+  - id: sg-u
+    ingress: [ { protocol: udp, ports: ${port}, cidr: 127.0.0.0/8 } ]
+instances:
+  - name: adv
+    address: ${addr}
+    securityGroups: [sg-u]
+    services:
+      - protocol: udp
+        port: ${port}
+        backend: "127.0.0.1:${echo.address().port}"
+        faults: ${faults}
+`, { api: { host: '127.0.0.1', port: 0 } });
+  return { addr, port, api: `127.0.0.1:${daemon.api!.port}` };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 // The memory bound holds since queued counts each segment's cost (5x the data for 1-byte slices,
@@ -514,26 +539,7 @@ t.test('a toxic added on one stream leaves the other stream\'s data in flight de
 
 t.test('UDP: loss and latency over many flows, then removed: counts in bounds, then every datagram direct', { skip }, async (t) => {
   const dgram = await import('node:dgram');
-  const addr = freshAddr(), port = await freePort(addr, 'udp');
-  const echo = dgram.createSocket('udp4');
-  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
-  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
-  t.teardown(() => echo.close());
-  const { daemon } = await startDaemon(t, `
-securityGroups:
-  - id: sg-u
-    ingress: [ { protocol: udp, ports: ${port}, cidr: 127.0.0.0/8 } ]
-instances:
-  - name: adv
-    address: ${addr}
-    securityGroups: [sg-u]
-    services:
-      - protocol: udp
-        port: ${port}
-        backend: "127.0.0.1:${echo.address().port}"
-        faults: [ { name: loss, type: loss, stream: upstream, attributes: { probability: 0.5 } }, { name: lat, type: latency, stream: downstream, attributes: { latency: 30 } } ]
-`, { api: { host: '127.0.0.1', port: 0 } });
-  const api = `127.0.0.1:${daemon.api!.port}`;
+  const { addr, port, api } = await udpEchoDaemon(t, '[ { name: loss, type: loss, stream: upstream, attributes: { probability: 0.5 } }, { name: lat, type: latency, stream: downstream, attributes: { latency: 30 } } ]');
   const FLOWS = 50, PER = 40;
   const socks = await Promise.all(Array.from({ length: FLOWS }, async () => {
     const s = dgram.createSocket('udp4');
@@ -589,26 +595,7 @@ t.test('UDP: a long latency replaced by a short one applies the short one to the
   skip,
 }, async (t) => {
   const dgram = await import('node:dgram');
-  const addr = freshAddr(), port = await freePort(addr, 'udp');
-  const echo = dgram.createSocket('udp4');
-  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
-  await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
-  t.teardown(() => echo.close());
-  const { daemon } = await startDaemon(t, `
-securityGroups:
-  - id: sg-u
-    ingress: [ { protocol: udp, ports: ${port}, cidr: 127.0.0.0/8 } ]
-instances:
-  - name: adv
-    address: ${addr}
-    securityGroups: [sg-u]
-    services:
-      - protocol: udp
-        port: ${port}
-        backend: "127.0.0.1:${echo.address().port}"
-        faults: [ { name: slow, type: latency, stream: downstream, attributes: { latency: 30000 } } ]
-`, { api: { host: '127.0.0.1', port: 0 } });
-  const api = `127.0.0.1:${daemon.api!.port}`;
+  const { addr, port, api } = await udpEchoDaemon(t, '[ { name: slow, type: latency, stream: downstream, attributes: { latency: 30000 } } ]');
   const s = dgram.createSocket('udp4');
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
   t.teardown(() => s.close());
