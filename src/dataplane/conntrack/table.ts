@@ -2,31 +2,38 @@
 //
 // Owns: slots, the bound (`--conntrack-max`), idle expiry, the overflow counter and the tuple index
 // (find a flow by its 5-tuple, from either direction).
-// Must not: know about sockets. A flow's owner (the TCP or UDP relay) reports activity through
-// `sample()` and is told to go through `expire()`.
-// Invariants: one FlowEntry object per slot for the table's life (one shape, reused), `count` =
-// live slots, a free slot has `live === false` and keeps its last flow's fields readable until the
-// slot is reused (owners read them in `expire()`). Every live slot, and only those, is in the
-// index. Expiry is swept in bounded slices per tick so a large table never blocks the loop (STYLE:
-// "a sweeper scans a bounded slice per tick").
+// Must not: know about sockets. A flow's owner (the TCP or UDP relay) is the flow's FlowEntry: it
+// reports activity through `sample()` and is told to go through `expire()`.
+// Invariants: the table holds one pointer per slot, to the flow object opened there (null when
+// free); `count` = live slots; a flow that was closed has `live === false` and keeps its fields
+// readable until its slot is reused (owners read them in `expire()`). Every live slot, and only
+// those, is in the index. Expiry is swept in bounded slices per tick so a large table never blocks
+// the loop (STYLE: "a sweeper scans a bounded slice per tick").
 //
-// Per-slot state lives in typed arrays (struct of arrays), not in the FlowEntry objects: a JS
-// object field holding a non-integer number points to a boxed HeapNumber (8 + 16 bytes here, no
-// pointer compression) and an address string is ~32 more, so the object-per-flow table cost
-// 281 MB RSS per 1M entries; the columns cost 173-175 MB (108 typed-array + 49 JS-heap bytes per
-// entry: the { slot, owner } object and its pointer; the columns live on a per-table subclass's
-// prototype, not in each entry), and the index answers a lookup at 1.3-1.8x Map.get with a
-// numeric key (scripts/bench/conntrack.ts, issue #7). The price is paid once per flow: open
-// parses the address texts and open/close maintain the index.
-// FlowEntry is a view: its fields are accessors on the prototype over the columns at `slot`.
+// Per-slot state lives in typed arrays (struct of arrays), not in objects: a JS object field
+// holding a non-integer number points to a boxed HeapNumber (8 + 16 bytes here, no pointer
+// compression) and an address string is ~32 more, so the object-per-flow table cost 281 MB RSS
+// per 1M entries (issue #7). The table allocates no object per flow either: the daemon's own
+// per-flow object (TcpRelay, NativeRelay, UdpFlow) extends FlowEntry, whose fields are accessors
+// over the columns at its `slot`; a table-made { slot, owner } facade beside it cost 50 JS-heap
+// bytes per entry (issue 16). The price is paid once per flow: open parses the address texts and
+// open/close maintain the index.
 //
 //   slot s:  key  u32 ×4  [ meta | srcPort + dstPort<<16 | src (v4, or v6 word 3) | dst (idem) ]
-//            aux  i32 ×3  [ inst | listener | rulePort ]
-//            num  f64 ×9  [ bytesIn bytesOut packetsIn packetsOut exchanges createdMs lastSeenMs lastActivity timeoutMs ]
-//            the entry object { slot, owner };   lazily, only once used: src6/dst6 u32 ×4
-//            (IPv6 flows), rep f64 ×4 (flow-log reported* counters)
-//   meta:    bits 0-7 proto | 8-15 state | 16-23 dir | 24 live | 25 tracked | 26 IPv6
-//   columns grow by doubling, up to `max` slots;   free: stack of slot numbers;   cursor → next slice to sweep
+//            aux  u32 ×6  [ inst | listener | rulePort | timeoutMs | exchanges | lastActivity ]
+//            num  f64 ×6  [ bytesIn bytesOut packetsIn packetsOut createdMs lastSeenMs ]
+//            flows[s] → the flow object (8 bytes; its own `st` and `slot` fields are 16 more)
+//            lazily, only once used: src6/dst6 u32 ×4 (IPv6 flows), rep f64 ×4 (flow-log reported* counters)
+//   meta:    bits 0-7 proto | 8-15 state | 16-23 dir | 25 tracked | 26 IPv6
+//   num, key and aux: one buffer reserved for `max` slots (resident as slots are first used);
+//   flows: doubles up to `max`;   free: stack of slot numbers;   cursor → next slice to sweep
+//
+// inst/listener/rulePort are int32 (read back with `| 0`); timeoutMs (≤ 432e6 by AWS's 5 days)
+// and exchanges saturate at 2^32 − 1; lastActivity is only compared for change (see refresh);
+// counters stay float64 (they pass 2^32) and so do times (ms, fractional).
+// 1M entries: 88 column + 8 index + 8 pointer bytes in RSS and 16 bytes on each flow object:
+// 118-119 MB per 1M (was 171-178), 2 runs of
+//   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/conntrack.ts
 //
 // Addresses are kept as numbers (IPv4 uint32, IPv6 four uint32 words) and the text forms `src`
 // and `dst` are built on demand (slow paths: listings, flow log, policy re-checks). A text that
@@ -73,19 +80,10 @@ export const EXPIRE_IDLE = 0;
 export const EXPIRE_CUT = 1;        // untracked flow whose rule went away
 export const EXPIRE_SHUTDOWN = 2;
 
-export interface FlowOwner {
-  /** Refresh entry.bytesIn/bytesOut/packets from the relay's own counters. Cheap. */
-  sample(e: FlowEntry): void;
-  /** The table is dropping this flow (idle expiry, untracked cut, shutdown). */
-  expire(e: FlowEntry, reason: number): void;
-  /** The names of the faults this flow got (SPEC.md §9); views only, never the hot path. */
-  faultNames?(e: FlowEntry): string[];
-}
-
+/** What ConnTable.open records for a new flow (the flow object itself is the second argument). */
 export interface OpenFlow {
   proto: number; family: 4 | 6; inst: number; dir: number; listener: number; tracked: boolean; state: number;
   src: string; srcPort: number; dst: string; dstPort: number; rulePort: number; timeoutMs: number;
-  owner: FlowOwner;
 }
 
 // ---------------------------------------------------------------- column layout
@@ -93,15 +91,17 @@ export interface OpenFlow {
 const KW = 4;                                   // key words per slot
 const K_META = 0, K_PORTS = 1, K_SRC = 2, K_DST = 3;
 const M_PROTO = 0xff, M_STATE_SHIFT = 8, M_DIR_SHIFT = 16;
-const M_LIVE = 1 << 24, M_TRACKED = 1 << 25, M_V6 = 1 << 26;
+const M_TRACKED = 1 << 25, M_V6 = 1 << 26;
 const M_MATCH = M_PROTO | M_V6;                 // what a lookup compares besides ports and addresses
 
-const AW = 3;                                   // aux words per slot
-const A_INST = 0, A_LISTENER = 1, A_RULE_PORT = 2;
+const AW = 6;                                   // aux u32 per slot (the int32 fields read back with | 0)
+const A_INST = 0, A_LISTENER = 1, A_RULE_PORT = 2, A_TIMEOUT = 3, A_EXCHANGES = 4, A_LAST_ACTIVITY = 5;
+const U32_MAX = 0xffffffff;
 
-const NW = 9;                                   // f64 per slot
-const N_BYTES_IN = 0, N_BYTES_OUT = 1, N_PACKETS_IN = 2, N_PACKETS_OUT = 3, N_EXCHANGES = 4;
-const N_CREATED = 5, N_LAST_SEEN = 6, N_LAST_ACTIVITY = 7, N_TIMEOUT = 8;
+const NW = 6;                                   // f64 per slot
+const N_BYTES_IN = 0, N_BYTES_OUT = 1, N_PACKETS_IN = 2, N_PACKETS_OUT = 3, N_CREATED = 4, N_LAST_SEEN = 5;
+
+const SLOT_BYTES = NW * 8 + KW * 4 + AW * 4;   // one buffer holds num, key and aux, in that order (f64 first: aligned)
 
 const RW = 4;                                   // reported* f64 per slot (flow log only)
 const R_BYTES_IN = 0, R_BYTES_OUT = 1, R_PACKETS_IN = 2, R_PACKETS_OUT = 3;
@@ -119,6 +119,9 @@ const end6 = (w0: number, w1: number, w2: number, w3: number, port: number): num
   fmix32(w0 ^ fmix32(w1 ^ fmix32(w2 ^ fmix32(w3 ^ Math.imul(port + 1, 0x9e3779b1)))));
 const join = (proto: number, a: number, b: number): number => fmix32(((a + b) | 0) ^ Math.imul(proto + 1, 0x27d4eb2f));
 
+/** A u32 column value: counts and timeouts above 2^32 − 1 saturate rather than wrap. */
+const u32 = (v: number): number => (v >= U32_MAX ? U32_MAX : v > 0 ? v : 0);
+
 /** Address text → numbers; -1 / null when it does not parse (the text is then kept as given, words 0). */
 function tryParse4(text: string): number {
   try { return parseIpv4(text); } catch { return -1; }
@@ -132,15 +135,17 @@ function tryParse6(text: string): Uint32Array | null {
  * store owns the arrays and the index. FlowEntry reads and writes through it.
  */
 class Store {
-  alloc = 0;                                    // slots the columns hold
+  alloc = 0;                                    // slots `flows` holds (doubles up to max)
+  cols = 0;                                     // slots the typed columns hold (max, unless reserving it failed)
   used = 0;                                     // slots ever handed out (= ConnTable.capacity)
   key = new Uint32Array(0);
-  aux = new Int32Array(0);
+  aux = new Uint32Array(0);
   num = new Float64Array(0);
   src6: Uint32Array | null = null;
   dst6: Uint32Array | null = null;
   rep: Float64Array | null = null;
-  readonly entries: FlowEntry[] = [];
+  /** The flow object in each slot, null when the slot is free (the table keeps no other per-flow object). */
+  flows: (FlowEntry | null)[] = [];
   /** Texts that do not round-trip through their numbers, by slot. Usually empty. */
   readonly srcText = new Map<number, string>();
   readonly dstText = new Map<number, string>();
@@ -152,42 +157,55 @@ class Store {
   private lastDst = ''; private lastDstFamily = 0; private lastDstWords = new Uint32Array(4); private lastDstExact = false;
   private lastSrc6 = ''; private lastSrc6Words = new Uint32Array(4); private lastSrc6Exact = false;
 
-  /** FlowEntry with `st` on its prototype: one per table, so entries carry no pointer to it. */
-  private readonly Entry: new (slot: number) => FlowEntry;
-
   constructor(readonly max: number) {
-    const Entry = class extends FlowEntry {};
-    Object.defineProperty(Entry.prototype, 'st', { value: this });
-    this.Entry = Entry;
+    // The columns of every slot are reserved at once: an ArrayBuffer is zeroed lazily (calloc;
+    // mmap above malloc's threshold), so its pages become resident only as slots are first used,
+    // RSS follows the peak of live flows, and nothing is copied when the table fills up. Columns
+    // that doubled left each smaller copy to malloc, which kept much of it resident: the bench's
+    // 1M fill (scripts/bench/conntrack.ts) took RSS +139-178 MB for 104 MB of columns, index and
+    // pointers, and +102-103 MB reserved. Where the address space or a strict overcommit limit
+    // refuses the reservation, the columns double from INITIAL_SLOTS as before.
+    if (max > 0) try { this.resize(max); } catch (e) { if (!(e instanceof RangeError)) throw e; }
   }
 
-  /** Doubles the columns (bounded by max). Precondition: used === alloc < max. */
-  grow(): void {
-    const n = Math.min(this.max, Math.max(INITIAL_SLOTS, this.alloc * 2));
-    const key = new Uint32Array(n * KW); key.set(this.key); this.key = key;
-    const aux = new Int32Array(n * AW); aux.set(this.aux); this.aux = aux;
-    const num = new Float64Array(n * NW); num.set(this.num); this.num = num;
+  /** Moves the columns to one buffer of n slots (n ≥ cols). */
+  private resize(n: number): void {
+    const buf = new ArrayBuffer(n * SLOT_BYTES);
+    const num = new Float64Array(buf, 0, n * NW);
+    const key = new Uint32Array(buf, n * NW * 8, n * KW);
+    const aux = new Uint32Array(buf, n * (NW * 8 + KW * 4), n * AW);
+    num.set(this.num); key.set(this.key); aux.set(this.aux);
+    this.num = num; this.key = key; this.aux = aux;
     if (this.src6) { const a = new Uint32Array(n * 4); a.set(this.src6); this.src6 = a; }
     if (this.dst6) { const a = new Uint32Array(n * 4); a.set(this.dst6); this.dst6 = a; }
     if (this.rep) { const a = new Float64Array(n * RW); a.set(this.rep); this.rep = a; }
+    this.cols = n;
+  }
+
+  /** Doubles the slot pointers, and the columns if they were not reserved (bounded by max). Precondition: used === alloc < max. */
+  grow(): void {
+    const n = Math.min(this.max, Math.max(INITIAL_SLOTS, this.alloc * 2));
+    if (this.cols < n) this.resize(n);
+    // Exactly n pointers (push would leave up to half again as many unused).
+    const flows = new Array<FlowEntry | null>(n).fill(null), old = this.flows;
+    for (let s = 0; s < this.used; s++) flows[s] = old[s]!;
+    this.flows = flows;
     this.alloc = n;
   }
 
-  /** A new slot at the end (used < alloc after grow), with its entry object. */
+  /** A new slot at the end (used < alloc after grow). */
   append(): number {
     if (this.used === this.alloc) this.grow();
-    const s = this.used++;
-    this.entries.push(new this.Entry(s));
-    return s;
+    return this.used++;
   }
 
   v6words(): Uint32Array {
-    if (!this.src6) { this.src6 = new Uint32Array(this.alloc * 4); this.dst6 = new Uint32Array(this.alloc * 4); }
+    if (!this.src6) { this.src6 = new Uint32Array(this.cols * 4); this.dst6 = new Uint32Array(this.cols * 4); }
     return this.src6;
   }
 
   repCols(): Float64Array {
-    return this.rep ??= new Float64Array(this.alloc * RW);
+    return this.rep ??= new Float64Array(this.cols * RW);
   }
 
   /** Writes the address `text` (family from the slot's meta) as src (which 0) or dst (1). */
@@ -292,30 +310,47 @@ class Store {
 
   /** Rewrites one key field of slot s through `write`, keeping the index right if it is live. */
   rekey(s: number, write: () => void): void {
-    const live = (this.key[s * KW + K_META]! & M_LIVE) !== 0;
+    const live = this.flows[s] !== null;
     if (live) this.remove(s);
     write();
     if (live) this.insert(s);
   }
 }
 
+/** Before its first open a flow reads this empty store (slot −1, never live). */
+const NO_STORE = new Store(0);
+
 /**
- * One flow, as the relays, the flow log and the API see it: a view over the table's columns at
- * `slot` (same object for the slot's whole life, reused by the next flow in the slot). Every
- * field reads and writes the columns. Ports are uint16, proto/state/dir uint8, inst/listener/
- * rulePort int32, counters and times float64. Writing proto, family, src, dst or a port of a
- * live entry re-indexes it. `live` is read-only: use ConnTable.open/close/drop.
+ * One flow, as the relays, the flow log and the API see it. The daemon's own per-flow object (the
+ * TCP relay, the UDP flow) extends it, so a flow costs the table no object of its own: open()
+ * binds the object to a free slot (`st`, `slot`) and the table keeps one pointer per slot. Every
+ * field below is an accessor over the table's columns at `slot`. Ports are uint16, proto/state/
+ * dir uint8, inst/listener/rulePort int32, timeoutMs/exchanges uint32 (saturating), counters and
+ * times float64. Writing proto, family, src, dst or a port of a live flow re-indexes it.
+ *
+ * After close the object keeps its slot, and its fields stay readable until the table reuses the
+ * slot (owners read them in expire()); `live` is false from close on, also once the slot holds
+ * another flow. A closed flow may be opened again (it gets a slot, maybe another one). `live` is
+ * read-only: use ConnTable.open/close/drop.
  */
 export class FlowEntry {
-  /** @internal The table's columns: on the per-table subclass's prototype, not in each entry. */
-  declare readonly st: Store;
-  readonly slot: number;
-  /** The relay that owns the flow (set by the caller after open); null once closed. */
-  owner: FlowOwner | null = null;
-  /** @internal Made by the table only (Store.Entry). */
-  constructor(slot: number) { this.slot = slot; }
+  /** @internal The columns of the table that last opened this flow; written by the table only. */
+  st: Store = NO_STORE;
+  /** The flow's slot in that table (−1 before the first open); written by the table only. */
+  slot = -1;
 
-  get live(): boolean { return (this.st.key[this.slot * KW + K_META]! & M_LIVE) !== 0; }
+  /** Refresh bytesIn/bytesOut/packets from the relay's own counters. Cheap. Called by the table
+   * on live flows (sweep, refresh); owners may call it on themselves. */
+  sample(): void { /* counters written by the owner as they happen */ }
+  /** The table has dropped this flow (idle expiry, untracked cut, shutdown): it is closed already. */
+  expire(_reason: number): void { /* nothing to release */ }
+  /** The names of the faults this flow got (SPEC.md §9); views only, never the hot path. */
+  faultNames(): string[] { return []; }
+
+  /** The table holds this object in its slot (opened, not closed or dropped since). */
+  get live(): boolean { const s = this.slot; return s >= 0 && this.st.flows[s] === this; }
+  /** The object the table calls sample()/expire() on: this flow while live, null once closed. */
+  get owner(): FlowEntry | null { return this.live ? this : null; }
 
   get proto(): number { return this.st.key[this.slot * KW + K_META]! & M_PROTO; }
   set proto(v: number) { this.st.rekey(this.slot, () => this.setMeta(M_PROTO, v & 0xff)); }
@@ -352,12 +387,22 @@ export class FlowEntry {
   srcV6(out: Uint32Array, at = 0): Uint32Array { return this.st.words(this.slot, 0, out, at); }
   dstV6(out: Uint32Array, at = 0): Uint32Array { return this.st.words(this.slot, 1, out, at); }
 
-  get inst(): number { return this.st.aux[this.slot * AW + A_INST]!; }
+  get inst(): number { return this.st.aux[this.slot * AW + A_INST]! | 0; }
   set inst(v: number) { this.st.aux[this.slot * AW + A_INST] = v; }
-  get listener(): number { return this.st.aux[this.slot * AW + A_LISTENER]!; }
-  set listener(v: number) { this.st.aux[this.slot * AW + A_LISTENER] = v; }
-  get rulePort(): number { return this.st.aux[this.slot * AW + A_RULE_PORT]!; }
+  /** The listener's id (OpenFlow.listener; named so that a relay's `listener` object can extend this). */
+  get listenerId(): number { return this.st.aux[this.slot * AW + A_LISTENER]! | 0; }
+  set listenerId(v: number) { this.st.aux[this.slot * AW + A_LISTENER] = v; }
+  get rulePort(): number { return this.st.aux[this.slot * AW + A_RULE_PORT]! | 0; }
   set rulePort(v: number) { this.st.aux[this.slot * AW + A_RULE_PORT] = v; }
+  /** Idle timeout in ms (≤ 2^32 − 1, 49.7 days; AWS allows 5 days). */
+  get timeoutMs(): number { return this.st.aux[this.slot * AW + A_TIMEOUT]!; }
+  set timeoutMs(v: number) { this.st.aux[this.slot * AW + A_TIMEOUT] = u32(v); }
+  /** UDP request-response turns (udp.ts only asks whether it is ≥ 1). */
+  get exchanges(): number { return this.st.aux[this.slot * AW + A_EXCHANGES]!; }
+  set exchanges(v: number) { this.st.aux[this.slot * AW + A_EXCHANGES] = u32(v); }
+  /** The counters' sum at the last sample, mod 2^32: only compared for change (see refresh). */
+  get lastActivity(): number { return this.st.aux[this.slot * AW + A_LAST_ACTIVITY]!; }
+  set lastActivity(v: number) { this.st.aux[this.slot * AW + A_LAST_ACTIVITY] = v >>> 0; }
 
   get bytesIn(): number { return this.st.num[this.slot * NW + N_BYTES_IN]!; }
   set bytesIn(v: number) { this.st.num[this.slot * NW + N_BYTES_IN] = v; }
@@ -367,16 +412,10 @@ export class FlowEntry {
   set packetsIn(v: number) { this.st.num[this.slot * NW + N_PACKETS_IN] = v; }
   get packetsOut(): number { return this.st.num[this.slot * NW + N_PACKETS_OUT]!; }
   set packetsOut(v: number) { this.st.num[this.slot * NW + N_PACKETS_OUT] = v; }
-  get exchanges(): number { return this.st.num[this.slot * NW + N_EXCHANGES]!; }
-  set exchanges(v: number) { this.st.num[this.slot * NW + N_EXCHANGES] = v; }
   get createdMs(): number { return this.st.num[this.slot * NW + N_CREATED]!; }
   set createdMs(v: number) { this.st.num[this.slot * NW + N_CREATED] = v; }
   get lastSeenMs(): number { return this.st.num[this.slot * NW + N_LAST_SEEN]!; }
   set lastSeenMs(v: number) { this.st.num[this.slot * NW + N_LAST_SEEN] = v; }
-  get lastActivity(): number { return this.st.num[this.slot * NW + N_LAST_ACTIVITY]!; }
-  set lastActivity(v: number) { this.st.num[this.slot * NW + N_LAST_ACTIVITY] = v; }
-  get timeoutMs(): number { return this.st.num[this.slot * NW + N_TIMEOUT]!; }
-  set timeoutMs(v: number) { this.st.num[this.slot * NW + N_TIMEOUT] = v; }
 
   // What the flow log has already counted (per interval records): columns allocated on first write.
   get reportedBytesIn(): number { const r = this.st.rep; return r === null ? 0 : r[this.slot * RW + R_BYTES_IN]!; }
@@ -391,9 +430,10 @@ export class FlowEntry {
 
   /** A plain snapshot of every field (debugging, tests). */
   toJSON(): Record<string, unknown> {
+    if (this.slot < 0) return { slot: -1, live: false };
     return {
       slot: this.slot, live: this.live, proto: this.proto, family: this.family, inst: this.inst, dir: this.dir,
-      listener: this.listener, tracked: this.tracked, state: this.state, src: this.src, srcPort: this.srcPort,
+      listener: this.listenerId, tracked: this.tracked, state: this.state, src: this.src, srcPort: this.srcPort,
       dst: this.dst, dstPort: this.dstPort, rulePort: this.rulePort, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
       packetsIn: this.packetsIn, packetsOut: this.packetsOut, exchanges: this.exchanges,
       reportedBytesIn: this.reportedBytesIn, reportedBytesOut: this.reportedBytesOut,
@@ -401,7 +441,7 @@ export class FlowEntry {
       createdMs: this.createdMs, lastSeenMs: this.lastSeenMs, lastActivity: this.lastActivity, timeoutMs: this.timeoutMs,
     };
   }
-  [inspect.custom](): string { return `FlowEntry ${inspect(this.toJSON())}`; }
+  [inspect.custom](): string { return `${this.constructor.name} ${inspect(this.toJSON())}`; }
 
   private setMeta(mask: number, bits: number): void {
     const k = this.slot * KW + K_META, key = this.st.key;
@@ -450,8 +490,12 @@ export class ConnTable {
   get full(): boolean { return this.count >= this.max; }
   get nearFull(): boolean { return this.nearFullNow; }
 
-  /** Returns the entry, or null when the table is full (the caller drops the flow, as the kernel does). */
-  open(f: OpenFlow): FlowEntry | null {
+  /**
+   * Tracks `flow` (not live: new, or closed) as the flow `f` in a free slot and returns it, or
+   * null when the table is full (the caller drops the flow, as the kernel does).
+   */
+  open<T extends FlowEntry>(f: OpenFlow, flow: T): T | null {
+    if (flow.live) throw new Error(`conntrack: open of a flow that is already open (slot ${flow.slot})`);
     if (this.count >= this.max) { this.overflows++; return null; }
     const st = this.st;
     const s = this.freeTop > 0 ? this.free[--this.freeTop]! : st.append();
@@ -464,28 +508,30 @@ export class ConnTable {
     st.setAddr(s, 1, f.dst);
     const a = s * AW, aux = st.aux;
     aux[a + A_INST] = f.inst; aux[a + A_LISTENER] = f.listener; aux[a + A_RULE_PORT] = f.rulePort;
+    aux[a + A_TIMEOUT] = u32(f.timeoutMs); aux[a + A_EXCHANGES] = 0; aux[a + A_LAST_ACTIVITY] = 0;
     const n = s * NW, num = st.num;
     num[n + N_BYTES_IN] = 0; num[n + N_BYTES_OUT] = 0; num[n + N_PACKETS_IN] = 0; num[n + N_PACKETS_OUT] = 0;
-    num[n + N_EXCHANGES] = 0; num[n + N_CREATED] = now; num[n + N_LAST_SEEN] = now; num[n + N_LAST_ACTIVITY] = 0;
-    num[n + N_TIMEOUT] = f.timeoutMs;
+    num[n + N_CREATED] = now; num[n + N_LAST_SEEN] = now;
     const rep = st.rep;
     if (rep !== null) rep.fill(0, s * RW, s * RW + RW);
-    const e = st.entries[s]!;
-    e.owner = f.owner;
-    key[k + K_META] |= M_LIVE;
+    flow.st = st;
+    flow.slot = s;
+    st.flows[s] = flow;
     st.insert(s);
     this.count++;
     if (this.count >= this.nearFullAt && !this.nearFullNow) { this.nearFullNow = true; this.onNearFullChange?.(true); }
     if (this.count === this.max) this.onFullChange?.(true);
-    return e;
+    return flow;
   }
+
+  /** This table holds `e` (live here). */
+  private holds(e: FlowEntry): boolean { return e.st === this.st && this.st.flows[e.slot] === e; }
 
   /** The flow ended by itself (FIN/RST, socket closed). Idempotent. */
   close(e: FlowEntry): void {
-    const st = this.st, s = e.slot, k = s * KW + K_META;
-    if (!(st.key[k]! & M_LIVE)) return;
-    st.key[k] &= ~M_LIVE;
-    e.owner = null;
+    if (!this.holds(e)) return;
+    const st = this.st, s = e.slot;
+    st.flows[s] = null;
     st.remove(s);
     this.count--;
     if (this.freeTop === this.free.length) {
@@ -514,7 +560,7 @@ export class ConnTable {
       const b = (v - 1) * KW;
       if ((key[b + K_META]! & M_MATCH) !== want) continue;
       const p = key[b + K_PORTS]!, a = key[b + K_SRC]!, d = key[b + K_DST]!;
-      if ((p === fwd && a === src && d === dst) || (p === rev && a === dst && d === src)) return st.entries[v - 1]!;
+      if ((p === fwd && a === src && d === dst) || (p === rev && a === dst && d === src)) return st.flows[v - 1]!;
     }
   }
 
@@ -538,9 +584,9 @@ export class ConnTable {
       if ((key[b + K_META]! & M_MATCH) !== want) continue;
       const p = key[b + K_PORTS]!;
       if (p === fwd && key[b + K_SRC] === s3 && key[b + K_DST] === d3 &&
-        a6[w] === s0 && a6[w + 1] === s1 && a6[w + 2] === s2 && d6[w] === d0 && d6[w + 1] === d1 && d6[w + 2] === d2) return st.entries[s]!;
+        a6[w] === s0 && a6[w + 1] === s1 && a6[w + 2] === s2 && d6[w] === d0 && d6[w + 1] === d1 && d6[w + 2] === d2) return st.flows[s]!;
       if (p === rev && key[b + K_SRC] === d3 && key[b + K_DST] === s3 &&
-        a6[w] === d0 && a6[w + 1] === d1 && a6[w + 2] === d2 && d6[w] === s0 && d6[w + 1] === s1 && d6[w + 2] === s2) return st.entries[s]!;
+        a6[w] === d0 && a6[w + 1] === d1 && a6[w + 2] === d2 && d6[w] === s0 && d6[w + 1] === s1 && d6[w + 2] === s2) return st.flows[s]!;
     }
   }
 
@@ -550,25 +596,32 @@ export class ConnTable {
    * counted from now (the FIN is a packet).
    */
   halfClose(e: FlowEntry): void {
-    if (!e.live || (e.state !== ST_ESTABLISHED && e.state !== ST_SYN_SENT)) return;
-    const n = e.slot * NW, num = this.st.num;
+    if (!this.holds(e) || (e.state !== ST_ESTABLISHED && e.state !== ST_SYN_SENT)) return;
+    const st = this.st, a = e.slot * AW;
     e.state = ST_FIN_WAIT;
-    if (num[n + N_TIMEOUT]! > TCP_HALF_CLOSED_TIMEOUT_MS) num[n + N_TIMEOUT] = TCP_HALF_CLOSED_TIMEOUT_MS;
-    num[n + N_LAST_SEEN] = this.clock.nowMs();
+    if (st.aux[a + A_TIMEOUT]! > TCP_HALF_CLOSED_TIMEOUT_MS) st.aux[a + A_TIMEOUT] = TCP_HALF_CLOSED_TIMEOUT_MS;
+    st.num[e.slot * NW + N_LAST_SEEN] = this.clock.nowMs();
   }
 
   /** Records activity now (UDP relays call this per datagram; TCP relies on sampling). */
   touch(e: FlowEntry): void { this.st.num[e.slot * NW + N_LAST_SEEN] = this.clock.nowMs(); }
 
-  /** Samples one entry's counters and updates its idle clock. */
+  /**
+   * Samples one live entry's counters and updates its idle clock. Activity is a change in the sum
+   * of the four counters, kept mod 2^32 (a u32): the counters only grow, so the sum changes
+   * whenever a byte or packet moved, and the u32 misses that only if the sum grew by an exact
+   * multiple of 2^32 between two samples (the sweeper samples each flow about once a second);
+   * then the flow looks idle for one sample, which matters only if that sample also reaches its
+   * timeout (≥ 30 s since the last change seen).
+   */
   refresh(e: FlowEntry, now = this.clock.nowMs()): void {
-    const o = e.owner;
-    if (!o) return;
+    if (!this.holds(e)) return;
     const st = this.st, s = e.slot;
-    o.sample(e);
-    const num = st.num, n = s * NW;
-    const activity = num[n + N_BYTES_IN]! + num[n + N_BYTES_OUT]! + num[n + N_PACKETS_IN]! + num[n + N_PACKETS_OUT]!;
-    if (activity !== num[n + N_LAST_ACTIVITY]) { num[n + N_LAST_ACTIVITY] = activity; num[n + N_LAST_SEEN] = now; }
+    e.sample();
+    const num = st.num, n = s * NW;            // read after sample(): it may have opened flows and grown the columns
+    const activity = (num[n + N_BYTES_IN]! + num[n + N_BYTES_OUT]! + num[n + N_PACKETS_IN]! + num[n + N_PACKETS_OUT]!) >>> 0;
+    const a = s * AW + A_LAST_ACTIVITY;
+    if (activity !== st.aux[a]) { st.aux[a] = activity; num[n + N_LAST_SEEN] = now; }
   }
 
   /**
@@ -583,16 +636,16 @@ export class ConnTable {
     for (let i = 0; i < budget && i < n; i++) {
       if (this.cursor >= n) this.cursor = 0;
       const s = this.cursor++;
-      if (!(st.key[s * KW + K_META]! & M_LIVE)) continue;
-      const e = st.entries[s]!;
+      const e = st.flows[s]!;
+      if (e === null) continue;
       this.refresh(e, now);
-      const num = st.num;         // re-read: an owner's sample() may have opened flows and grown the columns
-      if (now - num[s * NW + N_LAST_SEEN]! >= num[s * NW + N_TIMEOUT]!) {
-        const o = e.owner;
+      if (st.flows[s] !== e) continue;
+      // re-read the columns: an owner's sample() may have opened flows and grown them
+      if (now - st.num[s * NW + N_LAST_SEEN]! >= st.aux[s * AW + A_TIMEOUT]!) {
         this.close(e);
         this.expiredIdle++;
         expired++;
-        o?.expire(e, EXPIRE_IDLE);
+        e.expire(EXPIRE_IDLE);
       }
     }
     return expired;
@@ -600,18 +653,35 @@ export class ConnTable {
 
   /** Drops one flow on behalf of the daemon (untracked cut, shutdown) and tells its owner. */
   drop(e: FlowEntry, reason: number): void {
-    if (!e.live) return;
-    const o = e.owner;
+    if (!this.holds(e)) return;
     this.close(e);
-    o?.expire(e, reason);
+    e.expire(reason);
   }
 
   /** Live entries (slow path: listings, policy swaps). */
   *live(): IterableIterator<FlowEntry> {
     const st = this.st;
-    for (let s = 0; s < st.used; s++) if (st.key[s * KW + K_META]! & M_LIVE) yield st.entries[s]!;
+    for (let s = 0; s < st.used; s++) { const e = st.flows[s]!; if (e !== null) yield e; }
   }
 
   /** Slots handed out so far (live or free), ≤ max; the sweeper's full pass is this long. */
   get capacity(): number { return this.st.used; }
+
+  /**
+   * The index's shape (benchmarks, diagnostics; a pass over the index): buckets, live flows, and
+   * the probe length of a successful lookup (buckets read, 1 = found at home), mean and max over
+   * the live flows. Both directions of a flow hash alike, so they probe alike.
+   */
+  probeStats(): { buckets: number; flows: number; mean: number; max: number } {
+    const st = this.st, idx = st.idx, mask = st.mask;
+    let sum = 0, max = 0, n = 0;
+    for (let i = 0; i < idx.length; i++) {
+      const v = idx[i]!;
+      if (v === 0) continue;
+      const len = ((i - (st.hashOf(v - 1) & mask)) & mask) + 1;
+      sum += len; n++;
+      if (len > max) max = len;
+    }
+    return { buckets: idx.length, flows: n, mean: n === 0 ? 0 : sum / n, max };
+  }
 }
