@@ -9,7 +9,10 @@
 //   lookup      ConnTable.find4 (half forward, half reply direction) vs Map.get with the string
 //               key the naive relay builds per datagram, and vs Map.get with the UDP relay's
 //               numeric key (addr·65536 + port, one direction only); find6 over the same count of
-//               IPv6 flows; and parseIpv4(rinfo.address) + find4, what a relay pays from rinfo
+//               IPv6 flows; and parseIpv4(rinfo.address) + find4, what a relay pays from rinfo.
+//               Results are compared with null/undefined (as plane.ts does); a second find4 line
+//               tests them for truth instead, which also reads each returned object (the loop
+//               this script had before issue 16: 31-35 M/s quiet was that line)
 //   memory      1M entries opened from distinct src strings (as remoteAddress gives them)
 // The daemon's per-flow object (TCP relay, UDP flow) is the flow's conntrack entry (it extends
 // FlowEntry) and exists whether or not the flow is tracked: the benchmark makes those objects
@@ -177,23 +180,34 @@ async function main(): Promise<void> {
   // sequentially, so what is timed is the lookup, not the harness's own cache misses.
   const qSrc = new Uint32Array(N), qPort = new Int32Array(N), qKey = new Float64Array(N), qAddr: string[] = [];
   for (let i = 0; i < N; i++) { const j = order[i]!; qSrc[i] = srcs[j]!; qPort[i] = ports[j]!; qKey[i] = numKeys[j]!; qAddr.push(addrs[j]!); }
+  // Each loop compares the result with null (undefined for a Map), as the daemon does (plane.ts);
+  // `if (e)` would also load each returned object's map (ToBoolean checks for undetectable
+  // objects): one more random access per lookup, the caller's, measured apart (findTouchRates).
   const findRates: number[] = [], numRates: number[] = [], strRates: number[] = [], parseRates: number[] = [], findCpu: number[] = [];
+  const findTouchRates: number[] = [], findTouchCpu: number[] = [];
   for (let round = 0; round < 2; round++) {
     findRates.push(...measure(() => {
       for (let i = 0; i < N; i += 2) {
-        if (table.find4(6, qSrc[i]!, qPort[i]!, dstAddr, dstPort)) sink++;               // client → instance
-        if (table.find4(6, dstAddr, dstPort, qSrc[i + 1]!, qPort[i + 1]!)) sink++;       // the reply
+        if (table.find4(6, qSrc[i]!, qPort[i]!, dstAddr, dstPort) !== null) sink++;               // client → instance
+        if (table.find4(6, dstAddr, dstPort, qSrc[i + 1]!, qPort[i + 1]!) !== null) sink++;       // the reply
       }
       return N;
     }, findCpu));
-    numRates.push(...measure(() => { for (let i = 0; i < N; i++) if (numMap.get(qKey[i]!)) sink++; return N; }));
+    findTouchRates.push(...measure(() => {
+      for (let i = 0; i < N; i += 2) {
+        if (table.find4(6, qSrc[i]!, qPort[i]!, dstAddr, dstPort)) sink++;
+        if (table.find4(6, dstAddr, dstPort, qSrc[i + 1]!, qPort[i + 1]!)) sink++;
+      }
+      return N;
+    }, findTouchCpu));
+    numRates.push(...measure(() => { for (let i = 0; i < N; i++) if (numMap.get(qKey[i]!) !== undefined) sink++; return N; }));
     parseRates.push(...measure(() => {
-      for (let i = 0; i < N; i++) if (table.find4(6, parseIpv4(qAddr[i]!), qPort[i]!, dstAddr, dstPort)) sink++;
+      for (let i = 0; i < N; i++) if (table.find4(6, parseIpv4(qAddr[i]!), qPort[i]!, dstAddr, dstPort) !== null) sink++;
       return N;
     }));
     strRates.push(...measure(() => {
       // the naive relay builds the key from rinfo per datagram
-      for (let i = 0; i < N; i++) if (strMap.get(`${qAddr[i]!}|${qPort[i]!}`)) sink++;
+      for (let i = 0; i < N; i++) if (strMap.get(`${qAddr[i]!}|${qPort[i]!}`) !== undefined) sink++;
       return N;
     }));
   }
@@ -203,6 +217,13 @@ async function main(): Promise<void> {
     detail: `${fs.value.toFixed(1)}x the string-key Map (${(median(strRates) / 1e6).toFixed(2)} M/s), ${fn.value.toFixed(2)}x Map.get by numeric key ` +
       `(${(median(numRates) / 1e6).toFixed(2)} M/s, one direction) over ${LOOKUP_FLOWS} live flows; ${(median(findCpu) / 1e6).toFixed(2)} M per CPU-second`,
     target: '≥ 40 M/s', met: median(findRates) >= 40e6,
+  });
+  report({
+    name: 'conntrack lookup + touching the entry (if (find4(…)), both directions)', value: median(findTouchRates), unit: 'lookups/s',
+    n: findTouchRates.length, spreadPct: spreadPct(findTouchRates),
+    detail: `the same lookups tested for truth, which loads each returned object's map (this script's loop before issue 16); ` +
+      `${(median(findTouchCpu) / 1e6).toFixed(2)} M per CPU-second`,
+    target: '', met: null,
   });
   const pk = pairedRatio(parseRates, strRates)!;
   report({
@@ -225,8 +246,8 @@ async function main(): Promise<void> {
   const f6Rates = measure(() => {
     for (let i = 0; i < N; i += 2) {
       const j = order[i]!, k = order[i + 1]!;
-      if (t6.find6(6, w6, ports[j]!, dst6, dstPort, j * 4, 0)) sink++;
-      if (t6.find6(6, dst6, dstPort, w6, ports[k]!, 0, k * 4)) sink++;
+      if (t6.find6(6, w6, ports[j]!, dst6, dstPort, j * 4, 0) !== null) sink++;
+      if (t6.find6(6, dst6, dstPort, w6, ports[k]!, 0, k * 4) !== null) sink++;
     }
     return N;
   });
@@ -277,8 +298,8 @@ async function main(): Promise<void> {
   const bigRates = measure(() => {
     for (let i = 0; i < bigOrder.length; i += 2) {
       const j = bigOrder[i]!, k = bigOrder[i + 1]!;
-      if (big.find4(6, 0x0b000000 + j, 1024 + (j % 60000), dstAddr, dstPort)) sink++;
-      if (big.find4(6, dstAddr, dstPort, 0x0b000000 + k, 1024 + (k % 60000))) sink++;
+      if (big.find4(6, 0x0b000000 + j, 1024 + (j % 60000), dstAddr, dstPort) !== null) sink++;
+      if (big.find4(6, dstAddr, dstPort, 0x0b000000 + k, 1024 + (k % 60000)) !== null) sink++;
     }
     return bigOrder.length;
   });
