@@ -20,7 +20,8 @@
 // them (its `st` and `slot` fields) is the table's cost: measured on its own (heap of 1M BenchFlow
 // less 1M objects of a class without FlowEntry) and added to the RSS figure.
 // Probe lengths of the index (mean / max buckets read per successful lookup) on the lookup flows,
-// on one client's sequential ports and on 256 clients × 256 ports: the hash must spread all three.
+// on one client's sequential ports, on 256 clients × 256 ports and on 256 clients × 256 listeners
+// with fixed ports (a hash linear in the addresses would pile those up): it must spread all four.
 // Targets (issue 16): ≥ 40 M lookups/s; 1M entries ≤ 150 MB RSS (issue 7 had 20 M/s, 200 MB).
 
 import { spawnSync } from 'node:child_process';
@@ -102,17 +103,20 @@ function probes(table: ConnTable): void {
   const fmt = (p: ReturnType<ConnTable['probeStats']>) => `mean ${p.mean.toFixed(2)} max ${p.max} (${p.flows} flows, ${p.buckets} buckets)`;
   const p = table.probeStats();
   const clock = new ManualClock(0);
-  const flow = (src: string, srcPort: number): OpenFlow => ({
-    proto: 6, family: 4, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED,
-    src, srcPort, dst: '127.0.0.10', dstPort: 80, rulePort: 80, timeoutMs: 1000,
+  const flow = (src: string, srcPort: number, dst = '127.0.0.10', dstPort = 80, proto = 6): OpenFlow => ({
+    proto, family: 4, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED,
+    src, srcPort, dst, dstPort, rulePort: dstPort, timeoutMs: 1000,
   });
   const seq = new ConnTable(65536, clock);             // one client, every ephemeral port 1024-65535
   for (let port = 1024; port < 65536; port++) seq.open(flow('127.0.0.2', port), new BenchFlow());
   const grid = new ConnTable(65536, clock);            // 256 clients × 256 consecutive ports
   for (let a = 0; a < 256; a++) for (let port = 40000; port < 40256; port++) grid.open(flow(`127.1.0.${a}`, port), new BenchFlow());
+  const pairs = new ConnTable(65536, clock);           // 256 clients × 256 listeners, one port each side (UDP 5000 → 53)
+  for (let a = 0; a < 256; a++) for (let l = 0; l < 256; l++) pairs.open(flow(`127.1.0.${a}`, 5000, `127.2.0.${l}`, 53, 17), new BenchFlow());
   report({
     name: 'conntrack index probe length (mean, find4 flows)', value: p.mean, unit: 'buckets/lookup', n: 1, spreadPct: 0,
-    detail: `lookup flows ${fmt(p)}; one client's sequential ports ${fmt(seq.probeStats())}; 256 clients × 256 ports ${fmt(grid.probeStats())}`,
+    detail: `lookup flows ${fmt(p)}; one client's sequential ports ${fmt(seq.probeStats())}; 256 clients × 256 ports ${fmt(grid.probeStats())}; ` +
+      `256 clients × 256 listeners on fixed ports ${fmt(pairs.probeStats())}`,
     target: '', met: null,
   });
 }
