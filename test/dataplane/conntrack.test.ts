@@ -351,3 +351,37 @@ t.test('numeric address views: srcV4/dstV4 and srcV6/dstV6 feed find4/find6 with
   t.same([...w], [...parseIpv6Words('2001:db8::7'), ...parseIpv6Words('::1')]);
   t.equal(table.find6(b.proto, w, b.dstPort, w, b.srcPort, 4, 0), b);
 });
+
+t.test('the flow object is the entry (issue 16): live only in its own slot, opened again after close, never twice', async (t) => {
+  const table = new ConnTable(4, new ManualClock());
+  const rec = owner();
+  const a = new TestFlow(rec);
+  t.notOk(a.live, 'not live before open');
+  t.equal(a.slot, -1);
+  t.equal(table.open(v4(rec, '127.0.0.2', 1), a), a, 'open returns the object it was given');
+  t.throws(() => table.open(v4(rec, '127.0.0.2', 2), a), 'an open flow cannot be opened again');
+  t.equal(table.count, 1);
+  const slot = a.slot;
+  table.close(a);
+  const b = open(table, v4(rec, '127.0.0.3', 3))!;
+  t.equal(b.slot, slot, 'b took the freed slot');
+  t.notOk(a.live, 'the closed flow is not live, though its slot is');
+  t.equal(a.owner, null);
+  table.close(a);
+  table.drop(a, EXPIRE_CUT);
+  table.halfClose(a);
+  t.ok(b.live, 'closing or dropping the stale object again leaves the slot\'s new flow alone');
+  t.same(rec.expired, [], 'and calls no expire');
+  t.equal(table.find4(6, parseIpv4('127.0.0.3'), 3, parseIpv4('127.0.0.10'), 22), b);
+  const other = new ConnTable(4, new ManualClock());
+  other.close(b);
+  other.drop(b, EXPIRE_CUT);
+  t.ok(b.live, 'another table does not close it');
+  t.equal(table.open(v4(rec, '127.0.0.4', 4), a), a, 'the closed object is opened again, in a free slot');
+  t.ok(a.live);
+  t.not(a.slot, b.slot);
+  t.equal(table.find4(6, parseIpv4('127.0.0.10'), 22, parseIpv4('127.0.0.4'), 4), a);
+  t.equal(table.count, 2);
+  t.throws(() => new ConnTable(2 ** 24 + 1, new ManualClock()), RangeError, 'slot numbers are 24 bits in the index');
+  t.equal(new ConnTable(2 ** 24, new ManualClock()).max, 2 ** 24);
+});

@@ -50,9 +50,10 @@
 //   h = fin( end(src, srcPort) + end(dst, dstPort) ^ (proto+1)·K )
 //   end(a, p) = m ^ (m >>> 16), m = (a ^ (p+1)·φ)·K1        fin(x) = y ^ (y >>> 13), y = (x ^ (x >>> 15))·K2
 //
-// (three fmix32 before: 9 multiplies and 9 xor-shifts; now 6 and 4). Probe lengths stay as they were: mean 1.48-1.51,
-// max 22-36 buckets over 64k flows in the bench's four patterns (its lookup flows, one client's
-// sequential ports, 256 clients × 256 ports, 256 clients × 256 listeners on fixed ports).
+// (three fmix32 before: 9 multiplies and 9 xor-shifts; now 6 and 4). Probe lengths stay as they
+// were: mean 1.48-1.51, max 22-36 buckets over 64k flows in the bench's four patterns (its lookup
+// flows, one client's sequential ports, 256 clients × 256 ports, 256 clients × 256 listeners on
+// fixed ports).
 // A lookup reads three random cache lines (index entry, key row, flow pointer): find4 over 64k
 // live flows, both directions, compared with null, 61-62 M/s (37-46 with the fmix32 hash and no
 // tags, same machine, busy; 2 runs each of scripts/bench/conntrack.ts, command above).
@@ -333,9 +334,10 @@ class Store {
     this.idx = idx; this.mask = mask;
   }
 
-  /** Rewrites one key field of slot s through `write`, keeping the index right if it is live. */
+  /** Rewrites one key field of slot s through `write`, keeping the index right if it is live
+   * (s = −1: a flow never opened; its writes go nowhere). */
   rekey(s: number, write: () => void): void {
-    const live = this.flows[s] !== null;
+    const live = s >= 0 && this.flows[s] !== null;
     if (live) this.remove(s);
     write();
     if (live) this.insert(s);
