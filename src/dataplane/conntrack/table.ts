@@ -31,8 +31,9 @@
 // inst/listener/rulePort are int32 (read back with `| 0`); timeoutMs (≤ 432e6 by AWS's 5 days)
 // and exchanges saturate at 2^32 − 1; lastActivity is only compared for change (see refresh);
 // counters stay float64 (they pass 2^32) and so do times (ms, fractional).
-// 1M entries: 88 column + 8 index + 8 pointer bytes in RSS and 16 bytes on each flow object:
-// 118-119 MB per 1M (was 171-178), 2 runs of
+// 1M entries: 88 column + 8 index + 8 pointer bytes (ConnTable.bytes(): 104.4 per entry) and 16
+// bytes on each flow object: 122.4-122.5 MB per 1M in the last 2 runs, 111-125 over 10 (was
+// 171-178; the facade design's 50 JS-heap bytes and 108-byte columns), of
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/conntrack.ts
 //
 // Addresses are kept as numbers (IPv4 uint32, IPv6 four uint32 words) and the text forms `src`
@@ -55,8 +56,9 @@
 // flows, one client's sequential ports, 256 clients × 256 ports, 256 clients × 256 listeners on
 // fixed ports).
 // A lookup reads three random cache lines (index entry, key row, flow pointer): find4 over 64k
-// live flows, both directions, compared with null, 61-62 M/s (37-46 with the fmix32 hash and no
-// tags, same machine, busy; 2 runs each of scripts/bench/conntrack.ts, command above).
+// live flows, both directions, compared with null: 61-62 M/s at a load average of 2-4 on this
+// 2-vCPU machine, 38-56 at 9-11 (47-64 M per CPU-second over the 6 runs); with the fmix32 hash and
+// no tags 37-46 M/s (40-47 per CPU-second) at 2-4 (scripts/bench/conntrack.ts, command above).
 //
 // Idle time is measured, not pushed: TCP relays report byte totals (socket.bytesRead/bytesWritten)
 // when sampled, so the per-chunk hot path does no conntrack work at all. A change in the totals
@@ -695,6 +697,17 @@ export class ConnTable {
 
   /** Slots handed out so far (live or free), ≤ max; the sweeper's full pass is this long. */
   get capacity(): number { return this.st.used; }
+
+  /**
+   * Bytes the table holds for the slots handed out so far (benchmarks, diagnostics): the columns
+   * of `capacity` slots (the rest of the reservation is not resident until used), the index and
+   * the slot pointers. Not counted: the `st` and `slot` fields on each flow object.
+   */
+  bytes(): number {
+    const st = this.st;
+    const perSlot = SLOT_BYTES + (st.src6 ? 32 : 0) + (st.rep ? RW * 8 : 0);
+    return st.used * perSlot + st.idx.byteLength + st.alloc * 8 + this.free.byteLength;
+  }
 
   /**
    * The index's shape (benchmarks, diagnostics; a pass over the index): buckets, live flows, and
