@@ -285,7 +285,7 @@ export class Daemon implements ApiHost {
   /** Adds what a flow moved since its last report to the flow log (both directions). */
   private reportFlow(e: FlowEntry): void {
     if (!this.flowLog) return;
-    e.owner?.sample(e);
+    if (e.live) e.sample();
     const dIn = e.bytesIn - e.reportedBytesIn, dOut = e.bytesOut - e.reportedBytesOut;
     // UDP counts real datagrams; TCP packets are estimated from bytes (see flow-log.ts).
     const pIn = e.proto === 6 ? estimateTcpPackets(dIn) : e.packetsIn - e.reportedPacketsIn;

@@ -296,8 +296,8 @@ export class DataPlane {
 
   /** Adds an ended flow's bytes to its listener's total (listenerStatus() adds the live flows'). */
   private bookEnded(e: FlowEntry): void {
-    const b = this.endedBytes.get(e.listener);
-    if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else this.endedBytes.set(e.listener, [e.bytesIn, e.bytesOut]);
+    const b = this.endedBytes.get(e.listenerId);
+    if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else this.endedBytes.set(e.listenerId, [e.bytesIn, e.bytesOut]);
   }
 
   /** Books the flows the native relay has not reported yet (its events travel in batches of up
@@ -316,8 +316,8 @@ export class DataPlane {
     // samples every flow about once a second), without sampling here: one pass, no relay calls.
     const liveBytes = new Map<number, [number, number]>();
     for (const e of this.table.live()) {
-      const b = liveBytes.get(e.listener);
-      if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else liveBytes.set(e.listener, [e.bytesIn, e.bytesOut]);
+      const b = liveBytes.get(e.listenerId);
+      if (b) { b[0] += e.bytesIn; b[1] += e.bytesOut; } else liveBytes.set(e.listenerId, [e.bytesIn, e.bytesOut]);
     }
     const bytes = (id: number, i: 0 | 1) => (this.endedBytes.get(id)?.[i] ?? 0) + (liveBytes.get(id)?.[i] ?? 0);
     return [...this.listeners.values()].map((l) => ({

@@ -2,7 +2,7 @@
 // real socket carrying a kernel socket filter compiled from the live policy, relaying allowed
 // connections to their backend with bytes unchanged, half-close and resets propagated.
 //
-// Owns: listening sockets, their filter programs, relays (FlowOwner of conntrack entries).
+// Owns: listening sockets, their filter programs, relays (each one a conntrack FlowEntry).
 // Must not: read config, throw per connection, log per connection (counters only).
 // Invariants:
 //   - a denied SYN never completes a handshake while the native filter is loaded and exact: the
@@ -29,7 +29,7 @@ import {
   relayAutoConnect, relayBlackhole, relayBytesIn, relayBytesOut, relayClose, relayConnect, relayFaults, relayFaultStats, relayFlowFaults, relayListen, relayReset, relayUnlisten,
   tcpRelayStatus, type RelayFlow, type RelayListener,
 } from '../native/tcp-relay.js';
-import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT, type FlowOwner } from './conntrack/table.js';
+import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_ESTABLISHED, ST_SYN_SENT, ST_FIN_WAIT } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
 import { ListenerBase, MODE_RULES, type ListenerEnv, type ListenerSpec } from './listener.js';
 export { MODE_RULES, MODE_DOWN, MODE_FULL, MODE_CLOSED, MODE_NAMES } from './listener.js';
@@ -203,10 +203,11 @@ export class TcpListener extends ListenerBase implements RelayListener {
   }
 
   /**
-   * The userland half of the decision for an accepted connection, and its conntrack entry.
-   * null: denied (only without an exact kernel filter) or the table is full; the caller resets.
+   * The userland half of the decision for an accepted connection, and its conntrack entry: opens
+   * `relay` (made, not started) in the table. false: denied (only without an exact kernel filter)
+   * or the table is full; the caller resets or parks, and drops the relay object.
    */
-  private admit(remote: string, remotePort: number): FlowEntry | null {
+  private admit(remote: string, remotePort: number, relay: FlowBase): boolean {
     const env = this.env;
     let verdict = this.decide(remote, remotePort);
     this.admittedExisting = false;
@@ -224,7 +225,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
       env.counters.rejectedUser++;
       this.stats.rejected++;
       if (flowEvents.hasSubscribers) this.publish('reject', remote, remotePort, 'userland-reset');
-      return null;
+      return false;
     }
     if (env.monitor.isForcedDown(this.backendKey)) {
       // A backend held down (Node API setBackend) that still listens: with raw refusal the
@@ -233,26 +234,26 @@ export class TcpListener extends ListenerBase implements RelayListener {
       env.counters.refusedReset++;
       this.stats.refused++;
       if (flowEvents.hasSubscribers) this.publish('refuse', remote, remotePort, 'backend-down');
-      return null;
+      return false;
     }
     const spec = this.spec;
-    const entry = env.table.open({
+    const opened = env.table.open({
       proto: PROTO_TCP, family: spec.family, inst: this.inst, dir: spec.kind === 'service' ? INGRESS : EGRESS,
       listener: this.id, tracked: !(verdict & VERDICT_UNTRACKED), state: ST_SYN_SENT,
       src: remote, srcPort: remotePort, dst: spec.address, dstPort: spec.listenPort,
-      rulePort: spec.rulePort, timeoutMs: env.ctTimeoutMs(spec.instName), owner: NO_OWNER,
-    });
-    if (entry === null) {
+      rulePort: spec.rulePort, timeoutMs: env.ctTimeoutMs(spec.instName),
+    }, relay);
+    if (opened === null) {
       // The table filled between the last filter swap and this SYN (the daemon swaps every
       // listener to drop-all when it fills); the handshake is done: the caller parks it.
       env.counters.overflowDropped++;
       this.overflowed = true;
-      return null;
+      return false;
     }
     env.counters.accepted++;
     this.stats.accepted++;
-    if (flowEvents.hasSubscribers) this.publish('open', remote, remotePort, undefined, entry.tracked);
-    return entry;
+    if (flowEvents.hasSubscribers) this.publish('open', remote, remotePort, undefined, relay.tracked);
+    return true;
   }
 
   /** The last admit booked a connection under the previous policy: its relay, once made,
@@ -268,13 +269,11 @@ export class TcpListener extends ListenerBase implements RelayListener {
   private onConnection(client: net.Socket): void {
     const remote = client.remoteAddress;
     if (remote === undefined || this.policy === null) { client.destroy(); return; }
-    const entry = this.admit(remote, client.remotePort ?? 0);
-    if (entry === null) {
+    const relay = new TcpRelay(this, client);
+    if (!this.admit(remote, client.remotePort ?? 0, relay)) {
       if (!(this.overflowed && this.park(-1, client))) client.resetAndDestroy();
       return;
     }
-    const relay = new TcpRelay(this, client, entry);
-    entry.owner = relay;
     this.relays.add(relay);
     relay.connect();
     this.recheckIfExisting(relay);
@@ -282,14 +281,12 @@ export class TcpListener extends ListenerBase implements RelayListener {
 
   /** The native relay accepted a connection (RelayListener): connect it or reset it. */
   onAccept(id: number, addr: string, port: number, connecting: boolean): RelayFlow | null {
-    const entry = this.closing || this.policy === null ? null : this.admit(addr, port);
-    if (entry === null) {
+    const relay = new NativeRelay(this, id);
+    if (this.closing || this.policy === null || !this.admit(addr, port, relay)) {
       // Parked only while the relay waits for our answer (F_ACCEPTED: not connecting, unread).
       if (!(this.overflowed && !connecting && this.park(id, null))) relayReset(id);
       return null;
     }
-    const relay = new NativeRelay(this, id, entry);
-    entry.owner = relay;
     this.relays.add(relay);
     if (!connecting) relay.connect();
     this.recheckIfExisting(relay);
@@ -350,7 +347,7 @@ export class TcpListener extends ListenerBase implements RelayListener {
       while (this.relays.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     }
     for (const r of [...this.relays]) {
-      if (r.entry.live) this.env.table.drop(r.entry, EXPIRE_SHUTDOWN);
+      if (r.live) this.env.table.drop(r, EXPIRE_SHUTDOWN);
       r.destroy();
     }
     await closed;
@@ -359,17 +356,17 @@ export class TcpListener extends ListenerBase implements RelayListener {
 
 }
 
-const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
-
 /**
  * What both relays share: the AWS rules for a live flow after a policy swap (recheck) and when
- * the table drops its entry (expire). Subclasses move the bytes.
+ * the table drops it (expire). A relay is its own conntrack entry (FlowEntry): made before the
+ * listener admits it, opened in the table by admit(), opened again in another slot when the table
+ * forgot it and the rules still allow it (expire). Subclasses move the bytes.
  */
-abstract class FlowBase implements FlowOwner {
+abstract class FlowBase extends FlowEntry {
   protected blackholed = false;
-  constructor(readonly listener: TcpListener, public entry: FlowEntry) {}
+  constructor(readonly listener: TcpListener) { super(); }
 
-  abstract sample(e: FlowEntry): void;
+  abstract override sample(): void;
   /** Closes both sockets at once (shutdown). */
   abstract destroy(): void;
   /** Stop relaying both ways; keep both sockets open and unread until a peer gives up. */
@@ -378,56 +375,54 @@ abstract class FlowBase implements FlowOwner {
   /** After a policy swap: AWS cuts untracked flows whose rule is gone; tracked ones live on.
    * Network ACLs keep no state: a flow whose packets a NACL now drops stops, tracked or not. */
   recheck(): void {
-    const e = this.entry;
-    if (!e.live || this.blackholed) return;
-    const v = this.listener.decide(e.src, e.srcPort);
+    if (!this.live || this.blackholed) return;
+    const v = this.listener.decide(this.src, this.srcPort);
     if (v & VERDICT_ALLOW) {
-      e.tracked = !(v & VERDICT_UNTRACKED);
+      this.tracked = !(v & VERDICT_UNTRACKED);
       return;
     }
     if (v & VERDICT_NACL_DENY) {
       this.listener.env.counters.naclCut++;
-      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'nacl-denied', e.tracked, e);
-      this.listener.env.table.drop(e, EXPIRE_CUT);
-    } else if (!e.tracked) {
+      if (flowEvents.hasSubscribers) this.listener.publish('cut', this.src, this.srcPort, 'nacl-denied', this.tracked, this);
+      this.listener.env.table.drop(this, EXPIRE_CUT);
+    } else if (!this.tracked) {
       this.listener.env.counters.untrackedCut++;
-      if (flowEvents.hasSubscribers) this.listener.publish('cut', e.src, e.srcPort, 'untracked-revoked', false, e);
-      this.listener.env.table.drop(e, EXPIRE_CUT);
+      if (flowEvents.hasSubscribers) this.listener.publish('cut', this.src, this.srcPort, 'untracked-revoked', false, this);
+      this.listener.env.table.drop(this, EXPIRE_CUT);
     }
   }
 
-  expire(e: FlowEntry, reason: number): void {
+  override expire(reason: number): void {
     const env = this.listener.env;
     if (reason === EXPIRE_SHUTDOWN) { this.destroy(); return; }
     if (reason === EXPIRE_IDLE) {
       env.counters.idleExpired++;
-      if (e.state === ST_FIN_WAIT) {
+      if (this.state === ST_FIN_WAIT) {
         // Half-closed and silent for TCP_HALF_CLOSED_TIMEOUT_MS: a real conntrack forgets the
         // flow, and so do we, with both sockets (issue 17: a client gone after its FIN and a
         // backend that never reads held them for 5 days). Re-tracking it as the AWS rule below
         // does for an established flow would keep them forever.
         // Its end as finish() books it (counters, flow log); the table has let go of it already.
-        this.sample(e);
-        env.counters.bytesIn += e.bytesIn;
-        env.counters.bytesOut += e.bytesOut;
-        env.onFlowEnd?.(e);
-        if (flowEvents.hasSubscribers) this.listener.publish('expire', e.src, e.srcPort, 'half-closed-idle', e.tracked, e);
+        this.sample();
+        env.counters.bytesIn += this.bytesIn;
+        env.counters.bytesOut += this.bytesOut;
+        env.onFlowEnd?.(this);
+        if (flowEvents.hasSubscribers) this.listener.publish('expire', this.src, this.srcPort, 'half-closed-idle', this.tracked, this);
         this.destroy();
         return;
       }
       // AWS: once the entry is gone, the next packet is judged as new traffic. If the rules still
       // allow it, it is tracked again; otherwise it is dropped from now on.
-      const v = this.listener.decide(e.src, e.srcPort);
+      const v = this.listener.decide(this.src, this.srcPort);
       if (v & VERDICT_ALLOW) {
+        // Tracked again: this same relay object in a free slot (usually the one it just left:
+        // the fields are all read from it before open writes the new flow).
         const again = env.table.open({
-          proto: e.proto, family: e.family as 4 | 6, inst: e.inst, dir: e.dir, listener: e.listener,
-          tracked: !(v & VERDICT_UNTRACKED), state: e.state, src: e.src, srcPort: e.srcPort, dst: e.dst,
-          dstPort: e.dstPort, rulePort: e.rulePort, timeoutMs: e.timeoutMs, owner: this,
-        });
-        if (again) {
-          this.entry = again;
-          return;
-        }
+          proto: this.proto, family: this.family as 4 | 6, inst: this.inst, dir: this.dir, listener: this.listenerId,
+          tracked: !(v & VERDICT_UNTRACKED), state: this.state, src: this.src, srcPort: this.srcPort, dst: this.dst,
+          dstPort: this.dstPort, rulePort: this.rulePort, timeoutMs: this.timeoutMs,
+        }, this);
+        if (again) return;
       }
     }
     this.blackholed = true;
@@ -437,14 +432,13 @@ abstract class FlowBase implements FlowOwner {
   /** The flow is over: final counters, flow log, conntrack close. */
   protected finish(): void {
     const env = this.listener.env;
-    const e = this.entry;
-    if (e.live) {
-      this.sample(e);
-      env.counters.bytesIn += e.bytesIn;
-      env.counters.bytesOut += e.bytesOut;
-      env.onFlowEnd?.(e);
-      if (flowEvents.hasSubscribers) this.listener.publish('close', e.src, e.srcPort, undefined, e.tracked, e);
-      env.table.close(e);
+    if (this.live) {
+      this.sample();
+      env.counters.bytesIn += this.bytesIn;
+      env.counters.bytesOut += this.bytesOut;
+      env.onFlowEnd?.(this);
+      if (flowEvents.hasSubscribers) this.listener.publish('close', this.src, this.srcPort, undefined, this.tracked, this);
+      env.table.close(this);
     }
     this.listener.relays.delete(this);
   }
@@ -458,16 +452,17 @@ export class NativeRelay extends FlowBase implements RelayFlow {
   private done = false;
 
   /** Which of the listener's faults the relay gave this flow (their toxicity is rolled there). */
-  faultNames(): string[] {
+  override faultNames(): string[] {
     const faults = this.listener.faults;
     if (faults.length === 0) return [];
     const mask = relayFlowFaults(this.id);
     return faults.filter((_, i) => (mask >>> i) & 1).map((f) => f.name);
   }
-  private bytesIn = 0;
-  private bytesOut = 0;
+  /** The relay's final byte counts (onClosed), once its shared counters are gone. */
+  private finalBytesIn = 0;
+  private finalBytesOut = 0;
 
-  constructor(listener: TcpListener, readonly id: number, entry: FlowEntry) { super(listener, entry); }
+  constructor(listener: TcpListener, readonly id: number) { super(listener); }
 
   connect(): void {
     const spec = this.listener.spec;
@@ -489,9 +484,9 @@ export class NativeRelay extends FlowBase implements RelayFlow {
     }
   }
 
-  onConnected(): void { if (this.entry.state === ST_SYN_SENT) this.entry.state = ST_ESTABLISHED; }
+  onConnected(): void { if (this.live && this.state === ST_SYN_SENT) this.state = ST_ESTABLISHED; }
 
-  onFin(): void { this.listener.env.table.halfClose(this.entry); }
+  onFin(): void { this.listener.env.table.halfClose(this); }
 
   onFailed(errno: number): void {
     const l = this.listener, env = l.env;
@@ -509,24 +504,24 @@ export class NativeRelay extends FlowBase implements RelayFlow {
 
   onClosed(reset: boolean, _errno: number, bytesIn: number, bytesOut: number): void {
     this.done = true;
-    this.bytesIn = bytesIn;
-    this.bytesOut = bytesOut;
+    this.finalBytesIn = bytesIn;
+    this.finalBytesOut = bytesOut;
     if (reset && !this.blackholed) this.listener.env.counters.resets++;
     this.finish();
   }
 
-  sample(e: FlowEntry): void {
-    if (this.done) { e.bytesIn = this.bytesIn; e.bytesOut = this.bytesOut; return; }
-    e.bytesIn = relayBytesIn(this.id);
-    e.bytesOut = relayBytesOut(this.id);
+  sample(): void {
+    if (this.done) { this.bytesIn = this.finalBytesIn; this.bytesOut = this.finalBytesOut; return; }
+    this.bytesIn = relayBytesIn(this.id);
+    this.bytesOut = relayBytesOut(this.id);
     // Bytes only move once the backend is connected; the relay books "connected" up to 1 ms
     // late (batched, tcp_relay.c signal_js), a listing in between must not say SYN_SENT.
-    if (e.state === ST_SYN_SENT && e.bytesIn + e.bytesOut > 0) e.state = ST_ESTABLISHED;
+    if (this.state === ST_SYN_SENT && this.bytesIn + this.bytesOut > 0) this.state = ST_ESTABLISHED;
   }
 
   destroy(): void {
     if (!this.done) {
-      this.sample(this.entry);
+      this.sample();
       this.done = true;
       relayClose(this.id);
     }
@@ -548,7 +543,7 @@ export class TcpRelay extends FlowBase {
   private connected = false;
   private closedSides = 0;
 
-  constructor(listener: TcpListener, readonly client: net.Socket, entry: FlowEntry) { super(listener, entry); }
+  constructor(listener: TcpListener, readonly client: net.Socket) { super(listener); }
   connect(): void {
     const spec = this.listener.spec;
     const client = this.client;
@@ -559,11 +554,11 @@ export class TcpRelay extends FlowBase {
     this.backend = backend;
     backend.once('connect', () => {
       this.connected = true;
-      this.entry.state = ST_ESTABLISHED;
+      if (this.live) this.state = ST_ESTABLISHED;
     });
     client.on('error', (e: NodeJS.ErrnoException) => this.onError(client, backend, e));
     backend.on('error', (e: NodeJS.ErrnoException) => this.onError(backend, client, e));
-    const halfClose = () => this.listener.env.table.halfClose(this.entry);
+    const halfClose = () => this.listener.env.table.halfClose(this);
     client.on('end', halfClose);
     backend.on('end', halfClose);
     client.on('close', () => this.onClose());
@@ -606,9 +601,9 @@ export class TcpRelay extends FlowBase {
     this.listener.relays.delete(this);
   }
 
-  sample(e: FlowEntry): void {
-    e.bytesIn = this.client.bytesRead;
-    e.bytesOut = this.client.bytesWritten;
+  sample(): void {
+    this.bytesIn = this.client.bytesRead;
+    this.bytesOut = this.client.bytesWritten;
   }
 
   /**

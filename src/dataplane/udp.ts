@@ -2,8 +2,8 @@
 // relaying datagrams to the backend through one connected socket per flow, so the backend sees
 // distinct clients and each reply goes back to the client that asked.
 //
-// Owns: the bound sockets and their filters, per-flow backend sockets (FlowOwner of conntrack
-// entries), the flow index.
+// Owns: the bound sockets and their filters, per-flow backend sockets (each flow its own conntrack
+// FlowEntry), the flow index.
 // Must not: read config; allocate per datagram beyond what dgram itself does (native path: one
 // buffer per batch of new clients' datagrams, nothing for established flows); throw per datagram.
 // Invariants:
@@ -39,7 +39,7 @@ import {
   UdpRelay, udpRelayAvailable, forEachDatagram, STAT_COUNT, STAT_PACKETS_IN, STAT_BYTES_IN, STAT_PACKETS_OUT,
   STAT_BYTES_OUT, STAT_EXCHANGES, STAT_REPLIES,
 } from '../native/udp-relay.js';
-import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM, type FlowOwner } from './conntrack/table.js';
+import { FlowEntry, EXPIRE_CUT, EXPIRE_IDLE, EXPIRE_SHUTDOWN, ST_UDP_UNREPLIED, ST_UDP_REPLIED, ST_UDP_STREAM } from './conntrack/table.js';
 import { flowEvents, publishFlow } from '../observe/events.js';
 import { ListenerBase, MODE_DOWN, MODE_FULL, MODE_RULES, type ListenerEnv, type ListenerSpec } from './listener.js';
 
@@ -173,10 +173,10 @@ export class UdpListener extends ListenerBase {
     const v4: number[] = Array.from(r.v4);
     const v6 = [...r.v6];
     for (const f of this.flows.values()) {
-      if (!f.entry.live || (trackedOnly && !f.entry.tracked)) continue;
-      if (this.spec.family === 4) { const a = parseIpv4(f.entry.src); v4.push(a, a); }
+      if (!f.live || (trackedOnly && !f.tracked)) continue;
+      if (this.spec.family === 4) { const a = parseIpv4(f.src); v4.push(a, a); }
       else {
-        const b = ipv6ToBigInt(parseIpv6Words(f.entry.src));
+        const b = ipv6ToBigInt(parseIpv6Words(f.src));
         v6.push(b, b);
       }
     }
@@ -194,13 +194,13 @@ export class UdpListener extends ListenerBase {
     const ports = (six ? r.ports6 : r.ports4) ?? [];
     for (let i = 0; i < base.length; i += 2) pieces.push([BigInt(base[i]!), BigInt(base[i + 1]!), ports[i / 2] ?? null]);
     for (const f of this.flows.values()) {
-      if (!f.entry.live || (trackedOnly && !f.entry.tracked)) continue;
-      const a = six ? ipv6ToBigInt(parseIpv6Words(f.entry.src)) : BigInt(parseIpv4(f.entry.src));
+      if (!f.live || (trackedOnly && !f.tracked)) continue;
+      const a = six ? ipv6ToBigInt(parseIpv6Words(f.src)) : BigInt(parseIpv4(f.src));
       const k = pieces.findIndex(([lo, hi]) => lo <= a && a <= hi);
-      if (k < 0) { pieces.push([a, a, [f.entry.srcPort, f.entry.srcPort]]); continue; }
+      if (k < 0) { pieces.push([a, a, [f.srcPort, f.srcPort]]); continue; }
       const [lo, hi, p] = pieces[k]!;
       if (p === null) continue;
-      const add = [...p, f.entry.srcPort, f.entry.srcPort];
+      const add = [...p, f.srcPort, f.srcPort];
       const split: [bigint, bigint, number[] | null][] = [];
       if (lo < a) split.push([lo, a - 1n, p]);
       split.push([a, a, unionPorts(add, [])]);
@@ -225,13 +225,13 @@ export class UdpListener extends ListenerBase {
       // (else the filter's backend-down mode): silence, as a dead backend gives in that mode.
       if (env.monitor.isForcedDown(this.backendKey)) { env.counters.udpDatagramsIn++; this.stats.refused++; return; }
       const [udpMs] = env.udpTimeoutsMs(this.spec.instName);
-      const entry = env.table.open({
+      const flow = env.table.open({
         proto: PROTO_UDP, family: this.spec.family, inst: this.inst, dir: this.spec.kind === 'service' ? INGRESS : EGRESS,
         listener: this.id, tracked: !(v & VERDICT_UNTRACKED), state: ST_UDP_UNREPLIED,
         src: address, srcPort: port, dst: this.spec.address, dstPort: this.spec.listenPort,
-        rulePort: this.spec.rulePort, timeoutMs: udpMs, owner: NO_OWNER,
-      });
-      if (entry === null) { env.counters.udpDatagramsIn++; env.counters.overflowDropped++; return; }
+        rulePort: this.spec.rulePort, timeoutMs: udpMs,
+      }, new UdpFlow(this, key, address, port));
+      if (flow === null) { env.counters.udpDatagramsIn++; env.counters.overflowDropped++; return; }
       const slot = this.relay ? this.takeSlot() : -1;
       let gen = 0;
       if (this.relay) {
@@ -241,7 +241,7 @@ export class UdpListener extends ListenerBase {
         } catch (e) {
           // EMFILE/ENFILE (fd limit) or EADDRNOTAVAIL: the flow is not opened, the datagram dropped.
           this.freeSlots.push(slot);
-          env.table.close(entry);
+          env.table.close(flow);
           env.counters.udpDatagramsIn++;
           if (!this.warnedAdd) {
             this.warnedAdd = true;
@@ -255,10 +255,10 @@ export class UdpListener extends ListenerBase {
       this.stats.accepted++;
       if (flowEvents.hasSubscribers) {
         publishFlow({ type: 'open', protocol: 'udp', instance: this.spec.instName, direction: this.spec.kind === 'service' ? 'ingress' : 'egress',
-          src: address, srcPort: port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: entry.tracked });
+          src: address, srcPort: port, dst: this.spec.address, dstPort: this.spec.listenPort, tracked: flow.tracked });
       }
-      f = new UdpFlow(this, key, entry, address, port, slot, gen);
-      entry.owner = f;
+      flow.start(slot, gen);
+      f = flow;
       this.flows.set(key, f);
       if (slot >= 0) this.bySlot[slot] = f;
     }
@@ -283,7 +283,7 @@ export class UdpListener extends ListenerBase {
   }
 
   async close(): Promise<void> {
-    for (const f of [...this.flows.values()]) this.env.table.drop(f.entry, EXPIRE_SHUTDOWN);
+    for (const f of [...this.flows.values()]) this.env.table.drop(f, EXPIRE_SHUTDOWN);
     if (this.relay) {
       this.relay.close();          // joins the thread: nothing reads the fd after this
       this.relay = null;
@@ -298,31 +298,38 @@ export class UdpListener extends ListenerBase {
   }
 }
 
-const NO_OWNER: FlowOwner = { sample() {}, expire() {} };
 const MAX_PENDING = 64;
 /** One scratch array for every native flow's sample (JS is single-threaded). */
 const stat = new Float64Array(STAT_COUNT);
 
 /**
- * One client's flow: a socket connected to the backend, its counters and AWS state. On the
- * native path the socket and the per-datagram counting live in the relay (`slot` ≥ 0) and are
- * read in sample(); on the node path (`slot` = -1) this object owns a dgram socket and counts.
+ * One client's flow: a socket connected to the backend, its counters and AWS state, and its own
+ * conntrack entry (FlowEntry: made, opened in the table, then started). On the native path the
+ * socket and the per-datagram counting live in the relay (`relaySlot` ≥ 0) and are read in
+ * sample(); on the node path (`relaySlot` = -1) this object owns a dgram socket and counts.
  */
-export class UdpFlow implements FlowOwner {
-  private readonly sock: dgram.Socket | null;
+export class UdpFlow extends FlowEntry {
+  private sock: dgram.Socket | null = null;
   private lastDir = 0;            // node path: 1 = last datagram came from the client, 2 = from the backend
   private closed = false;
   /** Datagrams that arrived before connect() completed (dgram does not queue them); bounded. */
-  private pending: Buffer[] | null = [];
+  private pending: Buffer[] | null = null;
+  /** The relay's slot for this flow (native path), -1 on the node path; set by start(). */
+  relaySlot = -1;
+  /** The relay slot's generation (flowError events carry it). */
+  gen = 0;
 
-  constructor(readonly listener: UdpListener, readonly key: number | string, public entry: FlowEntry,
-              readonly clientAddr: string, readonly clientPort: number, readonly slot: number, readonly gen: number) {
-    const spec = listener.spec;
-    if (slot >= 0) {
-      this.sock = null;
-      this.pending = null;
-      return;
-    }
+  constructor(readonly listener: UdpListener, readonly key: number | string, readonly clientAddr: string, readonly clientPort: number) {
+    super();
+  }
+
+  /** Once the table has it: binds the relay's slot (native path), or opens the backend socket. */
+  start(relaySlot: number, gen: number): void {
+    this.relaySlot = relaySlot;
+    this.gen = gen;
+    if (relaySlot >= 0) return;
+    const spec = this.listener.spec;
+    this.pending = [];
     const v6 = spec.backendHost.includes(':');
     const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
     this.sock = sock;
@@ -339,18 +346,17 @@ export class UdpFlow implements FlowOwner {
   fromClient(msg: Buffer): void {
     if (this.closed) return;
     const relay = this.listener.relay;
-    if (this.slot >= 0 && relay !== null) {
+    if (this.relaySlot >= 0 && relay !== null) {
       // Counted by the relay. EAGAIN/ENOBUFS: dropped (and counted there), as a full socket would.
-      const errno = relay.send(this.slot, msg);
+      const errno = relay.send(this.relaySlot, msg);
       if (errno !== 0 && errnoName(errno) === 'ECONNREFUSED') this.failed('ECONNREFUSED');
       return;
     }
-    const e = this.entry;
     this.listener.env.counters.udpDatagramsIn++;
-    e.packetsIn++;
-    e.bytesIn += msg.length;
-    this.listener.env.table.touch(e);
-    if (this.lastDir === 2) e.exchanges++;
+    this.packetsIn++;
+    this.bytesIn += msg.length;
+    this.listener.env.table.touch(this);
+    if (this.lastDir === 2) this.exchanges++;
     this.lastDir = 1;
     if (this.pending === null) this.sock!.send(msg);
     else if (this.pending.length < MAX_PENDING) this.pending.push(msg);   // beyond: dropped, as a full socket buffer would
@@ -358,22 +364,21 @@ export class UdpFlow implements FlowOwner {
 
   private fromBackend(msg: Buffer): void {
     if (this.closed) return;
-    const e = this.entry;
-    e.packetsOut++;
-    e.bytesOut += msg.length;
+    this.packetsOut++;
+    this.bytesOut += msg.length;
     const env = this.listener.env;
-    env.table.touch(e);
+    env.table.touch(this);
     if (this.lastDir === 1) {
-      if (e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
-      else if (e.state === ST_UDP_REPLIED && e.exchanges >= 1) this.toStream(e);
+      if (this.state === ST_UDP_UNREPLIED) this.state = ST_UDP_REPLIED;
+      else if (this.state === ST_UDP_REPLIED && this.exchanges >= 1) this.toStream();
     }
     this.lastDir = 2;
     this.listener.reply(msg, this);
   }
 
-  private toStream(e: FlowEntry): void {
-    e.state = ST_UDP_STREAM;
-    e.timeoutMs = this.listener.env.udpTimeoutsMs(this.listener.spec.instName)[1];
+  private toStream(): void {
+    this.state = ST_UDP_STREAM;
+    this.timeoutMs = this.listener.env.udpTimeoutsMs(this.listener.spec.instName)[1];
   }
 
   /** The backend socket failed: ECONNREFUSED is the kernel's own ICMP from the backend (it is down). */
@@ -388,7 +393,7 @@ export class UdpFlow implements FlowOwner {
       // The backend's kernel answered "port unreachable": the client hears it, from the listener.
       this.listener.refuseClient?.(this.clientAddr, this.clientPort);
     }
-    env.table.drop(this.entry, EXPIRE_CUT);
+    env.table.drop(this, EXPIRE_CUT);
   }
 
   /**
@@ -396,48 +401,47 @@ export class UdpFlow implements FlowOwner {
    * direction turns (1 reply turn = REPLIED, ≥ 2 = STREAM, as the node path does per datagram).
    * Node path: counters are kept per datagram.
    */
-  sample(e: FlowEntry): void {
+  override sample(): void {
     const relay = this.listener.relay;
-    if (this.slot < 0 || relay === null || this.closed || !relay.stats(this.slot, stat)) return;
+    if (this.relaySlot < 0 || relay === null || this.closed || !relay.stats(this.relaySlot, stat)) return;
     const c = this.listener.env.counters;
-    c.udpDatagramsIn += stat[STAT_PACKETS_IN]! - e.packetsIn;
-    c.udpDatagramsOut += stat[STAT_PACKETS_OUT]! - e.packetsOut;
-    e.packetsIn = stat[STAT_PACKETS_IN]!;
-    e.bytesIn = stat[STAT_BYTES_IN]!;
-    e.packetsOut = stat[STAT_PACKETS_OUT]!;
-    e.bytesOut = stat[STAT_BYTES_OUT]!;
-    e.exchanges = stat[STAT_EXCHANGES]!;
-    if (!e.live) return;           // the last sample, from expire(): counters only, the state is final
+    c.udpDatagramsIn += stat[STAT_PACKETS_IN]! - this.packetsIn;
+    c.udpDatagramsOut += stat[STAT_PACKETS_OUT]! - this.packetsOut;
+    this.packetsIn = stat[STAT_PACKETS_IN]!;
+    this.bytesIn = stat[STAT_BYTES_IN]!;
+    this.packetsOut = stat[STAT_PACKETS_OUT]!;
+    this.bytesOut = stat[STAT_BYTES_OUT]!;
+    this.exchanges = stat[STAT_EXCHANGES]!;
+    if (!this.live) return;        // the last sample, from expire(): counters only, the state is final
     const replies = stat[STAT_REPLIES]!;
-    if (replies >= 2) { if (e.state !== ST_UDP_STREAM) this.toStream(e); }
-    else if (replies >= 1 && e.state === ST_UDP_UNREPLIED) e.state = ST_UDP_REPLIED;
+    if (replies >= 2) { if (this.state !== ST_UDP_STREAM) this.toStream(); }
+    else if (replies >= 1 && this.state === ST_UDP_UNREPLIED) this.state = ST_UDP_REPLIED;
   }
 
   recheck(): void {
-    const e = this.entry;
-    if (!e.live) return;
-    const v = this.listener.decide(e.src, e.srcPort);
-    if (v & VERDICT_ALLOW) { e.tracked = !(v & VERDICT_UNTRACKED); return; }
+    if (!this.live) return;
+    const v = this.listener.decide(this.src, this.srcPort);
+    if (v & VERDICT_ALLOW) { this.tracked = !(v & VERDICT_UNTRACKED); return; }
     if (v & VERDICT_NACL_DENY) {
       // NACLs keep no state: the flow's datagrams are dropped from now on, tracked or not.
       this.listener.env.counters.naclCut++;
-      this.listener.env.table.drop(e, EXPIRE_CUT);
-    } else if (!e.tracked) {
+      this.listener.env.table.drop(this, EXPIRE_CUT);
+    } else if (!this.tracked) {
       this.listener.env.counters.untrackedCut++;
-      this.listener.env.table.drop(e, EXPIRE_CUT);
+      this.listener.env.table.drop(this, EXPIRE_CUT);
     }
   }
 
-  expire(e: FlowEntry, reason: number): void {
+  override expire(reason: number): void {
     if (this.closed) return;
-    this.sample(e);                // the last datagrams since the previous sample, for the flow log
+    this.sample();                 // the last datagrams since the previous sample, for the flow log
     this.closed = true;
     if (reason === EXPIRE_IDLE) this.listener.env.counters.idleExpired++;
-    this.listener.env.onFlowEnd?.(e);
+    this.listener.env.onFlowEnd?.(this);
     this.listener.flows.delete(this.key);
-    if (this.slot >= 0) {
-      this.listener.relay?.remove(this.slot);
-      this.listener.releaseSlot(this.slot);
+    if (this.relaySlot >= 0) {
+      this.listener.relay?.remove(this.relaySlot);
+      this.listener.releaseSlot(this.relaySlot);
     } else {
       try { this.sock!.close(); } catch { /* already closed */ }
     }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { echoServer, freePort, freshAddr, startDaemon } from '../e2e/helpers.js';
 import { CHROMIUM, CHROMIUM_ARGS, sleep } from './ui-helpers.js';
-import type { FlowOwner } from '../../src/dataplane/conntrack/table.js';
+import { FlowEntry } from '../../src/dataplane/conntrack/table.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 const GENERATOR = new URL('./ui-load.fixture.ts', import.meta.url).pathname;
@@ -153,14 +153,13 @@ instances:
   - { name: web, address: ${web}, securityGroups: [sg-web], services: [{ protocol: tcp, port: ${port}, backend: "127.0.0.1:${backend.port}" }] }
 `, { api: { host: '127.0.0.1', port: 0 }, ui: true, conntrackMax: 120_000 });
   // Book 100k flows directly in the table (no sockets): the page and the API see them as any.
-  const owner: FlowOwner = { sample() {}, expire() {} };
   const N = 100_000;
   for (let i = 0; i < N; i++) {
     const e = daemon.table.open({
       proto: 6, family: 4, inst: 0, dir: 0, listener: -1, tracked: true, state: 1,
       src: `127.250.${(i >> 8) & 255}.${i & 255}`, srcPort: 1024 + (i * 7919) % 60000, dst: web, dstPort: port, rulePort: port,
-      timeoutMs: 3_600_000, owner,
-    });
+      timeoutMs: 3_600_000,
+    }, new FlowEntry());
     if (!e) throw new Error(`table full at ${i}`);
     e.bytesIn = (i * 2654435761) % 100_000;
   }

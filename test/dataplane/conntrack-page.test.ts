@@ -3,14 +3,13 @@
 // filters by instance and text, and the page's entries alone are refreshed and built.
 
 import t from 'tap';
-import { ConnTable, type FlowEntry } from '../../src/dataplane/conntrack/table.js';
+import { ConnTable, FlowEntry } from '../../src/dataplane/conntrack/table.js';
 import { pageEntries, type PageQuery } from '../../src/dataplane/conntrack/view.js';
 
 function table(srcs: string[]): FlowEntry[] {
-  const owner = { sample() {}, expire() {} };
   const tb = new ConnTable(100, { nowMs: () => 1000 });
   return srcs.map((src, i) => tb.open({ proto: 6, family: src.includes(':') ? 6 : 4, inst: i % 2, dir: 0, listener: 0, tracked: true, state: 1,
-    src, srcPort: 5000 - i, dst: src.includes(':') ? '::1' : '127.1.0.1', dstPort: 80, rulePort: 80, timeoutMs: 60_000, owner })!);
+    src, srcPort: 5000 - i, dst: src.includes(':') ? '::1' : '127.1.0.1', dstPort: 80, rulePort: 80, timeoutMs: 60_000 }, new FlowEntry())!);
 }
 const q = (over: Partial<PageQuery>): PageQuery => ({ offset: 0, limit: 100, sort: 'src', desc: false, instance: null, text: null, ...over });
 const names = (i: number) => ['a', 'b'][i]!;

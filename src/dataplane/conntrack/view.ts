@@ -32,7 +32,7 @@ export function entryToJson(e: FlowEntry, instance: string, nowMs: number): Conn
 }
 
 function faultsOf(e: FlowEntry): { faults?: string[] } {
-  const names = e.owner?.faultNames?.(e);
+  const names = e.live ? e.faultNames() : null;
   return names && names.length > 0 ? { faults: names } : {};
 }
 
