@@ -244,6 +244,23 @@ export function tmpDir(): string {
 export interface Sgemu { proc: Proc; configPath: string; rewrite(yaml: string): void; reload(): void }
 
 /**
+ * The benchmarks' config: one instance `bench` at `address` whose group allows every port of
+ * `protocol` from 127.0.0.0/8, with a service per [listen port, backend port on 127.0.0.1].
+ */
+export function openConfig(address: string, protocol: 'tcp' | 'udp', services: readonly [number, number][]): string {
+  return `securityGroups:
+  - id: sg-bench
+    ingress: [ { protocol: ${protocol}, ports: all, cidr: 127.0.0.0/8 } ]
+instances:
+  - name: bench
+    address: ${address}
+    securityGroups: [sg-bench]
+    services:
+${services.map(([listen, backend]) => `      - { protocol: ${protocol}, port: ${listen}, backend: "127.0.0.1:${backend}" }`).join('\n')}
+`;
+}
+
+/**
  * Starts `sgemu run -c FILE --api off --drain 0` in a child process (its own core and event loop,
  * as in real use) and waits for its "ready:" log line. From src/ through tap's TypeScript loader,
  * or from dist/ with --dist; under --cpu-prof when asked; with `dropNetRaw` under

@@ -17,7 +17,7 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { QUICK, fmtNum, haveCommand, header, median, runMain, sleep, startBackends, startHaproxy, startSgemu, freePort } from './lib.js';
+import { QUICK, fmtNum, openConfig, haveCommand, header, median, runMain, sleep, startBackends, startHaproxy, startSgemu, freePort } from './lib.js';
 
 const argv = process.argv.slice(2);
 const THREADS = argv.includes('--threads') ? argv[argv.indexOf('--threads') + 1]! : '';
@@ -148,16 +148,7 @@ async function main(): Promise<void> {
   const be = await startBackends();
   const hPort = await freePort(HAPROXY_ADDR), sPort = await freePort(SGEMU_ADDR);
   const haproxy = await startHaproxy([{ bindHost: HAPROXY_ADDR, bindPort: hPort, backendPort: be.tcpEcho }]);
-  const sgemu = await startSgemu(`securityGroups:
-  - id: sg-bench
-    ingress: [ { protocol: tcp, ports: all, cidr: 127.0.0.0/8 } ]
-instances:
-  - name: bench
-    address: ${SGEMU_ADDR}
-    securityGroups: [sg-bench]
-    services:
-      - { protocol: tcp, port: ${sPort}, backend: "127.0.0.1:${be.tcpEcho}" }
-`, THREADS ? ['--threads', THREADS] : []);
+  const sgemu = await startSgemu(openConfig(SGEMU_ADDR, 'tcp', [[sPort, be.tcpEcho]]), THREADS ? ['--threads', THREADS] : []);
   try {
     const spid = sgemu.proc.pid;
     await sleep(300);

@@ -23,7 +23,7 @@ import net from 'node:net';
 import os from 'node:os';
 import {
   QUICK, addCpu, busyPct, cpuMs, cpuPer, cpuReading, cpuTally, fmtNum, header, median, pairedRatio, percentile, report, runMain, skip, sleep, spreadPct,
-  startBackends, startHaproxy, startSgemu, freePort, type CpuTally, type Proc, type Sgemu,
+  openConfig, startBackends, startHaproxy, startSgemu, freePort, type CpuTally, type Proc, type Sgemu,
 } from './lib.js';
 
 const argv = process.argv.slice(2);
@@ -159,20 +159,6 @@ function procResources(pid: number): { fds: number; rss: number } {
   return { fds, rss: m ? Number(m[1]) * 1024 : NaN };
 }
 
-function sgemuConfig(sinkPort: number, echoPort: number, listenSink: number, listenEcho: number): string {
-  return `securityGroups:
-  - id: sg-bench
-    ingress: [ { protocol: tcp, ports: all, cidr: 127.0.0.0/8 } ]
-instances:
-  - name: bench
-    address: ${SGEMU_ADDR}
-    securityGroups: [sg-bench]
-    services:
-      - { protocol: tcp, port: ${listenSink}, backend: "127.0.0.1:${sinkPort}" }
-      - { protocol: tcp, port: ${listenEcho}, backend: "127.0.0.1:${echoPort}" }
-`;
-}
-
 async function main(): Promise<void> {
   header('tcp benchmark (bulk, conn/s, latency)');
   console.log(`# rounds=${ROUNDS}; bulk ${BULK_STREAMS}×${BULK_BYTES >> 20} MiB; conn/s C=${CONN_CONCURRENCY} × ${CONN_MS} ms; latency ${LAT_RTS} × 64 B RTs, ${CONNECT_LAT_N} new connections`);
@@ -190,7 +176,7 @@ async function main(): Promise<void> {
   let sgemu: Sgemu | null = null;
   const sSink = await freePort(SGEMU_ADDR), sEcho = await freePort(SGEMU_ADDR);
   try {
-    sgemu = await startSgemu(sgemuConfig(be.tcpSink, be.tcpEcho, sSink, sEcho));
+    sgemu = await startSgemu(openConfig(SGEMU_ADDR, 'tcp', [[sSink, be.tcpSink], [sEcho, be.tcpEcho]]));
     targets.push({ name: 'sgemu', host: SGEMU_ADDR, sinkPort: sSink, echoPort: sEcho });
   } catch (e) {
     console.log(`# sgemu did not start: ${e instanceof Error ? e.message.split('\n').slice(0, 6).join(' | ') : String(e)}`);

@@ -17,6 +17,7 @@
 import dgram from 'node:dgram';
 import os from 'node:os';
 import {
+  openConfig,
   QUICK, addCpu, busyPct, cpuPer, cpuReading, cpuTally, fmtNum, groupCpuMs, header, median, pairedRatio, report, runMain, skip, sleep,
   startBackends, startSgemu, startSocatUdp, freePort, type CpuTally, type Proc, type Sgemu,
 } from './lib.js';
@@ -85,19 +86,6 @@ async function measure(t: Target, warmMs: number, ms: number): Promise<number> {
   return rate;
 }
 
-function sgemuConfig(listen: number, backend: number): string {
-  return `securityGroups:
-  - id: sg-bench
-    ingress: [ { protocol: udp, ports: all, cidr: 127.0.0.0/8 } ]
-instances:
-  - name: bench
-    address: ${SGEMU_ADDR}
-    securityGroups: [sg-bench]
-    services:
-      - { protocol: udp, port: ${listen}, backend: "127.0.0.1:${backend}" }
-`;
-}
-
 async function main(): Promise<void> {
   header('udp benchmark (request/reply rate)');
   console.log(`# rounds=${ROUNDS}; ${FLOWS} flows × ${WINDOW} in flight, 64 B, ${SAMPLE_MS} ms per sample; socat: UDP4-LISTEN fork`);
@@ -116,7 +104,7 @@ async function main(): Promise<void> {
   let sgemu: Sgemu | null = null;
   const sPort = await freePort(SGEMU_ADDR);
   try {
-    sgemu = await startSgemu(sgemuConfig(sPort, be.udpEcho));
+    sgemu = await startSgemu(openConfig(SGEMU_ADDR, 'udp', [[sPort, be.udpEcho]]));
     targets.push(mk('sgemu', SGEMU_ADDR, sPort, sgemu.proc.pid));
   } catch (e) {
     console.log(`# sgemu did not start: ${e instanceof Error ? e.message.split('\n').slice(0, 6).join(' | ') : String(e)}`);
@@ -127,7 +115,7 @@ async function main(): Promise<void> {
     const saved = process.env.SGEMU_RELAY;
     process.env.SGEMU_RELAY = 'node';
     try {
-      sgemuNode = await startSgemu(sgemuConfig(nPort, be.udpEcho).replace(SGEMU_ADDR, NODE_ADDR));
+      sgemuNode = await startSgemu(openConfig(NODE_ADDR, 'udp', [[nPort, be.udpEcho]]));
       targets.push(mk('sgemu-node', NODE_ADDR, nPort, sgemuNode.proc.pid));
     } catch (e) {
       console.log(`# sgemu (SGEMU_RELAY=node) did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);

@@ -17,6 +17,7 @@
 
 import { isIP } from 'node:net';
 import { UsageError } from '../model/errors.js';
+import type { ListenerStatus } from '../dataplane/plane.js';
 
 export type Outcome = 'connected' | 'refused' | 'timeout' | 'reset' | 'error';
 export const OUTCOMES: readonly Outcome[] = ['connected', 'refused', 'timeout', 'reset', 'error'];
@@ -25,18 +26,8 @@ export const OUTCOMES: readonly Outcome[] = ['connected', 'refused', 'timeout', 
 export type MixClass = 'allowed' | 'denied' | 'refused';
 export const MIX_CLASSES: readonly MixClass[] = ['allowed', 'denied', 'refused'];
 
-export interface ListenerInfo {
-  kind: 'service' | 'outbound';
-  instance: string;
-  protocol: 'tcp' | 'udp';
-  address: string;
-  listenPort: number;
-  rulePort: number;
-  backend: string;
-  backendUp: boolean;
-  nativeFilter: boolean;
-  exactFilter: boolean;
-}
+/** What the load test reads of a listener in /v1/status (the daemon's ListenerStatus, in part). */
+export type ListenerInfo = Pick<ListenerStatus, 'kind' | 'instance' | 'protocol' | 'address' | 'listenPort' | 'rulePort' | 'backend' | 'backendUp' | 'nativeFilter' | 'exactFilter'>;
 
 export interface DaemonStatus {
   refusal: 'raw' | 'reset';

@@ -4,7 +4,7 @@
 // has booked the flow that fills the table and swapped its filter to drop-all: those connections
 // were accepted, and used to be reset.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import net from 'node:net';
 import { echoServer, freePort, freshAddr, startDaemon } from './helpers.js';
 
@@ -61,6 +61,15 @@ async function burst(addr: string, port: number, n: number, windowMs: number, bl
   return out;
 }
 
+/** A daemon with a table of `max` entries in front of an echo server, and `clients` connecting at once (see burst). */
+async function burstThrough(t: Test, max: number, clients: number, windowMs: number, busyMs = 0) {
+  const addr = freshAddr();
+  const port = await freePort(addr);
+  const echo = await echoServer(t);
+  const { daemon } = await startDaemon(t, config(addr, port, echo.port), { conntrackMax: max });
+  return { seen: await burst(addr, port, clients, windowMs, busyMs), echo, daemon };
+}
+
 const count = (xs: Seen[], x: Seen) => xs.filter((y) => y === x).length;
 
 for (const relay of ['native', 'node'] as const) {
@@ -69,13 +78,9 @@ for (const relay of ['native', 'node'] as const) {
       process.env['SGEMU_RELAY'] = 'node';
       t.teardown(() => { delete process.env['SGEMU_RELAY']; });
     }
-    const addr = freshAddr();
-    const port = await freePort(addr);
-    const echo = await echoServer(t);
-    const { daemon } = await startDaemon(t, config(addr, port, echo.port), { conntrackMax: 50 });
     // A window, not a threshold: the 50 that get in are echoed within ms on loopback; the other 30
     // must show nothing at all for the whole window (a reset or refusal would arrive at once).
-    const seen = await burst(addr, port, 80, 3000);
+    const { seen, echo, daemon } = await burstThrough(t, 50, 80, 3000);
     const other = seen.filter((s) => s !== 'echoed' && s !== 'timeout');
     t.same(other, [], 'no client is reset, refused or closed');
     t.equal(count(seen, 'echoed'), 50, 'every flow within the limit connects and is relayed');
@@ -89,11 +94,7 @@ t.test('issue 17: the event loop late behind the burst (native relay): the relay
   // A table above 256 entries: below its near-full mark (max − 256) the relay thread connects
   // accepts itself, in batches JS books later. 380 clients at once while JS is busy for 300 ms:
   // the thread accepts them all before JS books one, and must stop connecting at the 300th.
-  const addr = freshAddr();
-  const port = await freePort(addr);
-  const echo = await echoServer(t);
-  const { daemon } = await startDaemon(t, config(addr, port, echo.port), { conntrackMax: 300 });
-  const seen = await burst(addr, port, 380, 4000, 300);
+  const { seen, echo, daemon } = await burstThrough(t, 300, 380, 4000, 300);
   t.same(seen.filter((s) => s !== 'echoed' && s !== 'timeout'), [], 'no client is reset, refused or closed');
   t.equal(count(seen, 'echoed'), 300, 'every flow within the limit connects and is relayed');
   t.equal(count(seen, 'timeout'), 80, 'every flow over the limit times out');
@@ -102,11 +103,7 @@ t.test('issue 17: the event loop late behind the burst (native relay): the relay
 });
 
 t.test('issue 17 (twin): the same burst with room for every flow: all 80 get through', async (t) => {
-  const addr = freshAddr();
-  const port = await freePort(addr);
-  const echo = await echoServer(t);
-  await startDaemon(t, config(addr, port, echo.port), { conntrackMax: 100 });
-  const seen = await burst(addr, port, 80, 3000);
+  const { seen, echo } = await burstThrough(t, 100, 80, 3000);
   t.equal(count(seen, 'echoed'), 80, 'every flow connects and is relayed');
   t.equal(echo.accepted.length, 80, 'the backend saw every flow');
 });

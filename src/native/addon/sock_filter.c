@@ -21,6 +21,7 @@
 #include <linux/filter.h>
 
 #include "result.h"
+#include "sockaddr.h"
 
 #define make_int(env, v) make_number((env), (double)(v))
 
@@ -43,23 +44,6 @@ static int get_program(napi_env env, napi_value v, struct sock_fprog *prog, int 
   prog->filter = (struct sock_filter *)data;
   *present = 1;
   return 0;
-}
-
-/* Fills a sockaddr for family 4/6 from text; returns its length or 0 on a bad address. */
-static socklen_t make_addr(int family, const char *text, int port, struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof(*ss));
-  if (family == 4) {
-    struct sockaddr_in *a = (struct sockaddr_in *)ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((unsigned short)port);
-    if (inet_pton(AF_INET, text, &a->sin_addr) != 1) return 0;
-    return sizeof(*a);
-  }
-  struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-  a->sin6_family = AF_INET6;
-  a->sin6_port = htons((unsigned short)port);
-  if (inet_pton(AF_INET6, text, &a->sin6_addr) != 1) return 0;
-  return sizeof(*a);
 }
 
 /* open(type, family, address, port, backlog, program|null): socket, options, filter, bind, [listen]. */

@@ -68,6 +68,7 @@
 #include <time.h>
 
 #include "result.h"
+#include "sockaddr.h"
 #include "fault_chain.h"
 
 #define SLOT_BITS 17
@@ -753,20 +754,6 @@ static void on_flow_event(uint64_t tag, uint32_t events) {
   } else if (f->state == F_BLACKHOLE) {
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) flow_closed(f, 0, 0);
   }
-}
-
-static socklen_t make_addr(int family, const char *text, int port, struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof(*ss));
-  if (family == 4) {
-    struct sockaddr_in *a = (struct sockaddr_in *)ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((unsigned short)port);
-    return inet_pton(AF_INET, text, &a->sin_addr) == 1 ? sizeof(*a) : 0;
-  }
-  struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-  a->sin6_family = AF_INET6;
-  a->sin6_port = htons((unsigned short)port);
-  return inet_pton(AF_INET6, text, &a->sin6_addr) == 1 ? sizeof(*a) : 0;
 }
 
 /* Fills a target from numeric text (local "" = no bind); 0 on success. */

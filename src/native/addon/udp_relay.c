@@ -65,6 +65,7 @@
 #include <unistd.h>
 #include "faults.h"
 #include "result.h"
+#include "sockaddr.h"
 
 #define MAXDG 65536
 #define RX_BATCH 32
@@ -719,18 +720,7 @@ static socklen_t parse_addr(napi_env env, napi_value v, int port, struct sockadd
   char text[64];
   size_t n = 0;
   if (napi_get_value_string_utf8(env, v, text, sizeof text, &n) != napi_ok) return 0;
-  memset(sa, 0, sizeof *sa);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
-  if (inet_pton(AF_INET, text, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET; a4->sin_port = htons((uint16_t)port);
-    return sizeof *a4;
-  }
-  if (inet_pton(AF_INET6, text, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6; a6->sin6_port = htons((uint16_t)port);
-    return sizeof *a6;
-  }
-  return 0;
+  return make_addr(0, text, port, sa);
 }
 
 /*
