@@ -5,7 +5,7 @@
 //
 // Run (from the repo root):
 //   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import scripts/bench/tcp.ts [--quick]
-//     [--dist] [--cpu-prof DIR] [--results FILE] [--only bulk|conn|lat]
+//     [--dist] [--cpu-prof DIR] [--results FILE] [--only bulk|conn|lat] [--busy-poll US]
 //
 // Processes: this script (the clients), scripts/bench/backend.mjs (sink and echo on 127.0.0.1),
 // `sgemu run` on 127.0.0.50, haproxy on 127.0.0.60. Clients connect from 127.0.1.1-250 so that
@@ -29,6 +29,9 @@ import {
 const argv = process.argv.slice(2);
 const onlyIdx = argv.indexOf('--only');
 const ONLY = onlyIdx >= 0 ? argv[onlyIdx + 1] ?? '' : '';
+const busyIdx = argv.indexOf('--busy-poll');
+/** `--busy-poll US`: the daemon runs with `sgemu run --busy-poll US` (its latency/CPU trade). */
+const BUSY_POLL = busyIdx >= 0 ? argv[busyIdx + 1] ?? '0' : '';
 const want = (k: string): boolean => !ONLY || ONLY.split(',').includes(k);
 
 const ROUNDS = QUICK ? 2 : 5;
@@ -162,6 +165,7 @@ function procResources(pid: number): { fds: number; rss: number } {
 async function main(): Promise<void> {
   header('tcp benchmark (bulk, conn/s, latency)');
   console.log(`# rounds=${ROUNDS}; bulk ${BULK_STREAMS}×${BULK_BYTES >> 20} MiB; conn/s C=${CONN_CONCURRENCY} × ${CONN_MS} ms; latency ${LAT_RTS} × 64 B RTs, ${CONNECT_LAT_N} new connections`);
+  if (BUSY_POLL) console.log(`# sgemu run --busy-poll ${BUSY_POLL}`);
   console.log('# haproxy: mode tcp, nbthread 1 (sgemu is one Node thread); clients from 127.0.1.1-250');
   const be = await startBackends();
   const targets: Target[] = [{ name: 'direct', host: '127.0.0.1', sinkPort: be.tcpSink, echoPort: be.tcpEcho }];
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
   let sgemu: Sgemu | null = null;
   const sSink = await freePort(SGEMU_ADDR), sEcho = await freePort(SGEMU_ADDR);
   try {
-    sgemu = await startSgemu(openConfig(SGEMU_ADDR, 'tcp', [[sSink, be.tcpSink], [sEcho, be.tcpEcho]]));
+    sgemu = await startSgemu(openConfig(SGEMU_ADDR, 'tcp', [[sSink, be.tcpSink], [sEcho, be.tcpEcho]]), BUSY_POLL ? ['--busy-poll', BUSY_POLL] : []);
     targets.push({ name: 'sgemu', host: SGEMU_ADDR, sinkPort: sSink, echoPort: sEcho });
   } catch (e) {
     console.log(`# sgemu did not start: ${e instanceof Error ? e.message.split('\n').slice(0, 6).join(' | ') : String(e)}`);

@@ -68,6 +68,8 @@ export interface DaemonOptions {
   namespace?: boolean;
   /** Native TCP relay threads (`sgemu run --threads`; default 1). */
   relayThreads?: number;
+  /** µs each native TCP relay thread polls before it sleeps (`sgemu run --busy-poll`; default 0). */
+  relayBusyPollUs?: number;
 }
 
 /** Where the API answers inside `sgemu exec`'s namespace. */
@@ -103,7 +105,7 @@ export class Daemon implements ApiHost {
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
     this.plane = new DataPlane({
-      conntrackMax: opts.conntrackMax, clock: this.clock, log: opts.log, namespace: opts.namespace ?? false, relayThreads: opts.relayThreads,
+      conntrackMax: opts.conntrackMax, clock: this.clock, log: opts.log, namespace: opts.namespace ?? false, relayThreads: opts.relayThreads, relayBusyPollUs: opts.relayBusyPollUs,
       faultsFor: (spec) => this.faults.effective(faultTarget(spec), spec.faults),
     }, {
       onRejected: (l, src, sp, dst, dp) => this.flowLog?.add(REJECT, this.iface(l.spec.instName), src, dst, sp, dp, l.spec.protocol, 1, 60),

@@ -18,7 +18,7 @@ import { SgemuError } from '../model/errors.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { parseIpv4, parseIpv6Words } from '../policy/addr.js';
 import { nativeStatus } from '../native/sock-filter.js';
-import { RELAY_BUDGET_GROUPS, relayDrain, relayRoom, setRelayThreads } from '../native/tcp-relay.js';
+import { RELAY_BUDGET_GROUPS, relayDrain, relayRoom, setRelayBusyPoll, setRelayThreads } from '../native/tcp-relay.js';
 
 let nextRelayGroup = 0;
 import { ConnTable, EXPIRE_SHUTDOWN, type FlowEntry } from './conntrack/table.js';
@@ -53,6 +53,8 @@ export interface DataPlaneOptions {
   faultsFor?: (spec: ListenerSpec) => readonly Fault[];
   /** Native TCP relay threads, taken when the relay starts (setRelayThreads); absent: 1. */
   relayThreads?: number;
+  /** µs each relay thread polls before it sleeps (setRelayBusyPoll); absent: 0, never. */
+  relayBusyPollUs?: number;
 }
 
 /** What the data plane tells control about (the flow log lives there). */
@@ -109,6 +111,7 @@ export class DataPlane {
   constructor(private readonly opts: DataPlaneOptions, private readonly events: DataPlaneEvents) {
     this.table = new ConnTable(opts.conntrackMax, opts.clock);
     if (opts.relayThreads !== undefined) setRelayThreads(opts.relayThreads);
+    if (opts.relayBusyPollUs !== undefined) setRelayBusyPoll(opts.relayBusyPollUs);
     // The relay thread connects accepts without asking JS only while this table has room for them
     // once JS books what is queued: the rest come unconnected and are parked (item 5, issue 17).
     relayRoom(this.relayGroup, () => this.table.max - this.table.count);

@@ -26,6 +26,7 @@ interface RelayAddon {
   relayFaults(lid: number, faults: Float64Array): number | Failure;
   relayFlowFaults(id: number): number | Failure;
   relayFaultStats(): number[];
+  relayBusyPoll?(us: number): number;
 }
 
 const EV_ACCEPT = 1, EV_CONNECTED = 2, EV_FAILED = 3, EV_FIN = 4, EV_CLOSED = 5;
@@ -107,12 +108,28 @@ export function setRelayThreads(n: number): void {
   threadsWanted = Math.max(1, Math.min(RELAY_THREADS_MAX, Math.floor(n)));
 }
 
+/** The most `--busy-poll` takes, µs (the addon's limit too). */
+export const RELAY_BUSY_POLL_MAX_US = 1000;
+let busyPollWanted = 0;
+
+/**
+ * How long each relay thread keeps polling after a turn before it sleeps, µs (0, the default:
+ * never). Fewer wake-ups on request/response traffic (lower added latency) for more CPU per
+ * connection: see native-notes/splice-relay.md, "Busy polling". Applies now to a running relay,
+ * else when it starts.
+ */
+export function setRelayBusyPoll(us: number): void {
+  busyPollWanted = Math.max(0, Math.min(RELAY_BUSY_POLL_MAX_US, Math.floor(us)));
+  if (addon?.relayBusyPoll) addon.relayBusyPoll(busyPollWanted);
+}
+
 function need(): RelayAddon {
   if (addon) return addon;
   const a = relayAddon();
   if (!a) throw nativeUnavailable('sgemu native TCP relay not available: ' + (tcpRelayStatus().reason ?? '') + '; use the Node relay');
   const c = counters ?? new Float64Array(2 * MAX_FLOWS);
   check(a.relayInit(onEvents, c, events, threadsWanted), 'start the TCP relay thread');
+  if (busyPollWanted > 0 && a.relayBusyPoll) a.relayBusyPoll(busyPollWanted);
   counters = c;
   addon = a;
   return a;

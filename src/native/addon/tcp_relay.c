@@ -135,6 +135,13 @@ struct worker {
 
 static struct worker W[MAX_THREADS];   /* .bss, as R */
 
+/* relayBusyPoll: µs a worker keeps polling epoll (timeout 0) after a turn before it sleeps; 0 =
+ * never (the default). Under a request/response load the next segment mostly comes within tens of
+ * µs, and a thread that slept pays the wake-up (an IPI, the idle exit: 10-20 µs here, twice per
+ * round trip). The price is CPU: every turn is followed by up to this much polling. */
+static int busy_poll_us;
+#define BUSY_POLL_MAX_US 1000
+
 static struct {
   pthread_mutex_t qmu;        /* the queue to JS and what goes with it (below) */
   int running, nthreads;
@@ -887,7 +894,14 @@ static void *relay_main(void *arg) {
       timeout = left <= 0 ? 0 : (int)((left + 999) / 1000);
     }
     pthread_mutex_unlock(&R.qmu);
-    int n = epoll_wait(w->epfd, evs, 256, timeout);
+    int n, spin = __atomic_load_n(&busy_poll_us, __ATOMIC_RELAXED);
+    if (spin > 0 && timeout != 0) {
+      int64_t until = now_us() + spin;
+      do n = epoll_wait(w->epfd, evs, 256, 0); while (n == 0 && now_us() < until);
+      if (n == 0) n = epoll_wait(w->epfd, evs, 256, timeout);
+    } else {
+      n = epoll_wait(w->epfd, evs, 256, timeout);
+    }
     pthread_mutex_lock(&w->mu);
     if (w->stop) { pthread_mutex_unlock(&w->mu); break; }
     for (int i = 0; i < n; i++) {
@@ -1504,6 +1518,19 @@ static napi_value relay_fault_stats(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* relayBusyPoll(us) → 0: how long each worker polls before sleeping (0..BUSY_POLL_MAX_US; 0 off).
+ * Takes effect at the workers' next turn, running or not. */
+static napi_value relay_busy_poll(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t us;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || get_u32(env, argv[0], &us) != 0 || us > BUSY_POLL_MAX_US)
+    return type_error(env, "sgemu_native: relayBusyPoll(us), us 0..1000");
+  __atomic_store_n(&busy_poll_us, (int)us, __ATOMIC_RELAXED);
+  return make_number(env, 0);
+}
+
 static napi_value relay_stop(napi_env env, napi_callback_info info) {
   (void)info;
   stop_all(1);
@@ -1519,6 +1546,7 @@ napi_status sgemu_tcp_relay_init(napi_env env, napi_value exports) {
     { "relayAutoConnect", NULL, relay_auto_connect, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayOp", NULL, relay_op, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayStats", NULL, relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "relayBusyPoll", NULL, relay_busy_poll, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayDrain", NULL, relay_drain, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayStop", NULL, relay_stop, NULL, NULL, NULL, napi_enumerable, NULL },
     { "relayTestPause", NULL, relay_test_pause, NULL, NULL, NULL, napi_enumerable, NULL },
