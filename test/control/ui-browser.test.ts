@@ -22,7 +22,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Daemon } from '../../src/control/daemon.js';
 import { DEMO_CONFIG, DEMO_PORTS, startDemoBackends } from '../../src/control/demo.js';
-import { CHROMIUM, CHROMIUM_ARGS, connectOutcome, portsFree, sleep } from './ui-helpers.js';
+import { CHROMIUM, CHROMIUM_ARGS, connectOutcome, portsFree, sleep, takeBrowserTurn } from './ui-helpers.js';
 import { echoServer, freePort, freshAddr, startDaemon } from '../e2e/helpers.js';
 
 /** The little of the DOM the functions run in the page use (they are serialized, not run here). */
@@ -30,6 +30,9 @@ interface DomEl { textContent: string | null; children: ArrayLike<DomEl>; tagNam
 type Element = DomEl;
 declare const document: { querySelectorAll(sel: string): Iterable<DomEl>; querySelector(sel: string): DomEl | null };
 declare function getComputedStyle(el: DomEl): { color: string; backgroundColor: string };
+
+// The files that drive Chromium under load take turns (ui-helpers.ts).
+if (existsSync(CHROMIUM)) await takeBrowserTurn(t);
 
 t.test('the dashboard on the demo: instances, live flows, explanations, rule changes from the page',
   { skip: existsSync(CHROMIUM) ? false : `no browser at ${CHROMIUM} (apt-get install chromium, or set SGEMU_CHROMIUM)` }, async (t) => {

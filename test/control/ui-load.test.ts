@@ -10,13 +10,14 @@
 // Skips, with the reason, when no Chromium is installed or dist/ is not built.
 
 import t, { type Test } from 'tap';
+import type { Page } from 'playwright-core';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { echoServer, freePort, freshAddr, startDaemon } from '../e2e/helpers.js';
-import { CHROMIUM, CHROMIUM_ARGS, sleep } from './ui-helpers.js';
+import { CHROMIUM, CHROMIUM_ARGS, RendererWatch, sleep, takeBrowserTurn } from './ui-helpers.js';
 import { FlowEntry } from '../../src/dataplane/conntrack/table.js';
 
 const CLI = new URL('../../dist/cli/main.js', import.meta.url).pathname;
@@ -42,7 +43,7 @@ async function sinkServer(t: Test): Promise<{ port: number }> {
 }
 
 interface PageWindow { __longtasks: [number, number][]; __loadStart: number }
-declare const performance: { now(): number };
+declare const performance: { now(): number; timeOrigin: number };
 declare const window: PageWindow & { PerformanceObserver: new (cb: (l: { getEntries(): { startTime: number; duration: number }[] }) => void) => { observe(o: object): void } };
 declare const document: { querySelector(sel: string): { textContent: string | null } | null };
 
@@ -65,6 +66,30 @@ async function openPage(t: Test, url: string, shots: string | null) {
   if (shots) mkdirSync(shots, { recursive: true });
   return { page, errors };
 }
+
+/**
+ * The longest task in the page, in wall time and in the page's own time: a task's time is its own
+ * work plus the time its renderer waited, runnable, for a CPU, and on a machine running other
+ * tests that wait is the machine's, not the page's (RendererWatch, from /proc schedstat).
+ */
+async function longestTask(page: Page, watch: RendererWatch, sinceLoad: boolean) {
+  watch.stop();
+  const { origin, tasks } = await page.evaluate((since) => ({
+    origin: performance.timeOrigin,
+    tasks: window.__longtasks.filter(([start]) => !since || start >= window.__loadStart),
+  }), sinceLoad);
+  const wall = Math.max(0, ...tasks.map(([, d]) => d));
+  const own = Math.max(0, ...tasks.map(([s, d]) => watch.own(origin + s, d)));
+  const from = origin + (tasks[0]?.[0] ?? 0), to = Date.now();
+  const { runMs, waitMs } = watch.totals(from, to);
+  const text = `longest ${wall.toFixed(0)} ms of wall time, ${tasks.length} over 50 ms; ` + (watch.available
+    ? `≈ ${own.toFixed(0)} ms of it the page's own (its renderer ran ${runMs.toFixed(0)} ms and waited ${waitMs.toFixed(0)} ms for a CPU meanwhile)`
+    : 'no schedstat here: all of it counted as the page\'s own');
+  return { own: watch.available ? own : wall, text };
+}
+
+// The two files that drive Chromium under load take turns (ui-helpers.ts).
+if (!skip) await takeBrowserTurn(t);
 
 t.test('2000 flows/s into the page: no task over 200 ms', { skip }, async (t) => {
   const web = freshAddr();
@@ -94,6 +119,8 @@ instances:
   await page.waitForSelector('#stream-state >> text=live', { timeout: 5000 });
 
   // The load, from its own process (ui-load.fixture.ts): 2000 flows/s for 6 s.
+  const watch = new RendererWatch().start();
+  t.teardown(() => watch.stop());
   await page.evaluate(() => { window.__loadStart = performance.now(); });
   const readCount = async () => Number(/^(\d+) events/.exec((await page.textContent('#flow-count')) ?? '')?.[1] ?? 0);
   const eventsBefore = await readCount();
@@ -119,11 +146,10 @@ instances:
   if (shots) await page.screenshot({ path: join(shots, 'ui-load.png') });
   // The tasks that started while the load ran (and the second after it); the page's start-up
   // (building the instance cards) is not "while 2000 flows/s stream in".
-  const longtasks = await page.evaluate(() => window.__longtasks.filter(([start]) => start >= window.__loadStart).map(([, d]) => d));
-  const max = Math.max(0, ...longtasks);
+  const longest = await longestTask(page, watch, true);
   const flowRate = started / loadS;
   t.comment(`load: ${started} flows in ${loadS.toFixed(1)} s = ${flowRate.toFixed(0)} flows/s (${connected} connected, ${timedOut} timed out, ${failed} failed ${JSON.stringify(failures)}); ` +
-    `the page received ${eventsSeen} events (${(eventsSeen / loadS).toFixed(0)}/s; the daemon dropped ${lost} for a slow reader); long tasks: ${longtasks.length}, longest ${max.toFixed(0)} ms`);
+    `the page received ${eventsSeen} events (${(eventsSeen / loadS).toFixed(0)}/s; the daemon dropped ${lost} for a slow reader); ${longest.text}`);
   // The generator asks for 2000/s; an oversubscribed machine (other work, load average far above
   // the cores) gives it less. Then the 200 ms criterion below was checked at the rate reached,
   // and this says so instead of failing or passing silently.
@@ -131,7 +157,7 @@ instances:
   else t.skip(`the generator reached only ${flowRate.toFixed(0)} flows/s of the 2000 asked (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores): the page was measured at that rate`, () => {});
   // open + close per connected flow, a reject per denied one (each ± the few in flight at the ends).
   t.ok(eventsSeen + lost >= connected * 2 * 0.9, `the page received ${eventsSeen} events and was told of ${lost} dropped, for ${connected} connected flows (≥ 90% of open + close)`);
-  t.ok(max < 200, `no task in the page over 200 ms (longest ${max.toFixed(0)} ms, ${longtasks.length} over 50 ms)`);
+  t.ok(longest.own < 200, `no task in the page over 200 ms of its own time (${longest.text})`);
   // The stranger's flows, counted apart: on an oversubscribed machine some allowed flows time out
   // too (the daemon accepts late), which says nothing about the filter.
   t.ok(denied.timedOut > 0 && denied.connected === 0, `the stranger's flows timed out (${denied.timedOut} of ${denied.started}, none connected; ` +
@@ -175,6 +201,8 @@ instances:
   t.comment(`GET /v1/conntrack?limit=50&sort=bytesIn&order=desc over ${N} entries: ${apiMs.toFixed(0)} ms`);
 
   const shots = process.env.SGEMU_UI_SHOTS ?? null;
+  const watch = new RendererWatch().start();
+  t.teardown(() => watch.stop());
   const { page, errors } = await openPage(t, `${base}/ui`, shots);
   await page.waitForFunction(() => /· 100000 entries/.test(document.querySelector('#ct-page')?.textContent ?? ''), undefined, { timeout: 10_000 });
   await page.click('#ct-table th >> text="in"');
@@ -190,8 +218,7 @@ instances:
     .catch(async (e: Error) => { throw new Error(`${e.message}; #ct-page says ${await page.textContent('#ct-page')}`); });
   await sleep(2500);                                  // one auto-refresh of the page at 100k
   if (shots) { await page.locator('#conntrack').scrollIntoViewIfNeeded(); await page.screenshot({ path: join(shots, 'ui-conntrack-100k.png') }); }
-  const longtasks = await page.evaluate(() => window.__longtasks.map(([, d]) => d));
-  const max = Math.max(0, ...longtasks);
-  t.ok(max < 200, `no task in the page over 200 ms, start-up included (longest ${max.toFixed(0)} ms)`);
+  const longest = await longestTask(page, watch, false);
+  t.ok(longest.own < 200, `no task in the page over 200 ms of its own time, start-up included (${longest.text})`);
   t.same(errors, [], 'no page error');
 });

@@ -147,10 +147,21 @@
   const listenerViews = new Map();
   const lkey = (protocol, address, port) => `${protocol}|${address}|${port}`;
 
+  // What was last drawn: a reload that finds the same model (the status poll sees the policy
+  // version our own authorize already fetched) leaves the page alone, so that no element, focus or
+  // scroll position is replaced under the user.
+  let drawnModel = '';
   async function loadModel() {
     try {
       [instances, groups] = await Promise.all([getJson('/v1/instances'), getJson('/v1/security-groups')]);
-    } catch (e) { $('#instance-list').replaceChildren(h('p', { class: 'error', text: `cannot read the daemon: ${e.message}` })); return; }
+    } catch (e) {
+      drawnModel = '';
+      $('#instance-list').replaceChildren(h('p', { class: 'error', text: `cannot read the daemon: ${e.message}` }));
+      return;
+    }
+    const model = JSON.stringify([instances, groups]);
+    if (model === drawnModel) return;
+    drawnModel = model;
     renderInstances();
     renderGroups();
     const sel = /** @type {HTMLSelectElement} */ ($('#ct-instance'));
