@@ -122,6 +122,30 @@ function probes(table: ConnTable): void {
   });
 }
 
+/** The same for IPv6: the lookup flows, and clustered tuples (one client's ports, a /64 of
+ * sequential hosts, 256 clients × 256 listeners on fixed ports). */
+function probes6(table: ConnTable): void {
+  const fmt = (p: ReturnType<ConnTable['probeStats']>) => `mean ${p.mean.toFixed(2)} max ${p.max} (${p.flows} flows)`;
+  const p = table.probeStats();
+  const clock = new ManualClock(0);
+  const flow = (src: string, srcPort: number, dst = 'fd00::10', dstPort = 80, proto = 6): OpenFlow => ({
+    proto, family: 6, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED,
+    src, srcPort, dst, dstPort, rulePort: dstPort, timeoutMs: 1000,
+  });
+  const seq = new ConnTable(65536, clock);
+  for (let port = 1024; port < 65536; port++) seq.open(flow('fd00::2', port), new BenchFlow());
+  const hosts = new ConnTable(65536, clock);           // 65536 hosts of one /64, one port each
+  for (let h = 0; h < 65536; h++) hosts.open(flow(`fd00:0:0:1::${h.toString(16)}`, 40000), new BenchFlow());
+  const pairs = new ConnTable(65536, clock);
+  for (let a = 0; a < 256; a++) for (let l = 0; l < 256; l++) pairs.open(flow(`fd00:1::${a.toString(16)}`, 5000, `fd00:2::${l.toString(16)}`, 53, 17), new BenchFlow());
+  report({
+    name: 'conntrack index probe length (mean, find6 flows)', value: p.mean, unit: 'buckets/lookup', n: 1, spreadPct: 0,
+    detail: `lookup flows ${fmt(p)}; one client's sequential ports ${fmt(seq.probeStats())}; a /64 of sequential hosts ${fmt(hosts.probeStats())}; ` +
+      `256 clients × 256 listeners on fixed ports ${fmt(pairs.probeStats())}`,
+    target: '', met: null,
+  });
+}
+
 async function main(): Promise<void> {
   header('conntrack micro benchmark');
   console.log(`# ${SAMPLES} samples × ≥${SAMPLE_MS} ms after warm-up; ops/s median, ± = sample stddev / mean`);
@@ -256,6 +280,7 @@ async function main(): Promise<void> {
     }
     return N;
   });
+  probes6(t6);
   report({
     name: 'conntrack lookup (find6, both directions)', value: median(f6Rates), unit: 'lookups/s', n: f6Rates.length, spreadPct: spreadPct(f6Rates),
     detail: `over ${LOOKUP_FLOWS} live IPv6 flows (not paired with a baseline; compare with find4 above)`, target: '', met: null,
