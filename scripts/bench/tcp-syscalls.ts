@@ -13,10 +13,15 @@
 //             drops events under this load)
 //   --record DIR   also `perf record -g` each thread group for one sample into DIR/<target>-<group>.data
 //             (then: perf report -i FILE --no-children --sort sym --stdio)
+// It also times a null system call (getppid) on this machine, against a vDSO clock_gettime in the
+// same run, and prints what the entries and exits alone cost each thread group per connection:
+// the most that batching the calls (io_uring) could save, the kernel's TCP work aside.
 
 import net from 'node:net';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { QUICK, fmtNum, openConfig, haveCommand, header, median, runMain, sleep, startBackends, startHaproxy, startSgemu, freePort } from './lib.js';
 
 const argv = process.argv.slice(2);
@@ -94,6 +99,37 @@ async function perfStat(threads: number[], events: string[]): Promise<Map<number
 
 const sum = (m: Map<number, Map<string, number>>, th: number[], e: string): number => th.reduce((a, t) => a + (m.get(t)?.get(e) ?? 0), 0);
 
+const NULL_SYSCALL_C = `#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
+int main(void) {
+  const int n = 2000000; struct timespec t;
+  double a = now(); for (int i = 0; i < n; i++) syscall(SYS_getppid);
+  double b = now(); for (int i = 0; i < n; i++) clock_gettime(CLOCK_MONOTONIC, &t);
+  double c = now(); printf("%f %f\\n", (b - a) / n / 1e3, (c - b) / n / 1e3); return 0;
+}
+`;
+
+/** µs per null system call and per vDSO clock_gettime (the baseline), median of 3; null without a C compiler. */
+async function nullSyscallUs(): Promise<{ syscall: number; vdso: number } | null> {
+  if (!haveCommand('cc')) return null;
+  const dir = mkdtempSync(join(tmpdir(), 'sgemu-nullsys-'));
+  try {
+    writeFileSync(join(dir, 'n.c'), NULL_SYSCALL_C);
+    await run('cc', ['-O2', '-o', join(dir, 'n'), join(dir, 'n.c')]);
+    const sys: number[] = [], vdso: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const [a, b] = (await run(join(dir, 'n'), [])).trim().split(' ').map(Number);
+      if (!(a! > 0 && b! > 0)) return null;          // not built, or did not run
+      sys.push(a!); vdso.push(b!);
+    }
+    return { syscall: median(sys), vdso: median(vdso) };
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+}
+let nullSys: { syscall: number; vdso: number } | null = null;
+
 async function measure(name: string, host: string, port: number, groups: [string, number[]][]): Promise<void> {
   const l = load(host, port);
   await sleep(500);
@@ -120,6 +156,10 @@ async function measure(name: string, host: string, port: number, groups: [string
       const f = (e: string, d = 2): string => fmtNum(median(m.get(e)!), d);
       // task-clock is in ms (perf's msec): ×1000 for µs per connection
       console.log(`${`${name} ${g}`.padEnd(22)} CPU ${fmtNum(median(m.get('task-clock')!) * 1000, 1).padStart(6)} µs/conn  syscalls ${f('raw_syscalls:sys_enter').padStart(6)}/conn  ctx-sw ${f('context-switches').padStart(5)}/conn  (${f('rate', 0)} conn/s, n=${SAMPLES})`);
+      if (nullSys) {
+        const calls = median(m.get('raw_syscalls:sys_enter')!), cpu = median(m.get('task-clock')!) * 1000;
+        console.log(`#   ${name} ${g}: entries and exits alone ≈ ${fmtNum(calls * nullSys.syscall, 1)} µs/conn (${fmtNum(calls, 1)} × ${fmtNum(nullSys.syscall, 2)} µs), ${fmtNum((calls * nullSys.syscall / cpu) * 100, 0)} % of its CPU`);
+      }
     }
     if (RECORD) {
       for (const [g, th] of groups) {
@@ -144,6 +184,10 @@ async function measure(name: string, host: string, port: number, groups: [string
 async function main(): Promise<void> {
   header('tcp per-connection cost: syscalls, context switches, CPU per short connection, by thread');
   console.log(`# C=${C} workers: connect, 16 B, 16 B echo, close; ${SAMPLES} samples × ${SAMPLE_S} s of perf stat --per-thread; per connection = per backend connect${THREADS ? `; sgemu --threads ${THREADS}` : ''}`);
+  nullSys = await nullSyscallUs();
+  console.log(nullSys
+    ? `# a null system call (getppid) costs ${fmtNum(nullSys.syscall, 3)} µs here, ${fmtNum(nullSys.syscall / nullSys.vdso, 1)}x a vDSO clock_gettime (${fmtNum(nullSys.vdso, 3)} µs), median of 3 × 2M`
+    : '# no C compiler (cc): the null system call is not timed');
   if (!haveCommand('perf')) { console.log('# perf not installed: nothing to count'); return; }
   const be = await startBackends();
   const hPort = await freePort(HAPROXY_ADDR), sPort = await freePort(SGEMU_ADDR);
