@@ -100,12 +100,13 @@ async function perfStat(threads: number[], events: string[]): Promise<Map<number
 const sum = (m: Map<number, Map<string, number>>, th: number[], e: string): number => th.reduce((a, t) => a + (m.get(t)?.get(e) ?? 0), 0);
 
 const NULL_SYSCALL_C = `#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
-int main(void) {
-  const int n = 2000000; struct timespec t;
+int main(int argc, char **argv) {
+  const int n = argc > 1 ? atoi(argv[1]) : 2000000; struct timespec t;
   double a = now(); for (int i = 0; i < n; i++) syscall(SYS_getppid);
   double b = now(); for (int i = 0; i < n; i++) clock_gettime(CLOCK_MONOTONIC, &t);
   double c = now(); printf("%f %f\\n", (b - a) / n / 1e3, (c - b) / n / 1e3); return 0;
@@ -121,7 +122,7 @@ async function nullSyscallUs(): Promise<{ syscall: number; vdso: number } | null
     await run('cc', ['-O2', '-o', join(dir, 'n'), join(dir, 'n.c')]);
     const sys: number[] = [], vdso: number[] = [];
     for (let k = 0; k < 3; k++) {
-      const [a, b] = (await run(join(dir, 'n'), [])).trim().split(' ').map(Number);
+      const [a, b] = (await run(join(dir, 'n'), [String(NULL_CALLS)])).trim().split(' ').map(Number);
       if (!(a! > 0 && b! > 0)) return null;          // not built, or did not run
       sys.push(a!); vdso.push(b!);
     }
@@ -129,6 +130,7 @@ async function nullSyscallUs(): Promise<{ syscall: number; vdso: number } | null
   } finally { rmSync(dir, { recursive: true, force: true }); }
 }
 let nullSys: { syscall: number; vdso: number } | null = null;
+const NULL_CALLS = QUICK ? 200_000 : 2_000_000;
 
 async function measure(name: string, host: string, port: number, groups: [string, number[]][]): Promise<void> {
   const l = load(host, port);
@@ -186,7 +188,7 @@ async function main(): Promise<void> {
   console.log(`# C=${C} workers: connect, 16 B, 16 B echo, close; ${SAMPLES} samples × ${SAMPLE_S} s of perf stat --per-thread; per connection = per backend connect${THREADS ? `; sgemu --threads ${THREADS}` : ''}`);
   nullSys = await nullSyscallUs();
   console.log(nullSys
-    ? `# a null system call (getppid) costs ${fmtNum(nullSys.syscall, 3)} µs here, ${fmtNum(nullSys.syscall / nullSys.vdso, 1)}x a vDSO clock_gettime (${fmtNum(nullSys.vdso, 3)} µs), median of 3 × 2M`
+    ? `# a null system call (getppid) costs ${fmtNum(nullSys.syscall, 3)} µs here, ${fmtNum(nullSys.syscall / nullSys.vdso, 1)}x a vDSO clock_gettime (${fmtNum(nullSys.vdso, 3)} µs), median of 3 × ${NULL_CALLS / 1e6}M calls`
     : '# no C compiler (cc): the null system call is not timed');
   if (!haveCommand('perf')) { console.log('# perf not installed: nothing to count'); return; }
   const be = await startBackends();
