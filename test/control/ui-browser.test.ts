@@ -156,6 +156,15 @@ t.test('the dashboard on the demo: instances, live flows, explanations, rule cha
   const after = await connectOutcome('127.0.0.5', '127.0.0.10', 8080, 1000);
   t.equal(after.outcome, 'connected', 'after authorize from the page: the stranger connects');
   await page.waitForSelector('#group-sg-web td >> text=203.0.113.5/32', { timeout: 3000 });
+  // The status poll then sees the new policy version and reloads the model: the same model the
+  // page already drew, so nothing is redrawn (a redraw replaced the group under the next click in a
+  // CI run: issue 16's stop, "#group-sg-web detached").
+  await page.evaluate(`window.__groupRedraws = 0;
+    new MutationObserver(() => { window.__groupRedraws++; }).observe(document.querySelector('#group-list'), { childList: true });`);
+  const { policyVersion } = await (await fetch(`${base}/v1/status`)).json() as { policyVersion: number };
+  await page.waitForFunction((v) => (document.querySelector('#summary')?.textContent ?? '').includes(`policy v${v} `), policyVersion, { timeout: 3000 });
+  await sleep(500);                                  // the reload's two GETs, on loopback
+  t.equal(await page.evaluate('window.__groupRedraws'), 0, 'the status poll\'s reload of an unchanged model redraws nothing');
 
   // The same rule again (the form kept what was typed): AWS's error, inline.
   await form.locator('button[type=submit]').click();

@@ -159,7 +159,8 @@
       $('#instance-list').replaceChildren(h('p', { class: 'error', text: `cannot read the daemon: ${e.message}` }));
       return;
     }
-    const model = JSON.stringify([instances, groups]);
+    // (each instance's `listeners` are live counters, drawn from the status poll: not the model)
+    const model = JSON.stringify([instances, groups], (k, v) => (k === 'listeners' ? undefined : v));
     if (model === drawnModel) return;
     drawnModel = model;
     renderInstances();
