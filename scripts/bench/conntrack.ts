@@ -99,52 +99,45 @@ function measure(run: () => number, cpu?: number[]): number[] {
 
 let sink = 0;
 
-/** Probe lengths of the lookup table's index, and of two tables of clustered tuples. */
-function probes(table: ConnTable): void {
+type Tuple = [src: string, srcPort: number, dst: string, dstPort: number, proto: number];
+
+/**
+ * Probe lengths of a lookup table's index, and of tables filled with clustered tuples (one per
+ * pattern, `[label, tuples]`), reported as one line for the family.
+ */
+function probes(family: 4 | 6, table: ConnTable, patterns: [string, () => Iterable<Tuple>][]): void {
   const fmt = (p: ReturnType<ConnTable['probeStats']>) => `mean ${p.mean.toFixed(2)} max ${p.max} (${p.flows} flows, ${p.buckets} buckets)`;
-  const p = table.probeStats();
   const clock = new ManualClock(0);
-  const flow = (src: string, srcPort: number, dst = '127.0.0.10', dstPort = 80, proto = 6): OpenFlow => ({
-    proto, family: 4, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED,
-    src, srcPort, dst, dstPort, rulePort: dstPort, timeoutMs: 1000,
+  const parts = patterns.map(([label, tuples]) => {
+    const t = new ConnTable(65536, clock);
+    for (const [src, srcPort, dst, dstPort, proto] of tuples()) {
+      t.open({ proto, family, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED, src, srcPort, dst, dstPort, rulePort: dstPort, timeoutMs: 1000 }, new BenchFlow());
+    }
+    return `${label} ${fmt(t.probeStats())}`;
   });
-  const seq = new ConnTable(65536, clock);             // one client, every ephemeral port 1024-65535
-  for (let port = 1024; port < 65536; port++) seq.open(flow('127.0.0.2', port), new BenchFlow());
-  const grid = new ConnTable(65536, clock);            // 256 clients × 256 consecutive ports
-  for (let a = 0; a < 256; a++) for (let port = 40000; port < 40256; port++) grid.open(flow(`127.1.0.${a}`, port), new BenchFlow());
-  const pairs = new ConnTable(65536, clock);           // 256 clients × 256 listeners, one port each side (UDP 5000 → 53)
-  for (let a = 0; a < 256; a++) for (let l = 0; l < 256; l++) pairs.open(flow(`127.1.0.${a}`, 5000, `127.2.0.${l}`, 53, 17), new BenchFlow());
+  const p = table.probeStats();
   report({
-    name: 'conntrack index probe length (mean, find4 flows)', value: p.mean, unit: 'buckets/lookup', n: 1, spreadPct: 0,
-    detail: `lookup flows ${fmt(p)}; one client's sequential ports ${fmt(seq.probeStats())}; 256 clients × 256 ports ${fmt(grid.probeStats())}; ` +
-      `256 clients × 256 listeners on fixed ports ${fmt(pairs.probeStats())}`,
-    target: '', met: null,
+    name: `conntrack index probe length (mean, find${family} flows)`, value: p.mean, unit: 'buckets/lookup', n: 1, spreadPct: 0,
+    detail: [`lookup flows ${fmt(p)}`, ...parts].join('; '), target: '', met: null,
   });
 }
 
-/** The same for IPv6: the lookup flows, and clustered tuples (one client's ports, a /64 of
- * sequential hosts, 256 clients × 256 listeners on fixed ports). */
-function probes6(table: ConnTable): void {
-  const fmt = (p: ReturnType<ConnTable['probeStats']>) => `mean ${p.mean.toFixed(2)} max ${p.max} (${p.flows} flows)`;
-  const p = table.probeStats();
-  const clock = new ManualClock(0);
-  const flow = (src: string, srcPort: number, dst = 'fd00::10', dstPort = 80, proto = 6): OpenFlow => ({
-    proto, family: 6, inst: 0, dir: 0, listener: 0, tracked: true, state: ST_ESTABLISHED,
-    src, srcPort, dst, dstPort, rulePort: dstPort, timeoutMs: 1000,
-  });
-  const seq = new ConnTable(65536, clock);
-  for (let port = 1024; port < 65536; port++) seq.open(flow('fd00::2', port), new BenchFlow());
-  const hosts = new ConnTable(65536, clock);           // 65536 hosts of one /64, one port each
-  for (let h = 0; h < 65536; h++) hosts.open(flow(`fd00:0:0:1::${h.toString(16)}`, 40000), new BenchFlow());
-  const pairs = new ConnTable(65536, clock);
-  for (let a = 0; a < 256; a++) for (let l = 0; l < 256; l++) pairs.open(flow(`fd00:1::${a.toString(16)}`, 5000, `fd00:2::${l.toString(16)}`, 53, 17), new BenchFlow());
-  report({
-    name: 'conntrack index probe length (mean, find6 flows)', value: p.mean, unit: 'buckets/lookup', n: 1, spreadPct: 0,
-    detail: `lookup flows ${fmt(p)}; one client's sequential ports ${fmt(seq.probeStats())}; a /64 of sequential hosts ${fmt(hosts.probeStats())}; ` +
-      `256 clients × 256 listeners on fixed ports ${fmt(pairs.probeStats())}`,
-    target: '', met: null,
-  });
-}
+function* range(from: number, to: number): Iterable<number> { for (let i = from; i < to; i++) yield i; }
+function* grid<T>(n: number, m: number, f: (a: number, b: number) => T): Iterable<T> { for (let a = 0; a < n; a++) for (let b = 0; b < m; b++) yield f(a, b); }
+
+/** IPv4: one client's every ephemeral port, 256 clients × 256 consecutive ports, 256 clients × 256 listeners (UDP 5000 → 53). */
+const probes4 = (table: ConnTable): void => probes(4, table, [
+  ["one client's sequential ports", () => [...range(1024, 65536)].map((port): Tuple => ['127.0.0.2', port, '127.0.0.10', 80, 6])],
+  ['256 clients × 256 ports', () => grid(256, 256, (a, i): Tuple => [`127.1.0.${a}`, 40000 + i, '127.0.0.10', 80, 6])],
+  ['256 clients × 256 listeners on fixed ports', () => grid(256, 256, (a, l): Tuple => [`127.1.0.${a}`, 5000, `127.2.0.${l}`, 53, 17])],
+]);
+
+/** IPv6: one client's ports, a /64 of 65536 sequential hosts on one port, 256 clients × 256 listeners. */
+const probes6 = (table: ConnTable): void => probes(6, table, [
+  ["one client's sequential ports", () => [...range(1024, 65536)].map((port): Tuple => ['fd00::2', port, 'fd00::10', 80, 6])],
+  ['a /64 of sequential hosts', () => [...range(0, 65536)].map((h): Tuple => [`fd00:0:0:1::${h.toString(16)}`, 40000, 'fd00::10', 80, 6])],
+  ['256 clients × 256 listeners on fixed ports', () => grid(256, 256, (a, l): Tuple => [`fd00:1::${a.toString(16)}`, 5000, `fd00:2::${l.toString(16)}`, 53, 17])],
+]);
 
 async function main(): Promise<void> {
   header('conntrack micro benchmark');
@@ -203,7 +196,7 @@ async function main(): Promise<void> {
     if (e === null || e !== table.find4(6, dstAddr, dstPort, srcs[i]!, ports[i]!) || e.srcPort !== ports[i]) throw new Error(`find4 missed flow ${i}`);
   }
   if (table.find4(6, 0x0a0000ff, 1, dstAddr, dstPort) !== null) throw new Error('find4 found a flow that was never opened');
-  probes(table);
+  probes4(table);
 
   // The queries, laid out in access order (a relay has the tuple in hand): the loops read them
   // sequentially, so what is timed is the lookup, not the harness's own cache misses.
