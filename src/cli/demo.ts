@@ -92,8 +92,9 @@ Options:
       await stopBackends();      // the demo backends must not keep the process alive
       throw e;
     }
-    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', d.privilege?.tcpFilter != null, d.uiUrl()) + '\n');
-    const code = await new Promise<number>((resolve) => {
+    // The handlers before the tour: whoever reads it may stop the demo at once, and a signal that
+    // met Node's default action would skip stopping the daemon and the backends.
+    const code = new Promise<number>((resolve) => {
       const stop = (sig: string) => {
         stderrLog(`${sig}: stopping the demo`);
         d.stop(500).then(stopBackends).then(() => resolve(0), () => resolve(0));
@@ -102,7 +103,8 @@ Options:
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGHUP', () => { stderrLog('SIGHUP: reloading the config'); void d.reload(); });
     });
-    return code;
+    process.stdout.write(demoTour(configPath, values.api ?? DEFAULT_API, d.refuser.mode === 'raw', d.privilege?.tcpFilter != null, d.uiUrl()) + '\n');
+    return await code;
   },
 };
 export default demo;

@@ -31,10 +31,14 @@ export async function runInside(d: Daemon, argv: string[]): Promise<number> {
   const onHup = () => { void d.reload(); };
   try {
     return await new Promise<number>((resolve, reject) => {
-      try { netd.exec(process.cwd(), argv, env, resolve); } catch (e) { reject(e); return; }
+      // The handlers go first: the command may run (and be signalled by whoever watches it) before
+      // the helper's reply to exec reaches us; a signal in between would otherwise meet Node's
+      // default action and end sgemu instead of reaching the command. Signal events run on the
+      // event loop, so the ones that arrive during the (synchronous) exec call are forwarded after it.
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
       process.on('SIGHUP', onHup);
+      try { netd.exec(process.cwd(), argv, env, resolve); } catch (e) { reject(e); }
     });
   } finally {
     process.off('SIGTERM', onTerm);

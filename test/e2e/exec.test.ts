@@ -163,10 +163,12 @@ t.test('exec: signals reach the command, its status is returned, a missing comma
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'sgemu.yaml'), 'instances:\n  - { name: a, address: 10.9.0.1 }\n');
   const p = asNobody(['exec', '-c', 'sgemu.yaml', '--', 'sh', '-c', 'trap "exit 42" TERM; echo started; while :; do sleep 0.1; done'], dir);
+  let errText = '';
+  p.stderr.on('data', (d: Buffer) => { errText += d.toString(); });
   await new Promise<void>((r) => p.stdout.on('data', (d: Buffer) => { if (d.toString().includes('started')) r(); }));
   p.kill('SIGTERM');
-  const status = await new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
-  t.equal(status, 42, 'SIGTERM reached the command, which exited 42');
+  const [status, signal] = await new Promise<[number | null, string | null]>((r) => p.on('exit', (c, s) => r([c, s])));
+  t.equal(status, 42, `SIGTERM reached the command, which exited 42 (signal ${signal}, stderr: ${errText.trim()})`);
   const missing = await run(['exec', '-c', 'sgemu.yaml', '--', 'no-such-command-sgemu'], dir);
   t.equal(missing.status, 127, 'command not found: 127');
   t.match(missing.stderr, /no-such-command-sgemu/);
