@@ -34,6 +34,7 @@ import { DataPlane, ListenerError } from '../dataplane/plane.js';
 import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
 import type { MetricsSource } from '../observe/metrics.js';
 import { listenerSpecs } from './listeners.js';
+import { BackendNames } from './backend-names.js';
 import { ApiServer, type ApiHost } from './api/server.js';
 import { Ec2Service } from './api/ec2/service.js';
 import { loadState } from './state.js';
@@ -101,6 +102,8 @@ export class Daemon implements ApiHost {
   private reloadAgain = false;
   /** Subscribers of flow events through watchFlows (the API's /v1/events streams). */
   private flowWatchers = 0;
+  /** Backend host names of the config in force, resolved at start and on each reload. */
+  private names: BackendNames | null = null;
 
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
@@ -191,6 +194,8 @@ export class Daemon implements ApiHost {
       this.flowLog.beforeFlush = () => { for (const e of this.table.live()) this.reportFlow(e); };
     }
 
+    this.names = new BackendNames(log);
+    await this.names.resolve(model);
     await this.plane.install((version) => compilePolicy(model, version), (p) => this.specsOf(p.model));
     this.baseModel = model;
     this.ec2 = new Ec2Service({ getModel: () => this.baseModel, applyModel: (m) => this.applyModel(m) }, { statePath: this.opts.statePath });
@@ -258,7 +263,7 @@ export class Daemon implements ApiHost {
 
   /** The listeners `model` wants (one per service and outbound entry, per address family). */
   private specsOf(model: Model): ListenerSpec[] {
-    return listenerSpecs(model, { namespace: this.opts.namespace });
+    return listenerSpecs(model, { namespace: this.opts.namespace, ...(this.names ? { names: this.names } : {}) });
   }
 
   /**
@@ -332,6 +337,7 @@ export class Daemon implements ApiHost {
       return false;
     }
     try {
+      await this.names?.resolve(model);
       await this.applyModel(model);
     } catch (e) {
       if (!(e instanceof ListenerError)) throw e;

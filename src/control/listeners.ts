@@ -2,6 +2,7 @@
 // address family the instance has) and per outbound entry, TCP and UDP. Pure; the daemon diffs
 // the result against its running listeners on reload, keyed by protocol + listen address + port.
 
+import { isIP } from 'node:net';
 import type { Model } from '../model/types.js';
 import type { ListenerSpec } from '../dataplane/listener.js';
 
@@ -11,8 +12,10 @@ import type { ListenerSpec } from '../dataplane/listener.js';
  * that instance's backend (its egress and the target's ingress are both decided at our listener,
  * see ListenerBase.decideOutbound), and relayed flows are not bound to the instance's address.
  */
-export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}): ListenerSpec[] {
+export function listenerSpecs(model: Model, opts: { namespace?: boolean; names?: NameTable } = {}): ListenerSpec[] {
   const out: ListenerSpec[] = [];
+  // A host that is a name carries its addresses (BackendNames); one never resolved has none.
+  const addrsOf = (host: string): readonly string[] | undefined => isIP(host) !== 0 ? undefined : opts.names?.get(host) ?? [];
   const byName = new Map(model.instances.map((i) => [i.name, i]));
   for (const inst of model.instances) {
     for (const s of inst.services) {
@@ -22,6 +25,7 @@ export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}):
         out.push({
           kind: 'service', protocol: s.protocol, instName: inst.name, family, address, listenPort: s.listenPort, rulePort: s.port,
           backendHost: s.backend.host, backendPort: s.backend.port, probeHost: s.backend.host, probePort: s.backend.port,
+          backendAddrs: addrsOf(s.backend.host), probeAddrs: addrsOf(s.backend.host),
           localAddress: null, asAddress: null, targetInstName: null, faults: s.faults ?? [],
         });
       }
@@ -40,7 +44,7 @@ export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}):
       }
       out.push({
         kind: 'outbound', protocol: o.protocol, instName: inst.name, family: 4, address: inst.address, listenPort: o.port,
-        rulePort: o.asPort, backendHost, backendPort, probeHost, probePort,
+        rulePort: o.asPort, backendHost, backendPort, probeHost, probePort, backendAddrs: addrsOf(backendHost), probeAddrs: addrsOf(probeHost),
         localAddress: opts.namespace ? null : inst.address, asAddress: o.asAddress, targetInstName: o.toInstance,
         faults: o.faults ?? [],
       });
@@ -48,3 +52,6 @@ export function listenerSpecs(model: Model, opts: { namespace?: boolean } = {}):
   }
   return out;
 }
+
+/** Names to their addresses (src/control/backend-names.ts). */
+export interface NameTable { get(name: string): readonly string[] | undefined }

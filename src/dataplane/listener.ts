@@ -38,6 +38,10 @@ export interface ListenerSpec {
    * instance, that instance's service backend (its sgemu listener is always up). */
   probeHost: string;
   probePort: number;
+  /** When backendHost / probeHost is a name: its addresses, resolved at load (empty: it did not
+   * resolve). Flows go to the first that listens (backendAddress). Undefined for an address. */
+  backendAddrs?: readonly string[];
+  probeAddrs?: readonly string[];
   /** outbound: bind relayed flows to the instance's address so the target's rules see it. */
   localAddress: string | null;
   /** outbound: the destination the rules see, and the target instance (null for an outside host). */
@@ -157,7 +161,23 @@ export abstract class ListenerBase implements Listener {
   private get kindName(): 'tcp-syn' | 'udp' { return this.spec.protocol === 6 ? 'tcp-syn' : 'udp'; }
 
   protected watchBackend(): void {
-    this.backendKey = this.base.monitor.watch({ proto: this.spec.protocol, host: this.spec.probeHost, port: this.spec.probePort });
+    const s = this.spec;
+    this.backendKey = this.base.monitor.watch({ proto: s.protocol, host: s.probeHost, port: s.probePort, ...(s.probeAddrs ? { addrs: s.probeAddrs } : {}) });
+    if (this.base.monitor.isRemote(this.backendKey)) {
+      this.base.log(`listener ${this.describe()}: the backend is not on this machine, so whether it listens is learnt from connects: ` +
+        `the client whose flow finds it stopped is reset, the ones after are refused until ${s.protocol === 6 ? 'a probe connect finds it back (one a second)' : 'a second has passed'}`);
+    }
+  }
+
+  /**
+   * The address relayed flows connect to. A backend given by name (backendHost === probeHost then,
+   * see listenerSpecs) goes to the first of its addresses that listens, or to the first address
+   * while none does; a name that did not resolve stays a name (its connects fail: refused).
+   */
+  backendAddress(): string {
+    const addrs = this.spec.backendAddrs;
+    if (addrs === undefined) return this.spec.backendHost;
+    return this.base.monitor.liveAddress(this.backendKey) ?? addrs[0] ?? this.spec.backendHost;
   }
 
   describe(): string {
@@ -172,7 +192,8 @@ export abstract class ListenerBase implements Listener {
   /** Takes a new policy (and spec, on reload): re-decides live flows, then swaps the filter. */
   applyPolicy(policy: CompiledPolicy, spec?: ListenerSpec): void {
     if (spec) {
-      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort) {
+      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort ||
+          (spec.probeAddrs ?? []).join() !== (this.spec.probeAddrs ?? []).join()) {
         const old = this.backendKey;
         this.spec = spec;
         this.watchBackend();

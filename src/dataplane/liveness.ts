@@ -9,12 +9,40 @@
 // per file — measured as 15-30 % of a core for an idle daemon (scripts/bench, issue #4 note). /proc
 // stays as the fallback when the addon is not built.
 // A failed connect to a backend (ECONNREFUSED) marks it down at once through `markDown`.
+//
+// A backend elsewhere (an address of no interface here: another machine, a container, a network
+// namespace) is not in this kernel's socket table. It counts as up until a connect to it is
+// refused; then it is down, and one TCP connect every REMOTE_PROBE_MS (closed at once) finds
+// when it is back. So its clients are refused exactly while it is known down, and the one whose
+// flow found it down sees the reset of a flow the relay could not connect. A UDP one is up again
+// after REMOTE_PROBE_MS (a datagram probe would reach the application).
 
 import { closeSync, openSync, readSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
+import net, { isIP, isIPv4 } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { listeningSockets } from '../native/sock-filter.js';
 
-export interface Backend { proto: 6 | 17; host: string; port: number }
+/** A backend: `host` an address, or a name whose addresses are `addrs` (any of them listening is up). */
+export interface Backend { proto: 6 | 17; host: string; port: number; addrs?: readonly string[] }
+/**
+ * One address of a watched backend, in the kernel's /proc hex. `remote`: not on this machine,
+ * so no socket table to read; `remoteUp` then stands for it (markDown clears it, a probe sets it).
+ */
+interface Target { addr: string; hex: string; v4: boolean; remote: boolean; remoteUp: boolean; probe: NodeJS.Timeout | null }
+
+/** How often a remote backend known down is tried (a TCP connect, closed at once). */
+export const REMOTE_PROBE_MS = 1000;
+
+/** Whether `addr` is this machine's: loopback, unspecified, or an address of one of its interfaces. */
+export function isLocalAddress(addr: string): boolean {
+  if (isIPv4(addr)) { if (addr.startsWith('127.') || addr === '0.0.0.0') return true; }
+  else if (addr === '::1' || addr === '::' || /^::ffff:127\./i.test(addr)) return true;
+  const norm = addr.toLowerCase();
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.address.toLowerCase() === norm) return true;
+  }
+  return false;
+}
 type Listener = (key: string, up: boolean) => void;
 
 const LISTEN = '0A';
@@ -86,7 +114,7 @@ export function readBound(file: string, tcp: boolean, scratch: Buffer): Set<stri
 }
 
 export class BackendMonitor {
-  private readonly watched = new Map<string, { b: Backend; hex: string; any: string; up: boolean; refs: number }>();
+  private readonly watched = new Map<string, { b: Backend; targets: Target[]; up: boolean; live: string | null; refs: number }>();
   private timer: NodeJS.Timeout | null = null;
   private readonly listeners: Listener[] = [];
   private readonly scratch = Buffer.allocUnsafe(16384);
@@ -96,7 +124,7 @@ export class BackendMonitor {
 
   constructor(private readonly intervalMs = 20) {}
 
-  static key(b: Backend): string { return `${b.proto}/${b.host}/${b.port}`; }
+  static key(b: Backend): string { return `${b.proto}/${b.host}/${b.port}` + (b.addrs ? `=${b.addrs.join(',')}` : ''); }
 
   onChange(fn: Listener): void { this.listeners.push(fn); }
 
@@ -105,8 +133,13 @@ export class BackendMonitor {
     const key = BackendMonitor.key(b);
     const w = this.watched.get(key);
     if (w) { w.refs++; return key; }
-    const v4 = isIPv4(b.host);
-    this.watched.set(key, { b, hex: procHex(b.host), any: v4 ? ANY4 : ANY6, up: false, refs: 1 });
+    // A name that did not resolve has no address: never up (its connects could only fail).
+    const addrs = b.addrs ?? (isIP(b.host) !== 0 ? [b.host] : []);
+    const targets = addrs.map((addr) => {
+      const remote = !isLocalAddress(addr);
+      return { addr, hex: procHex(addr), v4: isIPv4(addr), remote, remoteUp: remote, probe: null };
+    });
+    this.watched.set(key, { b, targets, up: false, live: null, refs: 1 });
     this.poll();
     if (!this.timer && this.intervalMs > 0) {
       this.timer = setInterval(() => this.poll(), this.intervalMs);
@@ -121,10 +154,27 @@ export class BackendMonitor {
     if (--w.refs > 0) return;
     this.watched.delete(key);
     this.forced.delete(key);
+    for (const t of w.targets) this.stopProbe(t);
     if (this.watched.size === 0 && this.timer) { clearInterval(this.timer); this.timer = null; }
   }
 
   isUp(key: string): boolean { return this.watched.get(key)?.up ?? false; }
+
+  /** Some address of the backend is not on this machine (its liveness is learnt from connects). */
+  isRemote(key: string): boolean { return this.watched.get(key)?.targets.some((t) => t.remote) ?? false; }
+
+  /** For the log: `tcp 127.0.0.1:3000`, `udp [::1]:53`; a name with the address that listens. */
+  label(key: string): string {
+    const w = this.watched.get(key);
+    if (!w) return key;
+    const b = w.b;
+    const hp = (h: string): string => `${h.includes(':') ? `[${h}]` : h}:${b.port}`;
+    const via = b.addrs === undefined ? '' : w.live !== null ? ` (${w.live})` : b.addrs.length === 0 ? ' (the name does not resolve)' : ` (${b.addrs.join(', ')})`;
+    return `${b.proto === 6 ? 'tcp' : 'udp'} ${hp(b.host)}${via}`;
+  }
+
+  /** The first of the backend's addresses that listens (for a name, where flows go); null: none. */
+  liveAddress(key: string): string | null { return this.watched.get(key)?.live ?? null; }
 
   /**
    * Holds a watched backend up or down regardless of the polls (a test marking a backend down
@@ -134,7 +184,7 @@ export class BackendMonitor {
     if (up === null) this.forced.delete(key);
     else this.forced.set(key, up);
     if (up === null) this.poll();
-    else this.set(key, up);
+    else this.set(key, up, this.watched.get(key)?.live ?? null);
   }
 
   /** Held down by force(key, false). Per accept, not per packet: a size check when nothing is held. */
@@ -153,26 +203,66 @@ export class BackendMonitor {
   private lastPollMs = -Infinity;
 
   /** A connect to the backend was refused: it is down now, whatever the last poll said. */
-  markDown(key: string): void { this.set(key, false); this.lastPollMs = -Infinity; }   // upNow() asks the kernel again
+  markDown(key: string): void {
+    const w = this.watched.get(key);
+    if (w) {
+      // A remote address is down until a probe connects: the one flows went to, or all of them.
+      const target = w.targets.find((t) => t.addr === w.live && t.remote);
+      for (const t of target ? [target] : w.targets) if (t.remote) { t.remoteUp = false; this.startProbe(w.b, t); }
+    }
+    this.set(key, false, null);
+    this.lastPollMs = -Infinity;     // upNow() asks the kernel again
+  }
+
+  private startProbe(b: Backend, t: Target): void {
+    if (t.probe !== null) return;
+    t.probe = setTimeout(() => {
+      if (b.proto === 17) { t.probe = null; t.remoteUp = true; this.poll(); return; }
+      const s = net.connect({ host: t.addr, port: b.port });
+      const done = (up: boolean): void => {
+        s.destroy();
+        if (t.probe === null) return;        // unwatched meanwhile
+        t.probe = null;
+        if (up) { t.remoteUp = true; this.poll(); } else this.startProbe(b, t);
+      };
+      s.setTimeout(REMOTE_PROBE_MS, () => done(false));
+      s.once('connect', () => done(true));
+      s.once('error', () => done(false));
+    }, REMOTE_PROBE_MS);
+    t.probe.unref();
+  }
+
+  private stopProbe(t: Target): void {
+    if (t.probe !== null) clearTimeout(t.probe);
+    t.probe = null;
+  }
 
   poll(): void {
     this.polls++;
     this.lastPollMs = performance.now();
     let tcp4: Set<string> | null = null, tcp6: Set<string> | null = null;
     let udp4: Set<string> | null = null, udp6: Set<string> | null = null;
+    const sets = (proto: 6 | 17, v4: boolean): Set<string> => proto === 6
+      ? v4 ? (tcp4 ??= this.merged('tcp', true)) : (tcp6 ??= this.merged('tcp6', true))
+      : v4 ? (udp4 ??= this.merged('udp', false)) : (udp6 ??= this.merged('udp6', false));
     for (const [key, w] of this.watched) {
-      const v4 = w.any === ANY4;
-      let set: Set<string>;
-      if (w.b.proto === 6) set = v4 ? (tcp4 ??= this.merged('tcp', true)) : (tcp6 ??= this.merged('tcp6', true));
-      else set = v4 ? (udp4 ??= this.merged('udp', false)) : (udp6 ??= this.merged('udp6', false));
-      // A backend on 127.0.0.1:3000 is served by a socket bound to that address or to the wildcard.
-      let up = set.has(w.hex + ':' + w.b.port) || set.has(w.any + ':' + w.b.port);
-      // An IPv4 backend is also served by a dual-stack [::]:port socket.
-      if (!up && v4) {
-        const s6 = w.b.proto === 6 ? (tcp6 ??= this.merged('tcp6', true)) : (udp6 ??= this.merged('udp6', false));
-        up = s6.has(ANY6 + ':' + w.b.port) || s6.has('0000000000000000FFFF0000' + w.hex + ':' + w.b.port);
+      let live: string | null = null;
+      for (const t of w.targets) {
+        if (t.remote) {
+          if (t.remoteUp) { live = t.addr; break; }
+          continue;
+        }
+        // A backend on 127.0.0.1:3000 is served by a socket bound to that address or to the
+        // wildcard; an IPv4 one also by a dual-stack [::]:port socket.
+        const set = sets(w.b.proto, t.v4);
+        let up = set.has(t.hex + ':' + w.b.port) || set.has((t.v4 ? ANY4 : ANY6) + ':' + w.b.port);
+        if (!up && t.v4) {
+          const s6 = sets(w.b.proto, false);
+          up = s6.has(ANY6 + ':' + w.b.port) || s6.has('0000000000000000FFFF0000' + t.hex + ':' + w.b.port);
+        }
+        if (up) { live = t.addr; break; }
       }
-      this.set(key, this.forced.get(key) ?? up);
+      this.set(key, this.forced.get(key) ?? live !== null, live);
     }
   }
 
@@ -181,16 +271,19 @@ export class BackendMonitor {
     return listeningSockets(family, tcp ? 6 : 17) ?? readBound('/proc/net/' + name, tcp, this.scratch);
   }
 
-  private set(key: string, up: boolean): void {
+  /** Fires onChange when the state or, for a name, the address flows go to changed. */
+  private set(key: string, up: boolean, live: string | null): void {
     const w = this.watched.get(key);
-    if (!w || w.up === up) return;
+    if (!w || (w.up === up && w.live === live)) return;
     w.up = up;
+    w.live = live;
     for (const fn of this.listeners) fn(key, up);
   }
 
   close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    for (const w of this.watched.values()) for (const t of w.targets) this.stopProbe(t);
     this.watched.clear();
     this.forced.clear();
   }

@@ -149,7 +149,7 @@ export class DataPlane {
     this.monitor.onChange((key, up) => {
       this.refuser.refresh();     // capture first, then drop: no SYN falls between the two
       for (const l of this.listeners.values()) if (l.backendKey === key) l.refreshFilter();
-      this.opts.log(`backend ${key.replace(/^6\//, 'tcp ').replace(/\//g, ':')} is ${up ? 'up' : 'down'}`);
+      this.opts.log(`backend ${this.monitor.label(key)} is ${up ? 'up' : 'down'}`);
     });
     return mode;
   }

@@ -150,10 +150,11 @@ export class TcpListener extends ListenerBase implements RelayListener {
     server.on('error', (e) => this.env.log(`listener ${this.describe()}: ${e.message}`));
   }
 
-  /** The native relay needs the addon and numeric addresses (it does no name lookups). */
+  /** The native relay needs the addon and numeric addresses (it does no name lookups: a backend
+   * name comes resolved, backendAddress). */
   private nativeRelayFits(): boolean {
     const s = this.spec;
-    return nativeStatus().loaded && tcpRelayStatus().available && net.isIP(s.backendHost) !== 0 &&
+    return nativeStatus().loaded && tcpRelayStatus().available && net.isIP(this.backendAddress()) !== 0 &&
       (s.localAddress === null || net.isIP(s.localAddress) !== 0);
   }
 
@@ -180,17 +181,20 @@ export class TcpListener extends ListenerBase implements RelayListener {
   private updateAutoConnect(): void {
     if (this.lid < 0 || this.closing) return;
     const s = this.spec;
-    // (a reload may have changed the backend to a name: the thread does no lookups, JS connects
-    // and fails each flow then, see NativeRelay.connect). Off near a full table: auto-connected
+    const host = this.backendAddress();
+    // (a reload may have changed the backend to a name that does not resolve: the thread does no
+    // lookups, JS connects and fails each flow then, see NativeRelay.connect). A backend name's
+    // live address may change (the monitor fires, refreshFilter comes here): the target follows.
+    // Off near a full table: auto-connected
     // accepts reach JS in batches (up to a few ms later), and the flow that fills the table must
     // be seen at once so that the ones after it are dropped by the filter rather than reset.
     const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.nearFull &&
       !this.env.monitor.isForcedDown(this.backendKey) &&
-      net.isIP(s.backendHost) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
-    const target = on ? `${s.backendHost}|${s.backendPort}|${s.localAddress ?? ''}` : '';
+      net.isIP(host) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
+    const target = on ? `${host}|${s.backendPort}|${s.localAddress ?? ''}` : '';
     if (target === this.autoTarget) return;
     try {
-      relayAutoConnect(this.lid, on, s.backendHost, s.backendPort, s.localAddress);
+      relayAutoConnect(this.lid, on, host, s.backendPort, s.localAddress);
       this.autoTarget = target;
     } catch (e) {
       // Never throw into a timer or reload: without auto-connect JS connects each flow itself.
@@ -467,7 +471,7 @@ export class NativeRelay extends FlowBase implements RelayFlow {
   connect(): void {
     const spec = this.listener.spec;
     try {
-      relayConnect(this.id, spec.backendHost, spec.backendPort, spec.localAddress);
+      relayConnect(this.id, this.listener.backendAddress(), spec.backendPort, spec.localAddress);
     } catch (e) {
       // Only a backend that is not a numeric address after a reload (start() picks the Node
       // relay for those): the flow cannot go anywhere, so the client gets the reset it would
@@ -548,7 +552,7 @@ export class TcpRelay extends FlowBase {
     const spec = this.listener.spec;
     const client = this.client;
     client.setNoDelay(true);
-    const opts: net.NetConnectOpts = { host: spec.backendHost, port: spec.backendPort, allowHalfOpen: true, noDelay: true };
+    const opts: net.NetConnectOpts = { host: this.listener.backendAddress(), port: spec.backendPort, allowHalfOpen: true, noDelay: true };
     if (spec.localAddress) (opts as net.TcpNetConnectOpts).localAddress = spec.localAddress;
     const backend = net.connect(opts);
     this.backend = backend;

@@ -126,10 +126,11 @@ export class UdpListener extends ListenerBase {
     return true;
   }
 
-  /** The relay connects to IP literals only (no resolver in C); anything else stays on node:dgram. */
+  /** The relay connects to IP literals only (no resolver in C: a backend name comes resolved,
+   * backendAddress); a name that did not resolve stays on node:dgram. */
   private relayable(): boolean {
     const s = this.spec;
-    return isIP(s.backendHost) !== 0 && (s.localAddress === null || isIP(s.localAddress) !== 0);
+    return isIP(this.backendAddress()) !== 0 && (s.localAddress === null || isIP(s.localAddress) !== 0);
   }
 
   /**
@@ -237,7 +238,7 @@ export class UdpListener extends ListenerBase {
       if (this.relay) {
         const s = this.spec;
         try {
-          gen = this.relay.add(slot, address, port, s.backendHost, s.backendPort, s.localAddress);
+          gen = this.relay.add(slot, address, port, this.backendAddress(), s.backendPort, s.localAddress);
         } catch (e) {
           // EMFILE/ENFILE (fd limit) or EADDRNOTAVAIL: the flow is not opened, the datagram dropped.
           this.freeSlots.push(slot);
@@ -330,13 +331,14 @@ export class UdpFlow extends FlowEntry {
     if (relaySlot >= 0) return;
     const spec = this.listener.spec;
     this.pending = [];
-    const v6 = spec.backendHost.includes(':');
+    const host = this.listener.backendAddress();
+    const v6 = host.includes(':');
     const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
     this.sock = sock;
     sock.on('message', (m) => this.fromBackend(m));
     sock.on('error', (e: NodeJS.ErrnoException) => this.failed(e.code ?? 'EIO'));
     if (spec.localAddress) sock.bind(0, spec.localAddress);
-    sock.connect(spec.backendPort, spec.backendHost, () => {
+    sock.connect(spec.backendPort, host, () => {
       const queued = this.pending;
       this.pending = null;
       if (!this.closed && queued) for (const m of queued) sock.send(m);

@@ -68,3 +68,53 @@ t.test('sock_diag and /proc agree on listening sockets', async (t) => {
   t.ok(proc.has(mine), '/proc sees it too');
   for (const k of proc) t.ok(now.has(k), `sock_diag has ${k}`);
 });
+
+t.test('a backend name: up while any of its addresses listens, flows go to the first that does', async (t) => {
+  const m = new BackendMonitor(0);
+  t.teardown(() => m.close());
+  const changes: boolean[] = [];
+  m.onChange((_k, up) => changes.push(up));
+  const free = net.createServer();
+  await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
+  const port = (free.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => free.close(() => r()));
+  // ::1 first, as /etc/hosts lists localhost on many systems; 127.0.0.2 second.
+  const key = m.watch({ proto: 6, host: 'localhost', port, addrs: ['::1', '127.0.0.2'] });
+  t.notOk(m.isUp(key), 'nothing listens yet');
+  t.equal(m.liveAddress(key), null);
+  t.equal(m.label(key), `tcp localhost:${port} (::1, 127.0.0.2)`);
+  const v4 = net.createServer();
+  await new Promise<void>((r) => v4.listen(port, '127.0.0.2', () => r()));
+  m.poll();
+  t.ok(m.isUp(key), 'up: the second address listens');
+  t.equal(m.liveAddress(key), '127.0.0.2', 'flows go to the address that listens');
+  t.equal(m.label(key), `tcp localhost:${port} (127.0.0.2)`);
+  const v6 = net.createServer();
+  const v6ok = await new Promise<boolean>((r) => { v6.once('error', () => r(false)); v6.listen(port, '::1', () => r(true)); });
+  if (v6ok) {
+    m.poll();
+    t.equal(m.liveAddress(key), '::1', 'both listen: the first address in the resolver\'s order');
+    t.same(changes, [true, true], 'a change of address fires onChange (the relay re-targets)');
+    await new Promise<void>((r) => v6.close(() => r()));
+    m.poll();
+    t.equal(m.liveAddress(key), '127.0.0.2', 'back to the one left');
+  }
+  await new Promise<void>((r) => v4.close(() => r()));
+  m.poll();
+  t.notOk(m.isUp(key), 'down when none listens');
+  t.equal(m.liveAddress(key), null);
+  t.not(key, m.watch({ proto: 6, host: 'localhost', port, addrs: ['127.0.0.2'] }), 'other addresses, another key (a reload that resolves differently re-watches)');
+});
+
+t.test('a name that did not resolve is never up', async (t) => {
+  const m = new BackendMonitor(0);
+  t.teardown(() => m.close());
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '0.0.0.0', () => r()));
+  t.teardown(() => new Promise<void>((r) => { srv.close(() => r()); }));
+  const port = (srv.address() as net.AddressInfo).port;
+  const key = m.watch({ proto: 6, host: 'db.invalid', port, addrs: [] });
+  t.notOk(m.isUp(key), 'even with a wildcard listener on its port');
+  t.equal(m.label(key), `tcp db.invalid:${port} (the name does not resolve)`);
+  t.notOk(m.isUp(m.watch({ proto: 6, host: 'db.invalid', port })), 'a name watched without addresses: the same');
+});
