@@ -6,6 +6,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { Daemon, type DaemonOptions } from '../../src/control/daemon.js';
+import { tcpRelayStatus } from '../../src/native/tcp-relay.js';
+import { udpRelayAvailable } from '../../src/native/udp-relay.js';
 export { freshAddr, freePort, sleep, until } from '../helpers.js';
 
 /** An echo backend that records every connection it accepted. */
@@ -43,6 +45,14 @@ export function probe(src: string, host: string, port: number, timeoutMs = 400):
 }
 
 export function isRoot(): boolean { return process.getuid?.() === 0; }
+
+/** Faults act on the wire only in the native relays (native-notes/faults.md, Fallback): the
+ * reason an assertion about what a faulted flow sees is skipped here, or false when it runs. */
+export function noWireFaults(proto: 'tcp' | 'udp' = 'tcp'): string | false {
+  if (proto === 'udp') return udpRelayAvailable() ? false : 'UDP faults are applied by the native relay only, which is off here (no addon, or SGEMU_RELAY=node)';
+  const st = tcpRelayStatus();
+  return st.available ? false : `TCP faults are applied by the native relay only, which is off here (${st.reason})`;
+}
 
 /** Starts an in-process daemon on a config written to the test's dir; stops it in teardown. */
 export async function startDaemon(t: Test, yaml: string, extra: Partial<DaemonOptions> = {}): Promise<{ daemon: Daemon; configPath: string; logs: string[] }> {

@@ -24,7 +24,7 @@ else {
       t.match(init(42, counters, events), { syscall: 'napi_create_threadsafe_function' }, `call ${i + 1}: failure reported`);
     }
     t.equal(fds(), before, `no fd left behind (${before} before, ${fds()} after 5 failed calls)`);
-    t.ok(tcpRelayStatus().available, 'the relay still starts afterwards');
+    t.ok(tcpRelayStatus().available, 'the relay still starts afterwards', { skip: process.env['SGEMU_RELAY'] === 'node' ? 'SGEMU_RELAY=node switches the relay off' : false });
     t.equal(init(() => {}, counters, events), maxFlows, 'a good call starts it');
     (addon!['relayStop'] as () => number)();
     t.equal(fds(), before, 'and stopping it closes everything');
