@@ -266,6 +266,24 @@ export class BackendMonitor {
     }
   }
 
+  /**
+   * For a loopback backend given as one address that is down: the other loopback address when
+   * something listens on the same port there (`[::1]:5173` for a 127.0.0.1:5173 backend: a dev
+   * server bound to "localhost" often takes ::1 alone), as host:port. null otherwise. For the log's hint; reads
+   * the socket table once.
+   */
+  otherLoopbackListener(key: string): string | null {
+    const w = this.watched.get(key);
+    if (!w || w.up || w.b.addrs !== undefined || w.targets.length !== 1) return null;
+    const t = w.targets[0]!;
+    const tcp = w.b.proto === 6;
+    const other = t.addr === '127.0.0.1' ? '::1' : t.addr === '::1' ? '127.0.0.1' : null;
+    if (other === null) return null;
+    const v4 = other === '127.0.0.1';
+    const set = this.merged(tcp ? (v4 ? 'tcp' : 'tcp6') : (v4 ? 'udp' : 'udp6'), tcp);
+    return set.has(procHex(other) + ':' + w.b.port) ? `${v4 ? other : `[${other}]`}:${w.b.port}` : null;
+  }
+
   private merged(name: string, tcp: boolean): Set<string> {
     const family = name.endsWith('6') ? 6 : 4;
     return listeningSockets(family, tcp ? 6 : 17) ?? readBound('/proc/net/' + name, tcp, this.scratch);

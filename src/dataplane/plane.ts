@@ -149,7 +149,8 @@ export class DataPlane {
     this.monitor.onChange((key, up) => {
       this.refuser.refresh();     // capture first, then drop: no SYN falls between the two
       for (const l of this.listeners.values()) if (l.backendKey === key) l.refreshFilter();
-      this.opts.log(`backend ${this.monitor.label(key)} is ${up ? 'up' : 'down'}`);
+      const other = up ? null : this.monitor.otherLoopbackListener(key);
+      this.opts.log(`backend ${this.monitor.label(key)} is ${up ? 'up' : 'down'}${other === null ? '' : otherLoopbackHint(other)}`);
     });
     return mode;
   }
@@ -232,7 +233,9 @@ export class DataPlane {
       // "previous policy" check of connections accepted during the swap.
       this.listeners.set(key, nl);
       const inst = policy.instanceIndex.get(spec.instName) ?? 0;
-      log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only: denied connections are reset'}]`);
+      const other = this.monitor.otherLoopbackListener(nl.backendKey);
+      log(`listening ${nl.describe()} [${policy.ruleCount(inst, spec.kind === 'service' ? 0 : 1)} ${spec.kind === 'service' ? 'ingress' : 'egress'} rules, filter ${MODE_NAMES[nl.mode]}${nl.nativeFilter ? '' : ', userland only: denied connections are reset'}]` +
+        (other === null ? '' : otherLoopbackHint(other)));
     }
     this.refuser.setListeners(this.listeners.values());
     this.refreshFaults();
@@ -355,4 +358,10 @@ function listenFix(codes: string[]): string {
   if (codes.includes('EADDRNOTAVAIL')) return 'fix: the address is not local; instances live on 127.0.0.0/8 and ::1 (other addresses inside `sgemu exec`)';
   if (codes.includes('EPERM')) return "fix: see 'sgemu doctor' for the privilege this needs";
   return "fix: see the errors above, and 'sgemu doctor'";
+}
+
+/** The log's hint for a loopback backend that is down while its port listens on the other loopback address. */
+function otherLoopbackHint(other: string): string {
+  return ` (something listens on ${other} instead: a server bound to "localhost" may have taken that address alone; ` +
+    `use backend: ${other}, or localhost:PORT where localhost is both addresses)`;
 }

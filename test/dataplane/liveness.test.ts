@@ -118,3 +118,18 @@ t.test('a name that did not resolve is never up', async (t) => {
   t.equal(m.label(key), `tcp db.invalid:${port} (the name does not resolve)`);
   t.notOk(m.isUp(m.watch({ proto: 6, host: 'db.invalid', port })), 'a name watched without addresses: the same');
 });
+
+t.test('a 127.0.0.1 backend that is down while its port listens on ::1: the hint names [::1]', async (t) => {
+  const m = new BackendMonitor(0);
+  t.teardown(() => m.close());
+  const srv = net.createServer();
+  const ok = await new Promise<boolean>((r) => { srv.once('error', () => r(false)); srv.listen(0, '::1', () => r(true)); });
+  if (!ok) { t.skip('no ::1 here', () => {}); return; }
+  t.teardown(() => new Promise<void>((r) => { srv.close(() => r()); }));
+  const port = (srv.address() as net.AddressInfo).port;
+  const key = m.watch({ proto: 6, host: '127.0.0.1', port });
+  t.notOk(m.isUp(key), 'a server on ::1 alone does not serve 127.0.0.1');
+  t.equal(m.otherLoopbackListener(key), `[::1]:${port}`);
+  t.equal(m.otherLoopbackListener(m.watch({ proto: 6, host: '::1', port })), null, 'none for a backend that is up');
+  t.equal(m.otherLoopbackListener(m.watch({ proto: 6, host: '127.0.0.1', port: port === 1 ? 2 : port - 1 })), null, 'none when nothing listens on the port');
+});

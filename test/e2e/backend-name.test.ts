@@ -90,3 +90,14 @@ t.test('a reload that names another port re-watches and re-targets', { skip }, a
   t.equal(b.accepted.length, 1, 'the new backend got the flow');
   t.equal(a.accepted.length, 1, 'the old one did not');
 });
+
+t.test('a 127.0.0.1 backend whose server took ::1 alone: the log says where it listens', async (t) => {
+  const srv = net.createServer((c) => c.end());
+  const ok = await new Promise<boolean>((r) => { srv.once('error', () => r(false)); srv.listen(0, '::1', () => r(true)); });
+  if (!ok) { t.skip('no ::1 here', () => {}); return; }
+  t.teardown(() => new Promise<void>((r) => { srv.close(() => r()); }));
+  const p = (srv.address() as net.AddressInfo).port;
+  const addr = freshAddr();
+  const { logs } = await startDaemon(t, config(addr, 'tcp', [`{ protocol: tcp, port: ${await freePort(addr)}, backend: "127.0.0.1:${p}" }`]));
+  t.match(logs.join('\n'), new RegExp(`listening .*\\] \\(something listens on \\[::1\\]:${p} instead: .*use backend: \\[::1\\]:${p}`));
+});
