@@ -114,6 +114,78 @@ export class InstancesLoader extends RulesLoader {
       p.inst.outbound = this.readOutbound(p.inst, p.m, p.path);
       this.checkListenCollisions(p.inst, p.path);
     }
+    if (addressScope === 'loopback') this.checkRelayLoops();
+  }
+
+  /**
+   * A service whose backend is an sgemu listener relays into sgemu; when that chain comes back to
+   * where it started (the commonest: an instance on 127.0.0.1 whose service's backend is its own
+   * address and port) each connection opens the next one until the conntrack table is full, and
+   * the client gets nothing. Rejected here with the chain. Only on the host: inside `sgemu exec`
+   * listeners live in the namespace and the relay connects from the host, so none is reachable.
+   * A backend given by a name other than localhost cannot be followed before it is resolved.
+   */
+  checkRelayLoops(): void {
+    interface Node { label: string; next: string | null; svc: Service | null; path: string }
+    const nodes = new Map<string, Node>();
+    const key = (proto: number, addr: string, port: number): string => `${proto}/${addr}/${port}`;
+    const hostsOf = (host: string): string[] => host === 'localhost' ? ['127.0.0.1', '::1']
+      : host === '0.0.0.0' ? ['127.0.0.1'] : host === '::' ? ['::1'] : [host];
+    const targetOf = (proto: number, host: string, port: number): string | null => {
+      for (const h of hostsOf(host)) if (nodes.has(key(proto, h, port))) return key(proto, h, port);
+      return null;
+    };
+    const addrsOf = (inst: Instance): string[] => inst.address6 ? [inst.address, inst.address6] : [inst.address];
+    const byName = new Map(this.instances.map((i) => [i.name, i]));
+    const show = (a: string, port: number): string => `${a.includes(':') ? `[${a}]` : a}:${port}`;
+    this.instances.forEach((inst, ii) => {
+      inst.services.forEach((svc, si) => {
+        const path = svc.pos?.path ?? indexPath(keyPath(indexPath('instances', ii), 'services'), si);
+        for (const a of addrsOf(inst)) {
+          nodes.set(key(svc.protocol, a, svc.listenPort), { label: `${inst.name} ${protocolName(svc.protocol)} ${show(a, svc.listenPort)}`, next: null, svc, path });
+        }
+      });
+      inst.outbound.forEach((o, oi) => {
+        const path = o.pos?.path ?? indexPath(keyPath(indexPath('instances', ii), 'outbound'), oi);
+        nodes.set(key(o.protocol, inst.address, o.port), { label: `${inst.name} outbound ${protocolName(o.protocol)} ${show(inst.address, o.port)}`, next: null, svc: null, path });
+      });
+    });
+    for (const inst of this.instances) {
+      for (const svc of inst.services) {
+        const next = targetOf(svc.protocol, svc.backend.host, svc.backend.port);
+        for (const a of addrsOf(inst)) nodes.get(key(svc.protocol, a, svc.listenPort))!.next = next;
+      }
+      for (const o of inst.outbound) {
+        // To an instance: its service's listener (listeners.ts); to an address: whatever is there.
+        const target = o.toInstance !== null ? byName.get(o.toInstance) : undefined;
+        const svc = target?.services.find((x) => x.protocol === o.protocol && x.port === o.toPort);
+        const next = target && svc ? key(o.protocol, target.address, svc.listenPort) : targetOf(o.protocol, o.toHost, o.toPort);
+        nodes.get(key(o.protocol, inst.address, o.port))!.next = next;
+      }
+    }
+    // Each listener relays to at most one other: walk from each, a revisited node closes a loop.
+    const reported = new Set<string>();
+    for (const start of nodes.keys()) {
+      const chain: string[] = [];
+      const at = new Map<string, number>();
+      let k: string | null = start;
+      while (k !== null && !at.has(k)) { at.set(k, chain.length); chain.push(k); k = nodes.get(k)!.next; }
+      if (k === null) continue;
+      const loop = chain.slice(at.get(k)!);
+      if (loop.some((x) => reported.has(x))) continue;
+      for (const x of loop) reported.add(x);
+      // Reported at the first service of the loop in config order (a loop always has one: an
+      // outbound entry's target is a service or an outside address).
+      const first = [...nodes.keys()].find((x) => loop.includes(x) && nodes.get(x)!.svc !== null) ?? loop[0]!;
+      const n = nodes.get(first)!;
+      const from = loop.indexOf(first);
+      const ordered = [...loop.slice(from), ...loop.slice(0, from), first].map((x) => nodes.get(x)!.label);
+      const b = n.svc?.backend;
+      this.r.err('InvalidParameterValue', n.svc ? keyPath(n.path, 'backend') : n.path, n.svc?.pos ?? undefined,
+        (loop.length === 1 && b ? `backend ${b.host.includes(':') ? `[${b.host}]` : b.host}:${b.port} is this service's own listener` : 'these listeners relay to each other in a loop') +
+        `: ${ordered.join(' -> ')}; every connection would open the next one until the connection table is full. ` +
+        'Point the backend at the server behind sgemu (e.g. 127.0.0.1:3000), or give the instance another address');
+    }
   }
 
   readInstanceGroups(m: TMap, path: string, name: string | undefined): { vpcId: string | undefined; groupIds: string[] } {
