@@ -1,5 +1,6 @@
 // Backends given by name (`backend: localhost:3000`, `db:5432`): resolved when the config is
-// loaded (start, reload), never per connection. The native relays connect to addresses and the
+// loaded (start, reload) and every REFRESH_MS after (a container's address changes when it is
+// recreated), never per connection. The native relays connect to addresses and the
 // liveness monitor reads the kernel's socket table by address, so a name is carried as its list of
 // addresses (ListenerSpec.backendAddrs); which of them a flow goes to is the first one that
 // listens (BackendMonitor.liveAddress), as a client that tries each address of a name in turn
@@ -16,8 +17,10 @@ import type { Model } from '../model/types.js';
 
 /** How long one name may take: getaddrinfo on a host without its DNS server waits out its retries. */
 const LOOKUP_MS = 3000;
+/** How often the daemon asks again (Daemon.refreshNames). */
+export const REFRESH_MS = 30_000;
 
-type Lookup = (name: string) => Promise<string[]>;
+export type Lookup = (name: string) => Promise<string[]>;
 
 const systemLookup: Lookup = async (name) =>
   (await lookup(name, { all: true, verbatim: true })).map((a) => a.address);
@@ -39,28 +42,41 @@ export class BackendNames {
   /** The addresses of `name` (empty: it did not resolve); undefined when `name` was never asked. */
   get(name: string): readonly string[] | undefined { return this.table.get(name); }
 
+  /** How many names the table holds. */
+  get size(): number { return this.table.size; }
+
   /**
    * Resolves every name `model` uses, all at once, and logs each one whose addresses are new or
-   * changed (and each that does not resolve). Names the model no longer uses are forgotten.
+   * changed (and each that does not resolve). At a load (start, reload) names the model no longer
+   * uses are forgotten and a name that does not resolve has no address; a `refresh` keeps the
+   * table's addresses of a name whose lookup failed (a resolver's hiccup must not cut a backend
+   * that works) and forgets nothing (a reload may be loading another model meanwhile).
+   * true when some name's addresses changed.
    */
-  async resolve(model: Model): Promise<void> {
+  async resolve(model: Model, opts: { refresh?: boolean } = {}): Promise<boolean> {
     const names = backendNames(model);
     const results = await Promise.all(names.map((n) => this.lookupOne(n)));
-    const used = new Set(names);
-    for (const n of [...this.table.keys()]) if (!used.has(n)) this.table.delete(n);
+    if (!opts.refresh) {
+      const used = new Set(names);
+      for (const n of [...this.table.keys()]) if (!used.has(n)) this.table.delete(n);
+    }
+    let changed = false;
     names.forEach((name, i) => {
       const r = results[i]!;
-      const addrs = 'error' in r ? [] : r.addrs;
       const old = this.table.get(name);
+      if ('error' in r && opts.refresh && old !== undefined) return;
+      const addrs = 'error' in r ? [] : r.addrs;
       this.table.set(name, old !== undefined && sameList(old, addrs) ? old : addrs);
       if (old !== undefined && sameList(old, addrs)) return;
+      changed = true;
       if ('error' in r) {
-        this.log(`backend name ${name} does not resolve (${r.error}): connections to its services are refused; ` +
-          'reload (SIGHUP, or --watch) once it does, or give an address');
+        this.log(`backend name ${name} does not resolve (${r.error}): connections to its services are refused until it does ` +
+          `(asked again every ${REFRESH_MS / 1000} s and on reload), or give an address`);
       } else {
-        this.log(`backend name ${name}: ${addrs.join(', ')} (resolved at load; a flow goes to the first that listens)`);
+        this.log(`backend name ${name}: ${addrs.join(', ')} (a flow goes to the first that listens)`);
       }
     });
+    return changed;
   }
 
   private async lookupOne(name: string): Promise<{ addrs: string[] } | { error: string }> {

@@ -34,7 +34,7 @@ import { DataPlane, ListenerError } from '../dataplane/plane.js';
 import { FlowLog, ACCEPT, REJECT, estimateTcpPackets, interfaceId } from '../observe/flow-log.js';
 import type { MetricsSource } from '../observe/metrics.js';
 import { listenerSpecs } from './listeners.js';
-import { BackendNames } from './backend-names.js';
+import { BackendNames, REFRESH_MS } from './backend-names.js';
 import { ApiServer, type ApiHost } from './api/server.js';
 import { Ec2Service } from './api/ec2/service.js';
 import { loadState } from './state.js';
@@ -59,6 +59,10 @@ export interface DaemonOptions {
   clock?: Clock & { start?: () => unknown; stop?: () => void };
   /** Sweeper period; the table is scanned fully about once per second. */
   sweepMs?: number;
+  /** How often backend names are resolved again (default REFRESH_MS, 30 s). */
+  namesRefreshMs?: number;
+  /** The resolver of backend names (default: the system's, dns.lookup); a test's stands in. */
+  lookup?: (name: string) => Promise<string[]>;
   /** Run degraded when exact behaviour needs privilege this process cannot get (SPEC.md §1, §8);
    * without it start() throws PrivilegeError (exit 2). */
   fallback?: boolean;
@@ -104,6 +108,7 @@ export class Daemon implements ApiHost {
   private flowWatchers = 0;
   /** Backend host names of the config in force, resolved at start and on each reload. */
   private names: BackendNames | null = null;
+  private namesTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? new TickClock(10);
@@ -194,7 +199,7 @@ export class Daemon implements ApiHost {
       this.flowLog.beforeFlush = () => { for (const e of this.table.live()) this.reportFlow(e); };
     }
 
-    this.names = new BackendNames(log);
+    this.names = new BackendNames(log, this.opts.lookup);
     await this.names.resolve(model);
     await this.plane.install((version) => compilePolicy(model, version), (p) => this.specsOf(p.model));
     this.baseModel = model;
@@ -202,6 +207,8 @@ export class Daemon implements ApiHost {
     const sweepMs = this.opts.sweepMs ?? 100;
     this.sweeper = setInterval(() => this.sweep(), sweepMs);
     this.sweeper.unref();
+    this.namesTimer = setInterval(() => { void this.refreshNames(); }, this.opts.namesRefreshMs ?? REFRESH_MS);
+    this.namesTimer.unref();
 
     if (this.opts.api || this.opts.namespace) this.api = new ApiServer(this, this.opts.apiCredentials ?? null, { ui: this.opts.ui ?? false });
     if (this.opts.api && this.api) {
@@ -259,6 +266,21 @@ export class Daemon implements ApiHost {
   private iface(instName: string): string {
     const inst = this.policy.model.instances.find((i) => i.name === instName);
     return inst ? interfaceId(inst.id) : '-';
+  }
+
+  /**
+   * Asks the resolver again for the backend names of the config in force (every REFRESH_MS); when
+   * an address changed, the listeners get it as a reload would give it (installModel: queued
+   * with the other changes). Skipped while a reload runs (it resolves for itself).
+   */
+  async refreshNames(): Promise<void> {
+    const names = this.names;
+    if (!names || names.size === 0 || this.reloading) return;
+    try {
+      if (await names.resolve(this.baseModel, { refresh: true }) && !this.reloading) await this.installModel(() => this.baseModel);
+    } catch (e) {
+      this.opts.log(`backend names: ${e instanceof Error ? e.message : String(e)}`);
+    }
   }
 
   /** The listeners `model` wants (one per service and outbound entry, per address family). */
@@ -480,6 +502,7 @@ export class Daemon implements ApiHost {
     this.watcher?.close();
     if (this.watchTimer) clearTimeout(this.watchTimer);
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.namesTimer) clearInterval(this.namesTimer);
     await this.api?.close();
     await this.toxiproxy?.close();
     await this.plane.close(drainMs);

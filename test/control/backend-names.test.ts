@@ -49,7 +49,7 @@ t.test('resolve: addresses in the resolver\'s order, deduplicated; failures and 
   t.same(names.get('db'), [], 'a name that does not resolve has no address');
   t.equal(names.get('other'), undefined);
   t.match(log.join('\n'), /backend name localhost: ::1, 127\.0\.0\.1/);
-  t.match(log.join('\n'), /backend name db does not resolve \(ENOTFOUND\): connections to its services are refused; reload/);
+  t.match(log.join('\n'), /backend name db does not resolve \(ENOTFOUND\): connections to its services are refused until it does \(asked again every 30 s and on reload\)/);
 
   const specs = listenerSpecs(model, { names });
   const svc = specs.find((s) => s.kind === 'service' && s.instName === 'web')!;
@@ -69,7 +69,7 @@ t.test('resolve: addresses in the resolver\'s order, deduplicated; failures and 
   t.same(log, [], 'the same answers again: nothing logged');
   answers.set('db', ['127.0.0.5']);
   await names.resolve(model);
-  t.same(log, ['backend name db: 127.0.0.5 (resolved at load; a flow goes to the first that listens)'], 'a change is logged');
+  t.same(log, ['backend name db: 127.0.0.5 (a flow goes to the first that listens)'], 'a change is logged');
   await names.resolve(loadConfigText(config('127.0.0.1:3000', '127.0.0.1:5432'), 'test.yaml'));
   t.equal(names.get('localhost'), undefined, 'names the config no longer uses are forgotten');
 });
@@ -82,4 +82,25 @@ t.test('a resolver that never answers does not hold up a start or a reload for l
   t.ok(performance.now() - t0 < 2000, 'bounded by the lookup timeout');
   t.same(names.get('slow'), []);
   t.match(log.join('\n'), /backend name slow does not resolve \(no answer in 0\.05 s\)/);
+});
+
+t.test('refresh: a failed lookup keeps the addresses that work, nothing is forgotten, changes are reported', async (t) => {
+  let answer: string[] | Error = ['127.0.0.7'];
+  const log: string[] = [];
+  const names = new BackendNames((l) => log.push(l), async () => { if (answer instanceof Error) throw answer; return answer; });
+  const model = loadConfigText(config('app.test:3000', '127.0.0.1:5432'), 'test.yaml');
+  t.equal(await names.resolve(model), true, 'the first load is a change');
+  t.equal(await names.resolve(model, { refresh: true }), false, 'the same answer: no change');
+  answer = Object.assign(new Error('getaddrinfo EAI_AGAIN app.test'), { code: 'EAI_AGAIN' });
+  t.equal(await names.resolve(model, { refresh: true }), false, 'a failed refresh changes nothing');
+  t.same(names.get('app.test'), ['127.0.0.7'], 'and keeps the address');
+  answer = ['127.0.0.8'];
+  t.equal(await names.resolve(model, { refresh: true }), true, 'a new address is a change');
+  t.same(names.get('app.test'), ['127.0.0.8']);
+  await names.resolve(loadConfigText(config('other.test:3000', '127.0.0.1:5432'), 'test.yaml'), { refresh: true });
+  t.same(names.get('app.test'), ['127.0.0.8'], 'a refresh forgets nothing (a reload may be loading another model)');
+  answer = Object.assign(new Error('getaddrinfo ENOTFOUND app.test'), { code: 'ENOTFOUND' });
+  await names.resolve(model);
+  t.same(names.get('app.test'), [], 'a load (start, reload) that does not resolve the name: no address');
+  t.equal(names.get('other.test'), undefined, 'and forgets names the model does not use');
 });

@@ -101,3 +101,26 @@ t.test('a 127.0.0.1 backend whose server took ::1 alone: the log says where it l
   const { logs } = await startDaemon(t, config(addr, 'tcp', [`{ protocol: tcp, port: ${await freePort(addr)}, backend: "127.0.0.1:${p}" }`]));
   t.match(logs.join('\n'), new RegExp(`listening .*\\] \\(something listens on \\[::1\\]:${p} instead: .*use backend: \\[::1\\]:${p}`));
 });
+
+t.test('a name whose address changes is followed within the refresh period, no reload needed', async (t) => {
+  const a = freshAddr(), b = freshAddr();
+  const first = await echoServer(t, a);
+  let secondSaw = 0;
+  const second = net.createServer((c) => { secondSaw++; c.pipe(c); });
+  await new Promise<void>((r, j) => { second.once('error', j); second.listen(first.port, b, () => r()); });
+  t.teardown(() => new Promise<void>((r) => { second.close(() => r()); }));
+  let answer = [a];
+  const addr = freshAddr(), src = freshAddr();
+  const port = await freePort(addr);
+  const { daemon, logs } = await startDaemon(t, config(addr, 'tcp', [`{ protocol: tcp, port: ${port}, backend: "app.test:${first.port}" }`]),
+    { lookup: async (name) => name === 'app.test' ? answer : [], namesRefreshMs: 50 });
+  t.equal(await probe(src, addr, port), 'allowed');
+  t.equal(first.accepted.length, 1, 'the first address served it');
+  answer = [b];
+  t.ok(await until(() => logs.some((l) => l.includes(`backend name app.test: ${b}`)), 3000), 'the refresh sees the new address');
+  const l = () => [...daemon.listeners.values()][0]!;
+  t.ok(await until(() => l().spec.backendAddrs?.[0] === b && daemon.monitor.isUp(l().backendKey), 3000), 'the listener has it, and it is up');
+  t.equal(await probe(src, addr, port), 'allowed', 'still served');
+  t.equal(secondSaw, 1, 'by the new address');
+  t.equal(first.accepted.length, 1, 'not by the old one');
+});
