@@ -13,6 +13,7 @@ import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { lookup } from 'node:dns/promises';
 import { join } from 'node:path';
 import { freshAddr, freePort, echoServer, noWireFaults, probe } from './helpers.js';
 import { unreadableForNobody } from '../helpers.js';
@@ -28,6 +29,10 @@ const skip = process.getuid?.() !== 0 ? 'needs root to switch to uid 65534 and t
   : !SETCAP ? 'setcap(8) not installed (libcap2-bin)'
   : !nativeStatus().loaded ? 'native addon not built'
   : !existsSync(helperPath()) ? `helper ${helperPath()} not built` : unreadableForNobody(CLI);
+
+/** Two of the backends are given by name, as people write them (resolved by the daemon running as
+ * uid 65534), where localhost is 127.0.0.1 here; the others by address. */
+const LOCAL = (await lookup('localhost', { all: true }).catch(() => [])).some((a) => a.address === '127.0.0.1') ? 'localhost' : '127.0.0.1';
 
 /** A world-readable temp dir (uid 65534 reads the config and runs the helper from it). */
 function openDir(t: { teardown(f: () => void): void }): string {
@@ -109,10 +114,10 @@ instances:
     address: ${addr}
     securityGroups: [sg-u]
     services:
-      - { protocol: tcp, port: ${tcp}, backend: "127.0.0.1:${echo.port}" }
+      - { protocol: tcp, port: ${tcp}, backend: "${LOCAL}:${echo.port}" }
       - { protocol: tcp, port: ${tcpDown}, backend: "127.0.0.1:${dead}" }
       - { protocol: udp, port: ${udp}, backend: "127.0.0.1:${uecho.port}" }
-      - { protocol: udp, port: ${udpDown}, backend: "127.0.0.1:${udead}" }
+      - { protocol: udp, port: ${udpDown}, backend: "${LOCAL}:${udead}" }
 `);
   chmodSync(cfg, 0o644);
   return { addr, src, tcp, tcpDown, udp, udpDown, echo, uecho, cfg };
