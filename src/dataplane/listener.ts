@@ -58,6 +58,8 @@ export interface Listener {
   mode: number;
   filterExact: boolean;
   backendKey: string;
+  /** The address relayed flows connect to (a name's live address). */
+  backendAddress(): string;
   readonly nativeFilter: boolean;
   /** Live flows of this listener. */
   readonly flowCount: number;

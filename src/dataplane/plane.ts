@@ -75,6 +75,9 @@ export interface ListenerStatus {
   listenPort: number;
   rulePort: number;
   backend: string;
+  /** For a backend given by name: the address flows go to now (the first that listens, else the
+   * first resolved; null when the name did not resolve). Absent for an address. */
+  backendAddress?: string | null;
   backendUp: boolean;
   filter: string;
   nativeFilter: boolean;
@@ -330,6 +333,7 @@ export class DataPlane {
       policyVersion: l.policyVersion,
       kind: l.spec.kind, instance: l.spec.instName, protocol: l.spec.protocol === 6 ? 'tcp' : 'udp', address: l.spec.address,
       listenPort: l.spec.listenPort, rulePort: l.spec.rulePort, backend: `${l.spec.backendHost}:${l.spec.backendPort}`,
+      ...(l.spec.backendAddrs ? { backendAddress: l.spec.backendAddrs.length > 0 ? l.backendAddress() : null } : {}),
       backendUp: this.monitor.isUp(l.backendKey), filter: MODE_NAMES[l.mode]!, nativeFilter: l.nativeFilter,
       exactFilter: l.filterExact, flows: l.flowCount,
       accepted: l.stats.accepted, rejected: l.stats.rejected, refused: l.stats.refused,

@@ -13,6 +13,7 @@
 // 'unavailable' means every listener gets an exact kernel filter and every refusal is exact.
 
 import { readFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { resolve } from 'node:path';
 import { Netd, helperPath, type NetdProbe } from '../native/netd.js';
 import { packageRoot, useSocketHelper, nativeStatus } from '../native/sock-filter.js';
@@ -119,7 +120,7 @@ export function acquirePrivilege(opts: { fallback: boolean }): Privilege {
   } else if (!addon.loaded) helper.error = `needs the native addon: ${addon.error}`;
   const missing: string[] = [];
   if (!ownFilter) missing.push(addon.loaded
-    ? 'kernel socket filters on TCP listeners need CAP_NET_ADMIN on this kernel (Linux 5d39580f68e6): a denied connect would be accepted then reset instead of timing out'
+    ? `kernel socket filters on TCP listeners need CAP_NET_ADMIN on this kernel (${release()}; since Linux commit 5d39580f68e6): a denied connect would be accepted then reset instead of timing out`
     : `the native addon is not built (${addon.error}): no kernel socket filters`);
   if (!ownRefusal) missing.push('exact refusals need CAP_NET_RAW, libpcap and raw sockets: an allowed connect to a stopped backend would be accepted then reset instead of refused, and UDP to it would get no ICMP (silence)');
   return { mode: opts.fallback ? 'fallback' : 'unavailable', tcpFilter: ownFilter ? 'process' : null, refusal: ownRefusal ? 'process' : null,
@@ -181,6 +182,7 @@ export function unavailableMessage(p: Privilege): string {
     `  capability helper ${p.helper.path}: ${p.helper.error ?? 'not usable'}`,
     'fix (once, gives only the helper cap_net_admin,cap_net_raw; node gets nothing):',
     `  ${setupCommand()}`,
+    'or, without sudo, for a test command: sgemu exec -c FILE -- CMD runs CMD in a private network namespace where every behaviour is exact (needs unprivileged user namespaces)',
     'or run degraded and say so: add --fallback (see `sgemu doctor`)',
   ].join('\n');
 }

@@ -42,6 +42,8 @@ t.test('TCP: backend localhost:PORT is relayed natively, its faults apply, and a
   t.notMatch(logs.join('\n'), /not applied/, 'no "faults are not applied" warning', { skip: noWireFaults() });
   const l = [...daemon.listeners.values()].find((x) => x.spec.listenPort === plain) as TcpListener;
   t.equal(l.backendAddress(), '127.0.0.1', 'flows go to the address that listens');
+  t.same(daemon.plane.listenerStatus().filter((x) => x.listenPort === plain).map((x) => [x.backend, x.backendAddress]), [[`localhost:${echo.port}`, '127.0.0.1']],
+    'the status (API, dashboard) shows the name and the address flows go to');
   t.ok(daemon.monitor.isUp(l.backendKey), 'the backend is up (it was "down" for a name before)');
   if (tcpRelayStatus().available) t.ok(l.nativeRelay, 'the native relay serves it');
   t.equal(await probe(src, addr, plain), 'allowed');

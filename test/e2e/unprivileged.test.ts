@@ -246,6 +246,8 @@ t.test('uid 65534 with nothing set up: exit 2 with the fix; --fallback runs degr
   t.match(plain.stderr, /PrivilegeRequired/, 'names what is missing');
   t.match(plain.stderr, /CAP_NET_ADMIN/, 'and why');
   t.match(plain.stderr, /sudo .* setup/, 'and the one command that fixes it');
+  t.match(plain.stderr, /on this kernel \(\d[^;]*; since Linux commit 5d39580f68e6\)/, 'the kernel named by its release, the change by its commit');
+  t.match(plain.stderr, /without sudo, for a test command: sgemu exec -c FILE -- CMD/, 'and the way without sudo');
   t.notMatch(plain.stderr, /ready:/, 'never ready');
 
   const doc = asNobodySync(['doctor', '--json'], env);

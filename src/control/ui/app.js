@@ -240,10 +240,12 @@
     for (const l of st.listeners) {
       const v = listenerViews.get(lkey(l.protocol, l.address, l.listenPort));
       if (!v) { modelChanged = true; continue; }
-      const state = `${l.backendUp}|${l.backend}|${l.filter}|${l.nativeFilter}`;
+      const state = `${l.backendUp}|${l.backend}|${l.backendAddress}|${l.filter}|${l.nativeFilter}`;
       if (v.state !== state) {
         v.state = state;
-        v.backend.replaceChildren(badge(l.backendUp ? 'up' : 'down'), ' ', h('span', { class: 'mono muted', text: l.backend }));
+        // A backend given by name shows the address flows go to (or that the name did not resolve).
+        const via = l.backendAddress === undefined ? '' : l.backendAddress === null ? ' (does not resolve)' : ` (${l.backendAddress})`;
+        v.backend.replaceChildren(badge(l.backendUp ? 'up' : 'down'), ' ', h('span', { class: 'mono muted', text: l.backend + via }));
         v.mode.replaceChildren(badge(l.filter, l.filter === 'rules' ? 'mode' : 'down'), l.nativeFilter ? '' : ' userland');
       }
       setText(v.totals, `${l.accepted} accepted · ${l.rejected} rejected\n${l.refused} refused · ${fmtBytes(l.bytesIn + l.bytesOut)}`);
