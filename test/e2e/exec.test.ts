@@ -201,3 +201,47 @@ instances:
   t.ok(records.length > 0, `flow log records written: ${records.length}`);
   t.ok(records.some((l) => / 10\.0\.1\.15 /.test(l)), 'with the instance address as AWS would log it');
 });
+
+// As root: the namespace maps uid 0 to itself, which Linux >= 5.12 allows only when the creator
+// of the namespace held CAP_SETFCAP (commit db2e718a4798). The helper drops every capability
+// before unshare, so `sgemu exec` as root (a CI job in a root shell) failed with EPERM; it now
+// keeps CAP_SETFCAP through the unshare alone.
+const skipRoot = process.getuid?.() !== 0 ? 'needs root' : !nativeStatus().loaded ? 'native addon not built'
+  : !existsSync(helperPath()) ? 'helper not built' : userns();
+
+t.test('as root: exec runs the command as root inside, and the rules apply', { skip: skipRoot }, async (t) => {
+  const dir = t.testdir({});
+  const echo = await echoServer(t);
+  writeFileSync(join(dir, 'sgemu.yaml'), `securityGroups:
+  - id: sg-db
+    ingress: [ { protocol: tcp, ports: 5432, cidr: 10.0.2.0/24 } ]
+  - id: sg-app
+instances:
+  - name: db
+    address: 10.0.1.15
+    securityGroups: [sg-db]
+    services: [ { protocol: tcp, port: 5432, backend: "127.0.0.1:${echo.port}" } ]
+  - name: app
+    address: 10.0.2.20
+    securityGroups: [sg-app]
+`);
+  // From app (allowed) and from db's own address (no rule: times out).
+  const probe = String.raw`
+const net = require('node:net');
+const tcp = (from) => new Promise((res) => {
+  const s = net.connect({ host: '10.0.1.15', port: 5432, localAddress: from });
+  const timer = setTimeout(() => { s.destroy(); res('timeout'); }, 1000);
+  s.on('connect', () => { s.write('ping'); s.once('data', (d) => { clearTimeout(timer); s.destroy(); res(String(d) === 'ping' ? 'allowed' : 'garbled'); }); });
+  s.on('error', (e) => { clearTimeout(timer); res(e.code); });
+});
+(async () => console.log(JSON.stringify({ uid: process.getuid(), app: await tcp('10.0.2.20'), db: await tcp('10.0.1.15') })))();
+`;
+  const p = spawn(process.execPath, [CLI, 'exec', '-c', 'sgemu.yaml', '--api', 'off', '--', process.execPath, '-e', probe], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  p.stdout.on('data', (d) => { stdout += d; });
+  p.stderr.on('data', (d) => { stderr += d; });
+  const status = await new Promise<number | null>((r) => p.on('exit', (s) => r(s)));
+  t.equal(status, 0, `exit 0 (stderr: ${stderr.trim().slice(0, 400)})`);
+  const line = stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  t.same(line ? JSON.parse(line) : null, { uid: 0, app: 'allowed', db: 'timeout' }, 'root inside; allowed from app, dropped from db');
+});

@@ -564,12 +564,17 @@ int main(int argc, char **argv) {
   ns_mode = argc == 2 && strcmp(argv[1], "--namespace") == 0;
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
   if (ns_mode) {
-    /* Nothing of the host's privilege comes along: drop it all, then take the namespace's. */
+    /* Nothing of the host's privilege comes along: drop it all, then take the namespace's. Root
+     * keeps CAP_SETFCAP through the unshare alone: since Linux 5.12 a namespace may map uid 0 of
+     * its parent only when its creator held CAP_SETFCAP (commit db2e718a4798, parent_could_setfcap),
+     * and a root caller's own uid is 0, so `sgemu exec` as root failed with EPERM at uid_map. An
+     * ordinary user holds no CAP_SETFCAP and needs none (its own uid is not 0). */
     struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
     struct __user_cap_data_struct d[2];
     memset(d, 0, sizeof(d));
+    if (geteuid() == 0) d[0].permitted = d[0].effective = 1u << CAP_SETFCAP;
     syscall(SYS_capset, &h, d);
-    ns_err = ns_enter() == 0 ? 0 : errno;
+    ns_err = ns_enter() == 0 ? 0 : errno;   /* after unshare: every capability, in the namespace only */
   }
   caps_init();
   if ((argc > 1 && !ns_mode) || argc > 2 || getsockopt(CTL_FD, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_SEQPACKET ||
