@@ -185,9 +185,9 @@ export class TcpListener extends ListenerBase implements RelayListener {
     // (a reload may have changed the backend to a name that does not resolve: the thread does no
     // lookups, JS connects and fails each flow then, see NativeRelay.connect). A backend name's
     // live address may change (the monitor fires, refreshFilter comes here): the target follows.
-    // Off near a full table: auto-connected
-    // accepts reach JS in batches (up to a few ms later), and the flow that fills the table must
-    // be seen at once so that the ones after it are dropped by the filter rather than reset.
+    // Off near a full table: auto-connected accepts reach JS in batches (up to a few ms later),
+    // and the flow that fills the table must be seen at once so that the ones after it are
+    // dropped by the filter rather than reset.
     const on = this.nativeFilter && this.filterExact && this.mode === MODE_RULES && !this.env.table.nearFull &&
       !this.env.monitor.isForcedDown(this.backendKey) &&
       net.isIP(host) !== 0 && (s.localAddress === null || net.isIP(s.localAddress) !== 0);
