@@ -5,7 +5,7 @@
 
 import { readFaults } from './faults.js';
 import {
-  DEFAULT_CONNECTION_TRACKING, PROTO_TCP, PROTO_UDP, protocolName, type Instance, type Outbound,
+  DEFAULT_CONNECTION_TRACKING, PROTO_TCP, PROTO_UDP, hostPort, protocolName, type Instance, type Outbound,
   type Service, type SourcePos, defaultNetworkAclId,
 } from '../model/types.js';
 import { cidrsOverlap, parseCidr, parseIp, type ParsedCidr } from './cidr.js';
@@ -137,17 +137,16 @@ export class InstancesLoader extends RulesLoader {
     };
     const addrsOf = (inst: Instance): string[] => inst.address6 ? [inst.address, inst.address6] : [inst.address];
     const byName = new Map(this.instances.map((i) => [i.name, i]));
-    const show = (a: string, port: number): string => `${a.includes(':') ? `[${a}]` : a}:${port}`;
     this.instances.forEach((inst, ii) => {
       inst.services.forEach((svc, si) => {
         const path = svc.pos?.path ?? indexPath(keyPath(indexPath('instances', ii), 'services'), si);
         for (const a of addrsOf(inst)) {
-          nodes.set(key(svc.protocol, a, svc.listenPort), { label: `${inst.name} ${protocolName(svc.protocol)} ${show(a, svc.listenPort)}`, next: null, svc, path });
+          nodes.set(key(svc.protocol, a, svc.listenPort), { label: `${inst.name} ${protocolName(svc.protocol)} ${hostPort(a, svc.listenPort)}`, next: null, svc, path });
         }
       });
       inst.outbound.forEach((o, oi) => {
         const path = o.pos?.path ?? indexPath(keyPath(indexPath('instances', ii), 'outbound'), oi);
-        nodes.set(key(o.protocol, inst.address, o.port), { label: `${inst.name} outbound ${protocolName(o.protocol)} ${show(inst.address, o.port)}`, next: null, svc: null, path });
+        nodes.set(key(o.protocol, inst.address, o.port), { label: `${inst.name} outbound ${protocolName(o.protocol)} ${hostPort(inst.address, o.port)}`, next: null, svc: null, path });
       });
     });
     for (const inst of this.instances) {
@@ -182,7 +181,7 @@ export class InstancesLoader extends RulesLoader {
       const ordered = [...loop.slice(from), ...loop.slice(0, from), first].map((x) => nodes.get(x)!.label);
       const b = n.svc?.backend;
       this.r.err('InvalidParameterValue', n.svc ? keyPath(n.path, 'backend') : n.path, n.svc?.pos ?? undefined,
-        (loop.length === 1 && b ? `backend ${b.host.includes(':') ? `[${b.host}]` : b.host}:${b.port} is this service's own listener` : 'these listeners relay to each other in a loop') +
+        (loop.length === 1 && b ? `backend ${hostPort(b.host, b.port)} is this service's own listener` : 'these listeners relay to each other in a loop') +
         `: ${ordered.join(' -> ')}; every connection would open the next one until the connection table is full. ` +
         'Point the backend at the server behind sgemu (e.g. 127.0.0.1:3000), or give the instance another address');
     }

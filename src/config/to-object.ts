@@ -6,7 +6,7 @@
 
 import { faultToJson } from './faults.js';
 import {
-  DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName,
+  DEFAULT_CONNECTION_TRACKING, DEFAULT_QUOTAS, EGRESS, INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, protocolName, hostPort,
   DEFAULT_NACL_ENTRIES, defaultNaclEntries, naclEntryKey, type Model, type NaclEntry, type Rule, type SecurityGroup,
 } from '../model/types.js';
 import { defaultGroupId, instanceId, ruleId } from './ids.js';
@@ -154,10 +154,6 @@ function isStandardDefault(g: SecurityGroup): boolean {
   const ingressOk = g.ingress.length === 1 && i0 !== undefined && plain(i0) && i0.direction === INGRESS && i0.peer.kind === 'group' && i0.peer.groupId === g.id;
   const cidrs = g.egress.map((r) => (r.peer.kind === 'cidr' && plain(r) && r.direction === EGRESS ? r.peer.cidr : ''));
   return ingressOk && cidrs.length === 2 && cidrs[0] === '0.0.0.0/0' && cidrs[1] === '::/0';
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function bareIfHost(cidr: string): string {

@@ -16,7 +16,7 @@ import { compileSourceFilter, compileDropAllNew, compileAcceptAll, encodeProgram
 import { attachFilter, releaseSocket } from '../native/sock-filter.js';
 import type { ConnTable } from './conntrack/table.js';
 import type { Counters } from './counters.js';
-import type { BackendMonitor } from './liveness.js';
+import { BackendMonitor, type Backend } from './liveness.js';
 
 export const MODE_RULES = 0;
 export const MODE_DOWN = 1;
@@ -164,7 +164,7 @@ export abstract class ListenerBase implements Listener {
 
   protected watchBackend(): void {
     const s = this.spec;
-    this.backendKey = this.base.monitor.watch({ proto: s.protocol, host: s.probeHost, port: s.probePort, ...(s.probeAddrs ? { addrs: s.probeAddrs } : {}) });
+    this.backendKey = this.base.monitor.watch(probeOf(s));
     if (this.base.monitor.isRemote(this.backendKey)) {
       this.base.log(`listener ${this.describe()}: the backend is not on this machine, so whether it listens is learnt from connects: ` +
         `the client whose flow finds it stopped is reset, the ones after are refused until ${s.protocol === 6 ? 'a probe connect finds it back (one a second)' : 'a second has passed'}`);
@@ -194,8 +194,7 @@ export abstract class ListenerBase implements Listener {
   /** Takes a new policy (and spec, on reload): re-decides live flows, then swaps the filter. */
   applyPolicy(policy: CompiledPolicy, spec?: ListenerSpec): void {
     if (spec) {
-      if (spec.probeHost !== this.spec.probeHost || spec.probePort !== this.spec.probePort ||
-          (spec.probeAddrs ?? []).join() !== (this.spec.probeAddrs ?? []).join()) {
+      if (BackendMonitor.key(probeOf(spec)) !== this.backendKey) {
         const old = this.backendKey;
         this.spec = spec;
         this.watchBackend();
@@ -351,4 +350,9 @@ export abstract class ListenerBase implements Listener {
     if (t === undefined) return 0;
     return p.decide4(t, INGRESS, proto, parseIpv4(src.address), this.spec.rulePort) & VERDICT_ALLOW ? v : 0;
   }
+}
+
+/** The backend whose liveness decides this listener's refusals (its key names the watch). */
+function probeOf(s: ListenerSpec): Backend {
+  return { proto: s.protocol, host: s.probeHost, port: s.probePort, ...(s.probeAddrs ? { addrs: s.probeAddrs } : {}) };
 }

@@ -21,6 +21,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import net, { isIP, isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { listeningSockets } from '../native/sock-filter.js';
+import { hostPort } from '../model/types.js';
 
 /** A backend: `host` an address, or a name whose addresses are `addrs` (any of them listening is up). */
 export interface Backend { proto: 6 | 17; host: string; port: number; addrs?: readonly string[] }
@@ -168,9 +169,8 @@ export class BackendMonitor {
     const w = this.watched.get(key);
     if (!w) return key;
     const b = w.b;
-    const hp = (h: string): string => `${h.includes(':') ? `[${h}]` : h}:${b.port}`;
     const via = b.addrs === undefined ? '' : w.live !== null ? ` (${w.live})` : b.addrs.length === 0 ? ' (the name does not resolve)' : ` (${b.addrs.join(', ')})`;
-    return `${b.proto === 6 ? 'tcp' : 'udp'} ${hp(b.host)}${via}`;
+    return `${b.proto === 6 ? 'tcp' : 'udp'} ${hostPort(b.host, b.port)}${via}`;
   }
 
   /** The first of the backend's addresses that listens (for a name, where flows go); null: none. */
@@ -281,7 +281,7 @@ export class BackendMonitor {
     if (other === null) return null;
     const v4 = other === '127.0.0.1';
     const set = this.merged(tcp ? (v4 ? 'tcp' : 'tcp6') : (v4 ? 'udp' : 'udp6'), tcp);
-    return set.has(procHex(other) + ':' + w.b.port) ? `${v4 ? other : `[${other}]`}:${w.b.port}` : null;
+    return set.has(procHex(other) + ':' + w.b.port) ? hostPort(other, w.b.port) : null;
   }
 
   private merged(name: string, tcp: boolean): Set<string> {

@@ -282,6 +282,11 @@ export function naclEntryKey(e: NaclEntry): string {
   return `${e.egress ? 'e' : 'i'}${e.ruleNumber}|${e.protocol}|${e.fromPort}|${e.toPort}|${e.cidr}|${e.allow ? 'allow' : 'deny'}`;
 }
 
+/** `host:port`, an IPv6 host in brackets (`[::1]:53`). */
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 export function protocolName(p: number): string {
   switch (p) {
     case PROTO_ALL: return 'all';
